@@ -1,0 +1,200 @@
+"""Configuration: frozen dataclasses, each field's docstring is its `--help`.
+
+Only the configurator reads a whole `Config`; components get explicit arguments. A config goes to
+JSON and back unchanged (`to_dict` / `from_dict`), and `--group.field value` overrides reach the
+field they name.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from worldmodel.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The forward model s[t+1] = G(s[t], a[t], z[t])."""
+
+    kind: str = "cvae"
+    """'cvae' (latent variable with latent dropout) or 'deterministic' (no z)."""
+    latent_dim: int = 4
+    """Size of z for the cvae."""
+    hidden: int = 256
+    """Width of the MLP layers."""
+    layers: int = 3
+    """Hidden layers of the decoder MLP."""
+    dropout: float = 0.05
+    """Dropout rate in the MLP; also what MC-dropout uncertainty samples."""
+    latent_dropout: float = 0.5
+    """Probability, per sample and step, that z comes from the prior and no KL is charged."""
+    latent_dropout_mode: str = "prior"
+    """What replaces a dropped z: 'prior' (a sample of N(0, I), PPUU) or 'zero'."""
+    beta: float = 1.0
+    """Weight of the KL term."""
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("hidden",), non_negative=("latent_dim", "layers", "beta"))
+        _check_choice(self, "kind", ("cvae", "deterministic"))
+        _check_choice(self, "latent_dropout_mode", ("prior", "zero"))
+        _check_range(self, "latent_dropout", 0.0, 1.0)
+        _check_range(self, "dropout", 0.0, 0.99)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fitting the forward model to the collected data."""
+
+    horizon: int = 10
+    """Steps unrolled on the model's own predictions in the multi-step loss."""
+    batch_size: int = 256
+    """Windows per gradient step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 1e-5
+    """AdamW weight decay."""
+    grad_clip: float = 10.0
+    """Gradient-norm clipping."""
+    max_steps: int = 4000
+    """Gradient steps per fit at most (a fit stops earlier when validation stalls)."""
+    eval_every: int = 200
+    """Gradient steps between validations."""
+    patience: int = 4
+    """Validations without improvement before the fit stops."""
+    val_fraction: float = 0.1
+    """Share of episodes held out for validation."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            positive=("horizon", "batch_size", "lr", "grad_clip", "max_steps", "eval_every",
+                      "patience"),
+            non_negative=("weight_decay",),
+        )  # fmt: skip
+        _check_range(self, "val_fraction", 0.01, 0.9)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one command needs; saved as config.json in its run folder."""
+
+    env: str = "Pendulum-v1"
+    """Task id (see `wm tasks`)."""
+    seed: int = 0
+    """Seed of every random number generator in the run."""
+    name: str = "train"
+    """Experiment name, part of the run folder name."""
+    device: str = "auto"
+    """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'."""
+    steps: int = 20_000
+    """Random-action env steps collected for training."""
+    runs_dir: str = "runs"
+    """Folder that holds the run folders."""
+    progress: bool = True
+    """Show progress bars."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("steps",), non_negative=("seed",))
+
+
+def _check(config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    for name in positive:
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
+    for name in non_negative:
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{name} must be zero or positive, got {getattr(config, name)}")
+
+
+def _check_range(config: Any, name: str, low: float, high: float) -> None:
+    if not low <= getattr(config, name) <= high:
+        raise ConfigError(f"{name} must be in [{low}, {high}], got {getattr(config, name)}")
+
+
+def _check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(config, name) not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {getattr(config, name)!r}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Nested plain dict of a config dataclass (JSON-able)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build `cls` from a (possibly partial) nested dict; unknown keys are an error."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown} for {cls.__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        kind = hints[name]
+        kwargs[name] = from_dict(kind, value) if dataclasses.is_dataclass(kind) else value
+    return cls(**kwargs)
+
+
+def flat_fields(cls: type, prefix: str = "") -> dict[str, tuple[type, str]]:
+    """'group.field' -> (type, help) for every leaf field of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    out: dict[str, tuple[type, str]] = {}
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out |= flat_fields(kind, f"{prefix}{f.name}.")
+        else:
+            out[f"{prefix}{f.name}"] = (kind, docs.get(f.name, ""))
+    return out
+
+
+def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of `config` with 'group.field' keys replaced; types are checked."""
+    fields = flat_fields(type(config))
+    values = to_dict(config)
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ConfigError(f"unknown option '{key}'; see --help for the options")
+        kind = fields[key][0]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind):
+            raise ConfigError(f"option '{key}' needs a {kind.__name__}, got {value!r}")
+        node = values
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return from_dict(type(config), values)
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass, read from its source."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, after in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs

@@ -1,0 +1,95 @@
+"""`wm train` and `wm eval-model`: collect random rollouts, fit the world model, measure it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from agents.config import Config
+from agents.configurator import (
+    CHECKPOINT_FILE,
+    DATA_FILE,
+    build_model,
+    build_trainer,
+    load_world_model,
+    new_run_dir,
+    resolve_device,
+    save_config,
+    save_world_model,
+)
+from envs import make_task
+from worldmodel.data import EpisodeStore
+from worldmodel.evaluate import KStepError, k_step_errors
+from worldmodel.logger import Logger
+from worldmodel.rollout import collect, random_policy
+
+K_STEPS = (1, 5, 10, 25)
+
+
+def train(config: Config) -> Path:
+    """Collect `config.steps` random steps, fit the model, evaluate it; returns the run folder."""
+    task = make_task(config.env)
+    device = resolve_device(config.device)
+    run_dir = new_run_dir(config)
+    save_config(run_dir, config)
+    logger = Logger(run_dir)
+    try:
+        env = task.make_env(seed=config.seed)
+        store = EpisodeStore(task.obs_dim, task.act_dim)
+        with tqdm(total=config.steps, desc="collect", disable=not config.progress) as bar:
+            collect(env, random_policy(env, config.seed), config.steps, store, config.seed,
+                    on_step=lambda t: bar.update(t - bar.n))  # fmt: skip
+        env.close()
+        store.save(run_dir / DATA_FILE)
+        train_set, val_set = store.split(config.train.val_fraction, config.seed)
+
+        model = build_model(config.model, task.obs_dim, task.act_dim)
+        model.set_normalization(train_set.stats())
+        model.to(device)
+        trainer = build_trainer(config.train, model, config.seed)
+        result = trainer.fit(
+            train_set, val_set,
+            horizon=config.train.horizon, batch_size=config.train.batch_size,
+            max_steps=config.train.max_steps, eval_every=config.train.eval_every,
+            patience=config.train.patience, log=logger.scalars, progress=config.progress,
+        )  # fmt: skip
+        errors = k_step_errors(model, val_set, K_STEPS, seed=config.seed)
+        _log_errors(logger, errors, trainer.total_steps)
+        logger.scalars({"charts/train_seconds": result.seconds}, trainer.total_steps)
+        save_world_model(run_dir / CHECKPOINT_FILE, config, task, model,
+                         model_steps=trainer.total_steps)  # fmt: skip
+        print(f"trained {result.steps} steps in {result.seconds:.0f}s; run folder: {run_dir}")
+        print(format_errors(errors))
+    finally:
+        logger.close()
+    return run_dir
+
+
+def eval_model(run_dir: Path, device: str = "auto") -> list[KStepError]:
+    """k-step error of a trained model on the run's held-out episodes, printed and logged."""
+    loaded = load_world_model(run_dir, resolve_device(device))
+    config = loaded.config
+    store = EpisodeStore.load(Path(run_dir) / DATA_FILE)
+    _, val_set = store.split(config.train.val_fraction, config.seed)
+    errors = k_step_errors(loaded.model, val_set, K_STEPS, seed=config.seed)
+    logger = Logger(Path(run_dir) / "eval")
+    _log_errors(logger, errors, int(loaded.meta.get("model_steps", 0)))
+    logger.close()
+    print(format_errors(errors))
+    return errors
+
+
+def _log_errors(logger: Logger, errors: list[KStepError], step: int) -> None:
+    for e in errors:
+        logger.scalars(
+            {f"val/k_step_mse_{e.k}": e.model, f"val/k_step_mse_{e.k}_baseline": e.baseline}, step
+        )
+
+
+def format_errors(errors: list[KStepError]) -> str:
+    """A small table of k-step normalised MSE, model vs the constant baseline."""
+    lines = [f"{'k':>4} {'model':>10} {'baseline':>10} {'ratio':>7}"]
+    for e in errors:
+        lines.append(f"{e.k:>4} {e.model:>10.4f} {e.baseline:>10.4f} {e.model / e.baseline:>7.3f}")
+    return "\n".join(lines)

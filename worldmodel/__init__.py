@@ -1,0 +1,1 @@
+"""worldmodel: learn world models from rollouts and control with them."""

@@ -1,0 +1,116 @@
+"""Checkpoints: tensors in safetensors, everything else as JSON in its header; never pickle.
+
+One file holds named groups of tensors (`model`, `optimizer`, ...) and a JSON `meta` dict (config,
+counters, RNG states). It is written atomically, so a crash leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from worldmodel.atomic import atomic_write_bytes
+from worldmodel.errors import CheckpointError
+
+FORMAT_VERSION = 1
+_SEP = "/"
+
+
+def save_checkpoint(
+    path: str | os.PathLike, groups: dict[str, dict[str, Tensor]], meta: dict[str, Any]
+) -> None:
+    """Write `groups` (name -> flat tensor dict) and JSON-able `meta` to `path` atomically."""
+    flat = {
+        f"{group}{_SEP}{key}": tensor.detach().to("cpu").contiguous()
+        for group, tensors in groups.items()
+        for key, tensor in tensors.items()
+    }
+    header = {"format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)}
+    atomic_write_bytes(Path(path), st_save(flat, metadata=header))
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: torch.device | str = "cpu"
+) -> tuple[dict[str, dict[str, Tensor]], dict[str, Any]]:
+    """Read a checkpoint written by `save_checkpoint`; every failure is a `CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a run folder with one")
+    payload = path.read_bytes()
+    try:
+        flat = st_load(payload)
+        header = _header(payload)
+    except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({exc})") from exc
+    version = int(header.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format {version}, newer than {FORMAT_VERSION}; upgrade worldmodel"
+        )
+    groups: dict[str, dict[str, Tensor]] = {}
+    for name, tensor in flat.items():
+        group, key = name.split(_SEP, 1)
+        groups.setdefault(group, {})[key] = tensor.to(device)
+    return groups, json.loads(header["meta"])
+
+
+def _header(payload: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors payload (which `safetensors.torch.load` drops)."""
+    size = int.from_bytes(payload[:8], "little")
+    if size <= 0 or 8 + size > len(payload):
+        raise ValueError("header length out of range")
+    return json.loads(payload[8 : 8 + size])["__metadata__"]
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split an optimiser's state_dict into flat tensors and JSON (its param groups and scalars)."""
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, Tensor):
+                tensors[f"{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]
+) -> None:
+    """Inverse of `optimizer_state`."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    for index, values in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def load_module_state(module: torch.nn.Module, tensors: dict[str, Tensor], what: str) -> None:
+    """`load_state_dict` that reports a shape or key mismatch as one clear line."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{what} weights do not match this model (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); was the checkpoint made with another config?"
+        )
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(
+                f"{what} weight '{key}' has shape {tuple(value.shape)} but this model expects "
+                f"{tuple(expected[key].shape)}; the checkpoint is for other dimensions"
+            )
+    module.load_state_dict(tensors)

@@ -1,0 +1,57 @@
+"""k-step prediction error of a forward model against the constant baseline s[t+k] = s[t]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from worldmodel.data import EpisodeStore
+from worldmodel.forward import ForwardModel, normalized_error
+
+
+@dataclass(frozen=True)
+class KStepError:
+    """Mean squared error in state-normalised units after k open-loop steps."""
+
+    k: int  #: steps unrolled from a real start state under the real actions
+    model: float  #: the forward model, z drawn from the prior
+    baseline: float  #: the constant prediction s[t+k] = s[t]
+    windows: int  #: how many start states were averaged
+
+
+@torch.no_grad()
+def k_step_errors(
+    model: ForwardModel,
+    store: EpisodeStore,
+    ks: tuple[int, ...] = (1, 5, 10, 25),
+    max_windows: int = 2048,
+    seed: int = 0,
+) -> list[KStepError]:
+    """Error of the model and the baseline at each k; a k longer than every episode is skipped.
+
+    Windows are evenly spaced over the valid starts, latents seeded, dropout off: the figure is
+    reproducible for a given model and store.
+    """
+    model.eval()
+    results = []
+    for k in ks:
+        starts = store.window_starts(k)
+        if len(starts) == 0:
+            continue
+        if len(starts) > max_windows:
+            starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
+        window = store.windows(starts, k).to(model.device)
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+        predicted = model.rollout(window.obs[0], window.action, generator=generator)[-1]
+        target = window.obs[k]
+        results.append(
+            KStepError(
+                k=k,
+                model=normalized_error(model, predicted, target).mean().item(),
+                baseline=normalized_error(model, window.obs[0], target).mean().item(),
+                windows=len(starts),
+            )
+        )
+    return results

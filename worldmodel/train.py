@@ -1,0 +1,156 @@
+"""Training of the forward model: multi-step loss, Adam, validation early stopping."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from worldmodel.data import EpisodeStore, Window
+from worldmodel.forward import ForwardModel
+
+Metrics = dict[str, float]
+MetricsSink = Callable[[Metrics, int], None]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one call of `ModelTrainer.fit` did."""
+
+    steps: int  #: gradient steps taken in this call
+    best_val_loss: float  #: validation loss of the weights kept
+    seconds: float  #: wall time of the call
+    stopped_early: bool  #: validation stopped improving before `max_steps`
+
+
+class ModelTrainer:
+    """Owns the optimiser and RNGs of one forward model; `fit` may be called again to warm-start.
+
+    A non-finite loss or gradient skips the update (weights unchanged) and is counted.
+    """
+
+    def __init__(
+        self,
+        model: ForwardModel,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        grad_clip: float = 10.0,
+        seed: int = 0,
+    ) -> None:
+        if lr <= 0 or grad_clip <= 0 or weight_decay < 0:
+            raise ValueError("lr and grad_clip must be positive and weight_decay non-negative")
+        self.model, self.grad_clip = model, grad_clip
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.total_steps = 0
+        self.skipped_updates = 0
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def update(self, window: Window) -> Metrics:
+        """One gradient step on a batch of windows ([H+1, B, S] states)."""
+        self.model.train()
+        terms = self.model.loss(window.to(self.model.device), generator=self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if not (torch.isfinite(terms.loss) and torch.isfinite(grad_norm)):
+            self.skipped_updates += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"skipped_updates": float(self.skipped_updates)}
+        self.optimizer.step()
+        self.total_steps += 1
+        return {
+            "loss": terms.loss.item(),
+            "reconstruction": terms.reconstruction.item(),
+            "kl": terms.kl.item(),
+            "grad_norm": grad_norm.item(),
+        }
+
+    @torch.no_grad()
+    def validate(self, windows: Window) -> Metrics:
+        """Loss on fixed windows with dropout off and a fixed latent seed, so evals compare."""
+        self.model.eval()
+        generator = torch.Generator(device=self.model.device).manual_seed(0)
+        terms = self.model.loss(windows.to(self.model.device), generator=generator)
+        return {"loss": terms.loss.item(), "reconstruction": terms.reconstruction.item()}
+
+    def fit(
+        self,
+        train: EpisodeStore,
+        val: EpisodeStore,
+        *,
+        horizon: int,
+        batch_size: int,
+        max_steps: int,
+        eval_every: int,
+        patience: int,
+        val_windows: int = 1024,
+        log: MetricsSink | None = None,
+        progress: bool = True,
+    ) -> FitResult:
+        """Train until validation loss stops improving for `patience` evaluations.
+
+        The best weights seen are restored at the end; `log(metrics, step)` receives train
+        metrics every `eval_every` steps and validation metrics at each evaluation.
+        """
+        if min(horizon, batch_size, max_steps, eval_every, patience, val_windows) <= 0:
+            raise ValueError("horizon, batch_size, max_steps, eval_every, patience must be > 0")
+        val_set = _fixed_windows(val if len(val.window_starts(horizon)) else train, horizon,
+                                 val_windows)  # fmt: skip
+        best = self.validate(val_set)["loss"]
+        best_state = copy.deepcopy(self.model.state_dict())
+        bad_evals, start, steps = 0, time.perf_counter(), 0
+        last_tick, last_steps = start, 0
+        bar = tqdm(total=max_steps, desc="train model", disable=not progress, leave=False)
+        while steps < max_steps:
+            metrics = self.update(train.sample(batch_size, horizon, self.rng))
+            steps += 1
+            bar.update(1)
+            if steps % eval_every and steps != max_steps:
+                continue
+            now = time.perf_counter()
+            val_metrics = self.validate(val_set)
+            improved = val_metrics["loss"] < best - 1e-6 * abs(best)
+            if improved:
+                best, bad_evals = val_metrics["loss"], 0
+                best_state = copy.deepcopy(self.model.state_dict())
+            else:
+                bad_evals += 1
+            rate = (steps - last_steps) * batch_size * horizon / max(now - last_tick, 1e-9)
+            last_tick, last_steps = now, steps
+            bar.set_postfix(val=f"{val_metrics['loss']:.4f}", best=f"{best:.4f}")
+            if log is not None:
+                log(
+                    {f"train/{k}": v for k, v in metrics.items()}
+                    | {f"val/{k}": v for k, v in val_metrics.items()}
+                    | {"charts/learning_rate": self.lr, "charts/samples_per_s": rate},
+                    self.total_steps,
+                )
+            if bad_evals >= patience:
+                break
+        bar.close()
+        self.model.load_state_dict(best_state)
+        return FitResult(
+            steps=steps,
+            best_val_loss=best if math.isfinite(best) else float("nan"),
+            seconds=time.perf_counter() - start,
+            stopped_early=steps < max_steps,
+        )
+
+
+def _fixed_windows(store: EpisodeStore, horizon: int, count: int) -> Window:
+    """Up to `count` windows at evenly spaced valid starts (deterministic, no RNG)."""
+    starts = store.window_starts(horizon)
+    if len(starts) > count:
+        starts = starts[np.linspace(0, len(starts) - 1, count).round().astype(np.int64)]
+    return store.windows(starts, horizon)
