@@ -1,0 +1,14 @@
+"""Supported tasks: gymnasium envs with their rewards as differentiable torch costs."""
+
+from envs.costs import CostFn, TerminationFn
+from envs.tasks import TASKS, Task, UnknownTaskError, make_env, make_task
+
+__all__ = [
+    "TASKS",
+    "CostFn",
+    "Task",
+    "TerminationFn",
+    "UnknownTaskError",
+    "make_env",
+    "make_task",
+]

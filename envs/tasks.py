@@ -1,0 +1,218 @@
+"""Registry of supported tasks: a gymnasium env plus its reward as a differentiable torch cost.
+
+To add a task: write a ``_name() -> Task`` factory below (read the env's reward in the
+gymnasium source, put the torch formula in ``envs/costs.py``, read weights off the env built
+by :func:`_probe`, finish with :func:`_task`), add it to ``TASKS`` at the bottom, and add the
+id to the parametrisations in ``tests/envs/test_tasks.py``, which check it against the env.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache, partial
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.wrappers import RescaleAction
+
+from envs import costs
+from envs.costs import CostFn, RescaledCost, TerminationFn
+from worldmodel.errors import WorldModelError
+
+
+class UnknownTaskError(WorldModelError, ValueError):
+    """An environment id that is not in :data:`TASKS`."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A supported environment and its reward written as a torch cost.
+
+    All callables take normalised actions in ``[-1, 1]`` (what :meth:`make_env` expects), are
+    batched over any leading dims and work for any float dtype and device.
+    """
+
+    id: str
+    """gymnasium id, e.g. ``"Hopper-v5"``."""
+    description: str
+    """One line saying what the agent must do."""
+    obs_dim: int
+    """Observation size S of :meth:`make_env`'s env."""
+    act_dim: int
+    """Action size A."""
+    cost: CostFn
+    """``cost(obs [..., S], action [..., A], next_obs [..., S]) -> [...]``, exactly minus the
+    env reward of that transition; differentiable wherever the reward is."""
+    terminated: TerminationFn | None
+    """``terminated(next_obs [..., S]) -> bool [...]`` equal to the env's flag; None if the env
+    never terminates (time limits are truncations, see ``max_episode_steps``)."""
+    planning_cost: CostFn
+    """Same signature as ``cost``; a smooth surrogate with useful gradients where the reward
+    is flat or piecewise constant (InvertedPendulum), otherwise ``cost`` itself."""
+    max_episode_steps: int
+    """Steps after which the env truncates an episode."""
+    dt: float
+    """Simulated seconds per env step."""
+    gym_kwargs: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """Extra ``gymnasium.make`` arguments the costs rely on (e.g. x position kept in obs)."""
+
+    def make_env(self, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
+        """Build the env with actions rescaled to ``[-1, 1]``.
+
+        With a seed the env is reset once with it and its spaces are seeded, so later
+        ``reset()`` calls and ``action_space.sample()`` are reproducible.
+        """
+        env = gym.make(self.id, render_mode=render_mode, **self.gym_kwargs)
+        # float32 bounds: float64 ones make Box warn about casting to the env's dtype.
+        env = RescaleAction(env, min_action=np.float32(-1.0), max_action=np.float32(1.0))
+        if seed is not None:
+            env.reset(seed=seed)
+            env.action_space.seed(seed)
+            env.observation_space.seed(seed)
+        return env
+
+
+@contextmanager
+def _probe(env_id: str, gym_kwargs: Mapping[str, Any]) -> Iterator[gym.Env]:
+    """A throwaway env to read dimensions, timestep and reward weights from."""
+    env = gym.make(env_id, **gym_kwargs)
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+def _task(
+    env: gym.Env,
+    gym_kwargs: Mapping[str, Any],
+    description: str,
+    cost: CostFn,
+    terminated: TerminationFn | None = None,
+    planning_cost: CostFn | None = None,
+) -> Task:
+    """Assemble a Task from a probe env and physical-action costs (rescaled here)."""
+    assert env.spec is not None and env.spec.max_episode_steps is not None
+    assert env.observation_space.shape is not None and env.action_space.shape is not None
+    space = env.action_space
+    assert isinstance(space, gym.spaces.Box)
+    low = tuple(float(v) for v in np.asarray(space.low))
+    high = tuple(float(v) for v in np.asarray(space.high))
+    return Task(
+        id=env.spec.id,
+        description=description,
+        obs_dim=int(np.prod(env.observation_space.shape)),
+        act_dim=int(np.prod(space.shape)),
+        cost=RescaledCost(cost, low, high),
+        terminated=terminated,
+        planning_cost=RescaledCost(planning_cost or cost, low, high),
+        max_episode_steps=env.spec.max_episode_steps,
+        dt=float(env.unwrapped.dt),  # type: ignore[attr-defined]
+        gym_kwargs=dict(gym_kwargs),
+    )
+
+
+# Keeps x (qpos[0]) as obs[0] so forward velocity is (next_obs[0] - obs[0]) / dt.
+_WITH_X = {"exclude_current_positions_from_observation": False}
+
+
+def _pendulum() -> Task:
+    with _probe("Pendulum-v1", {}) as env:
+        cost = partial(costs.pendulum_cost, max_torque=float(env.unwrapped.max_torque))
+        return _task(env, {}, "swing a torque-limited pendulum up and hold it upright", cost)
+
+
+def _inverted_pendulum() -> Task:
+    with _probe("InvertedPendulum-v5", {}) as env:
+        return _task(
+            env,
+            {},
+            "balance a pole on a cart; the episode ends when it tilts past 0.2 rad",
+            costs.inverted_pendulum_cost,
+            terminated=costs.inverted_pendulum_terminated,
+            planning_cost=costs.inverted_pendulum_planning_cost,
+        )
+
+
+def _reacher() -> Task:
+    with _probe("Reacher-v5", {}) as env:
+        u = env.unwrapped
+        cost = partial(
+            costs.reacher_cost,
+            dist_weight=float(u._reward_dist_weight),
+            ctrl_weight=float(u._reward_control_weight),
+        )
+        return _task(env, {}, "move a 2-link arm's fingertip onto a random target", cost)
+
+
+def _half_cheetah() -> Task:
+    with _probe("HalfCheetah-v5", _WITH_X) as env:
+        u = env.unwrapped
+        cost = partial(
+            costs.forward_cost,
+            dt=float(u.dt),
+            forward_weight=float(u._forward_reward_weight),
+            ctrl_weight=float(u._ctrl_cost_weight),
+        )
+        return _task(env, _WITH_X, "run forward (+x) as fast as possible on a planar cheetah", cost)
+
+
+def _hopper() -> Task:
+    with _probe("Hopper-v5", _WITH_X) as env:
+        u = env.unwrapped
+        ranges = {
+            "state_range": tuple(map(float, u._healthy_state_range)),
+            "z_range": tuple(map(float, u._healthy_z_range)),
+            "angle_range": tuple(map(float, u._healthy_angle_range)),
+        }
+        cost = partial(
+            costs.hopper_cost,
+            dt=float(u.dt),
+            forward_weight=float(u._forward_reward_weight),
+            ctrl_weight=float(u._ctrl_cost_weight),
+            healthy_reward=float(u._healthy_reward),
+            **ranges,
+        )
+        terminated = (
+            partial(costs.hopper_unhealthy, **ranges) if u._terminate_when_unhealthy else None
+        )
+        return _task(
+            env,
+            _WITH_X,
+            "hop forward (+x) on one leg without falling (ends when torso is low or tilted)",
+            cost,
+            terminated=terminated,
+        )
+
+
+TASKS: Mapping[str, Callable[[], Task]] = {
+    "Pendulum-v1": _pendulum,
+    "InvertedPendulum-v5": _inverted_pendulum,
+    "Reacher-v5": _reacher,
+    "HalfCheetah-v5": _half_cheetah,
+    "Hopper-v5": _hopper,
+}
+"""Supported gymnasium ids -> factories; build tasks with :func:`make_task`."""
+
+
+@cache
+def _build(env_id: str) -> Task:
+    # Cached because each factory constructs a probe env; Task is immutable so sharing is safe.
+    return TASKS[env_id]()
+
+
+def make_task(env_id: str) -> Task:
+    """The :class:`Task` for ``env_id``; raises :class:`UnknownTaskError` if unsupported."""
+    if env_id not in TASKS:
+        raise UnknownTaskError(
+            f"unknown environment {env_id!r}; supported: {', '.join(sorted(TASKS))} "
+            "(add one in envs/tasks.py)"
+        )
+    return _build(env_id)
+
+
+def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
+    """Shorthand for ``make_task(env_id).make_env(seed, render_mode)``."""
+    return make_task(env_id).make_env(seed=seed, render_mode=render_mode)

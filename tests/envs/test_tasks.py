@@ -1,0 +1,237 @@
+"""The torch costs/terminations of every task against the real gymnasium env, step by step."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from envs import TASKS, Task, UnknownTaskError, make_env, make_task
+
+ALL = sorted(TASKS)
+TERMINATING = ["Hopper-v5", "InvertedPendulum-v5"]
+STEPS = 1000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mujoco_log_outside_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """MuJoCo writes MUJOCO_LOG.TXT into the cwd on any compiler warning (hopper.xml uses the
+    deprecated 'settotalmass'); keep it out of the checkout."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("mujoco_log"))
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """STEPS transitions of random normalised actions (float64 numpy, time-major)."""
+
+    obs: np.ndarray  # [N, S]
+    action: np.ndarray  # [N, A], the exact float32 values sent to the env
+    next_obs: np.ndarray  # [N, S], the step's own obs even when the episode ended there
+    reward: np.ndarray  # [N]
+    terminated: np.ndarray  # [N] bool
+
+    def tensors(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        return tuple(  # type: ignore[return-value]
+            torch.as_tensor(a, dtype=dtype) for a in (self.obs, self.action, self.next_obs)
+        )
+
+
+@cache
+def rollout(env_id: str, low: float = -1.0, high: float = 1.0, steps: int = STEPS) -> Rollout:
+    """Step the task's env with seeded uniform actions in [low, high], resetting on episode end."""
+    task = make_task(env_id)
+    env = task.make_env(seed=0)
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray, float, bool]] = []
+    for _ in range(steps):
+        action = rng.uniform(low, high, size=task.act_dim).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        rows.append((obs, action, next_obs, float(reward), bool(terminated)))
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    env.close()
+    obs_, act_, next_, rew_, term_ = zip(*rows, strict=True)
+    return Rollout(
+        obs=np.stack(obs_).astype(np.float64),
+        action=np.stack(act_),
+        next_obs=np.stack(next_).astype(np.float64),
+        reward=np.array(rew_),
+        terminated=np.array(term_),
+    )
+
+
+# Pendulum-v1 emits float32 observations itself, so even a float64 cost sees a rounded
+# angle (|d angle^2| <= 2 pi * 6e-8) and speed (|d 0.1 speed^2| <= 0.2 * 8 * 4.8e-7).
+FLOAT64_TOLERANCE = {"Pendulum-v1": 1.5e-6}
+
+
+def float32_tolerance(task: Task, data: Rollout) -> float:
+    """Allowed |cost - (-reward)| when the inputs are float32.
+
+    Forward velocity subtracts two x positions that float32 has already rounded, so the error is
+    up to one ulp of the largest |x| divided by dt (HalfCheetah, dt = 0.05, drifts a few metres);
+    everything else is well inside 1e-4.
+    """
+    if "exclude_current_positions_from_observation" not in task.gym_kwargs:
+        return 1e-4
+    x_max = np.abs(np.concatenate([data.obs[:, 0], data.next_obs[:, 0]])).max()
+    return 1e-4 + float(np.spacing(np.float32(x_max))) / task.dt
+
+
+@pytest.mark.parametrize("env_id", ALL)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cost_is_minus_reward(env_id: str, dtype: torch.dtype) -> None:
+    task, data = make_task(env_id), rollout(env_id)
+    cost = task.cost(*data.tensors(dtype))
+    assert cost.shape == (STEPS,) and cost.dtype == dtype
+    if dtype == torch.float64:
+        atol = FLOAT64_TOLERANCE.get(env_id, 1e-6)
+    else:
+        atol = float32_tolerance(task, data)
+    np.testing.assert_allclose(cost.double().numpy(), -data.reward, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("env_id", ALL)
+def test_cost_is_minus_reward_for_out_of_range_actions(env_id: str) -> None:
+    # Pendulum clips its torque but MuJoCo envs charge ctrl cost on the unclipped action.
+    task, data = make_task(env_id), rollout(env_id, low=-2.0, high=2.0, steps=200)
+    cost = task.cost(*data.tensors(torch.float64))
+    atol = FLOAT64_TOLERANCE.get(env_id, 1e-6)
+    np.testing.assert_allclose(cost.numpy(), -data.reward, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("env_id", TERMINATING)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_terminated_matches_env(env_id: str, dtype: torch.dtype) -> None:
+    task, data = make_task(env_id), rollout(env_id)
+    assert task.terminated is not None
+    # Random actions end these episodes within tens of steps: both outcomes are well covered.
+    assert 20 <= data.terminated.sum() <= STEPS - 200
+    predicted = task.terminated(torch.as_tensor(data.next_obs, dtype=dtype))
+    assert predicted.dtype == torch.bool and predicted.shape == (STEPS,)
+    np.testing.assert_array_equal(predicted.numpy(), data.terminated)
+
+
+def test_hopper_terminated_matches_env_on_every_health_condition() -> None:
+    # Random rollouts only ever fall over (angle); set states that also break the z and
+    # joint-range conditions, each failing about a third of the time.
+    task = make_task("Hopper-v5")
+    assert task.terminated is not None
+    env = task.make_env(seed=0)
+    hopper = env.unwrapped
+    rng = np.random.default_rng(1)
+    observations, healthy = [], []
+    for _ in range(600):
+        qpos = np.concatenate(
+            [rng.uniform(-1, 1, 1), rng.uniform(0.6, 0.9, 1), rng.uniform(-0.3, 0.3, 1)]
+            + [rng.uniform(-150, 150, 3) if rng.random() < 0.3 else rng.uniform(-1, 1, 3)]
+        )
+        hopper.set_state(qpos, rng.uniform(-20, 20, 6))  # type: ignore[attr-defined]
+        observations.append(hopper._get_obs())  # type: ignore[attr-defined]
+        healthy.append(hopper.is_healthy)  # type: ignore[attr-defined]
+    env.close()
+    healthy_ = np.array(healthy)
+    assert 100 <= healthy_.sum() <= 500
+    predicted = task.terminated(torch.as_tensor(np.stack(observations)))
+    np.testing.assert_array_equal(predicted.numpy(), ~healthy_)
+
+
+@pytest.mark.parametrize("env_id", sorted(set(ALL) - set(TERMINATING)))
+def test_non_terminating_tasks_have_no_termination(env_id: str) -> None:
+    assert make_task(env_id).terminated is None
+    assert not rollout(env_id).terminated.any()
+
+
+# Pendulum's reward is computed on the pre-step state, the others on the post-step one.
+STATE_ARG = {"Pendulum-v1": 0, "Reacher-v5": 2, "HalfCheetah-v5": 2, "Hopper-v5": 2}
+
+
+@pytest.mark.parametrize("env_id", ALL)
+def test_costs_are_differentiable(env_id: str) -> None:
+    task = make_task(env_id)
+    data = rollout(env_id)
+    for name, fn in (("cost", task.cost), ("planning_cost", task.planning_cost)):
+        inputs = [t[:100].clone().requires_grad_(True) for t in data.tensors(torch.float32)]
+        out = fn(*inputs).sum()
+        if not out.requires_grad:
+            assert name == "cost" and env_id == "InvertedPendulum-v5"  # alive bonus only
+            continue
+        grads = torch.autograd.grad(out, inputs, allow_unused=True)
+        for grad in grads:
+            assert grad is None or torch.isfinite(grad).all(), (name, env_id)
+        if env_id in STATE_ARG:
+            assert grads[1] is not None and grads[1].abs().sum() > 0, (name, env_id)
+            state_grad = grads[STATE_ARG[env_id]]
+            assert state_grad is not None and state_grad.abs().sum() > 0, (name, env_id)
+    # InvertedPendulum's true reward is flat; the surrogate must still point somewhere.
+    if env_id == "InvertedPendulum-v5":
+        next_obs = data.tensors(torch.float32)[2][:100].requires_grad_(True)
+        obs, action = (t[:100] for t in data.tensors(torch.float32)[:2])
+        (grad,) = torch.autograd.grad(task.planning_cost(obs, action, next_obs).sum(), next_obs)
+        assert torch.isfinite(grad).all() and grad[:, 1].abs().min() > 0
+
+
+def test_planning_surrogate_prefers_upright_pole() -> None:
+    task = make_task("InvertedPendulum-v5")
+    zeros = torch.zeros(3, 4)
+    next_obs = torch.tensor([[0.0, 0.0, 0, 0], [0.0, 0.1, 0, 0], [0.0, 0.3, 0, 0]])
+    cost = task.planning_cost(zeros, torch.zeros(3, 1), next_obs)
+    assert cost[0] < cost[1] < cost[2]
+    assert task.planning_cost is not task.cost
+    for env_id in sorted(set(ALL) - {"InvertedPendulum-v5"}):
+        other = make_task(env_id)
+        assert other.planning_cost == other.cost
+
+
+@pytest.mark.parametrize("env_id", ALL)
+def test_extra_leading_dims(env_id: str) -> None:
+    task, data = make_task(env_id), rollout(env_id)
+    obs, action, next_obs = data.tensors(torch.float64)
+    t, b = 25, 40  # [T*B, ...] -> [T, B, ...]
+    shaped = [x.reshape(t, b, -1) for x in (obs, action, next_obs)]
+    for fn in (task.cost, task.planning_cost):
+        out = fn(*shaped)
+        assert out.shape == (t, b)
+        torch.testing.assert_close(out.reshape(-1), fn(obs, action, next_obs))
+    if task.terminated is not None:
+        terminated = task.terminated(shaped[2])
+        assert terminated.shape == (t, b)
+        assert torch.equal(terminated.reshape(-1), task.terminated(next_obs))
+
+
+@pytest.mark.parametrize("env_id", ALL)
+def test_task_matches_env(env_id: str) -> None:
+    task = make_task(env_id)
+    assert make_task(env_id) is task
+    assert task.id == env_id and task.description and "\n" not in task.description
+    env = make_env(env_id, seed=3)
+    assert env.observation_space.shape == (task.obs_dim,)
+    assert env.action_space.shape == (task.act_dim,)
+    assert np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
+    assert env.spec is not None and env.spec.max_episode_steps == task.max_episode_steps
+    assert task.dt > 0
+    first = env.reset()[0]
+    assert np.array_equal(first, make_env(env_id, seed=3).reset()[0])
+    env.close()
+
+
+def test_unknown_task_error_lists_supported_tasks() -> None:
+    with pytest.raises(UnknownTaskError) as info:
+        make_task("Foo-v0")
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert "\n" not in message and "'Foo-v0'" in message and "envs/tasks.py" in message
+    assert all(env_id in message for env_id in ALL)
+    with pytest.raises(UnknownTaskError):
+        make_env("Hopper-v4")
