@@ -1,4 +1,4 @@
-"""The `wm` command line. Bad input is one line on stderr and exit status 2 (`--debug`: traceback)."""
+"""The `wm` command line. Bad input: one line on stderr, exit status 2 (`--debug`: traceback)."""
 
 from __future__ import annotations
 

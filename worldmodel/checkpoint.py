@@ -53,7 +53,8 @@ def load_checkpoint(
     version = int(header.get("format_version", "0"))
     if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {path} has format {version}, newer than {FORMAT_VERSION}; upgrade worldmodel"
+            f"checkpoint {path} has format {version}, newer than {FORMAT_VERSION}; "
+            "upgrade worldmodel"
         )
     groups: dict[str, dict[str, Tensor]] = {}
     for name, tensor in flat.items():

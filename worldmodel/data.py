@@ -38,7 +38,9 @@ class Window:
         return self.action.shape[0]
 
     def to(self, device: torch.device | str) -> Window:
-        return Window(*(getattr(self, f).to(device) for f in ("obs", "action", "reward", "terminated")))
+        return Window(
+            *(getattr(self, f).to(device) for f in ("obs", "action", "reward", "terminated"))
+        )
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,9 @@ class EpisodeStore:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in (*_FIELDS, "_meta")}
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
-            raise DataError(f"data file {path} is corrupt or incomplete ({exc}); re-collect") from exc
+            raise DataError(
+                f"data file {path} is corrupt or incomplete ({exc}); re-collect"
+            ) from exc
         version, obs_dim, act_dim, next_episode = (int(x) for x in arrays.pop("_meta"))
         if version > FORMAT_VERSION:
             raise DataError(f"data file {path} has format {version}; upgrade worldmodel to read it")

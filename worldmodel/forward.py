@@ -126,7 +126,11 @@ class ForwardModel(nn.Module):
         return s + delta_n * self.delta_std + self.delta_mean
 
     def step(
-        self, s: Tensor, a: Tensor, z: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        s: Tensor,
+        a: Tensor,
+        z: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """One step: s [..., S], a [..., A], z [..., Z] (None: drawn from the prior) -> [..., S]."""
         if z is None:
@@ -190,9 +194,11 @@ class ForwardModel(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """z [B, Z] for one training step and its KL [B] (zero where z was dropped)."""
         mu, logvar = self._posterior(s, a, s_next)
-        z_post = mu + torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype) * (
-            0.5 * logvar
-        ).exp()
+        z_post = (
+            mu
+            + torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            * (0.5 * logvar).exp()
+        )
         kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
         dropped = torch.rand(mu.shape[0], generator=generator, device=mu.device) < (
             self.latent_dropout
@@ -230,6 +236,6 @@ class ForwardModel(nn.Module):
 
 def normalized_error(model: ForwardModel, predicted: Tensor, target: Tensor) -> Tensor:
     """Squared error in state-normalised units averaged over dims: [..., S] -> [...]."""
-    return F.mse_loss(
-        predicted / model.state_std, target / model.state_std, reduction="none"
-    ).mean(-1)
+    return F.mse_loss(predicted / model.state_std, target / model.state_std, reduction="none").mean(
+        -1
+    )

@@ -36,7 +36,9 @@ def run_episode(
     `max_steps` cuts the episode short (recorded as truncated); `on_step(t)` runs after each step.
     """
     obs, _ = env.reset(seed=seed)
-    columns: dict[str, list] = {k: [] for k in ("obs", "action", "reward", "next_obs", "term", "trunc")}
+    columns: dict[str, list] = {
+        k: [] for k in ("obs", "action", "reward", "next_obs", "term", "trunc")
+    }
     terminated = truncated = False
     while not (terminated or truncated):
         action = np.asarray(policy(obs), dtype=np.float32)

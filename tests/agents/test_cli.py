@@ -17,7 +17,9 @@ TINY = ["--steps", "600", "--train.max_steps", "30", "--train.eval_every", "10",
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    assert main(["train", "--env", "Pendulum-v1", "--seed", "1", "--runs_dir", str(runs), *TINY]) == 0
+    assert (
+        main(["train", "--env", "Pendulum-v1", "--seed", "1", "--runs_dir", str(runs), *TINY]) == 0
+    )
     (run,) = runs.iterdir()
     return run
 

@@ -83,7 +83,14 @@ def test_capacity_drops_oldest_whole_episodes() -> None:
 
 
 def _episode(n: int):
-    return np.zeros((n, 3)), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 3)), np.zeros(n), np.zeros(n)
+    return (
+        np.zeros((n, 3)),
+        np.zeros((n, 2)),
+        np.zeros(n),
+        np.zeros((n, 3)),
+        np.zeros(n),
+        np.zeros(n),
+    )
 
 
 def test_stats_match_numpy() -> None:

@@ -50,8 +50,10 @@ def test_latent_dropout_one_charges_no_kl_and_zero_charges_every_step(mode: str)
 
     never = ForwardModel(S, A, hidden=32, latent_dropout=0.0, latent_dropout_mode=mode)
     kls = []
-    for t in range(5):
-        z, kl = never._training_latent(torch.randn(16, S), torch.rand(16, A), torch.randn(16, S), None)
+    for _ in range(5):
+        _, kl = never._training_latent(
+            torch.randn(16, S), torch.rand(16, A), torch.randn(16, S), None
+        )
         kls.append(kl)
     assert all((kl > 0).all() for kl in kls), "every sample and step must pay KL when p = 0"
     assert never.loss(window()).kl.item() > 0
@@ -61,7 +63,9 @@ def test_half_latent_dropout_charges_kl_for_about_half_the_samples() -> None:
     torch.manual_seed(0)
     model = ForwardModel(S, A, hidden=32, latent_dropout=0.5)
     g = torch.Generator().manual_seed(0)
-    _, kl = model._training_latent(torch.randn(4000, S), torch.rand(4000, A), torch.randn(4000, S), g)
+    _, kl = model._training_latent(
+        torch.randn(4000, S), torch.rand(4000, A), torch.randn(4000, S), g
+    )
     assert 0.45 < (kl > 0).float().mean().item() < 0.55
 
 

@@ -1,0 +1,1 @@
+"""Agents: planners and controllers that act through learned world models."""

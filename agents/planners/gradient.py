@@ -1,0 +1,193 @@
+"""Gradient-based trajectory optimisation: Adam on the action sequence.
+
+When the objective unrolls a differentiable model, backpropagating through it is
+backpropagation through time, i.e. the Kelley-Bryson adjoint recursion of optimal control
+(``tests/agents/test_planners.py`` checks the two agree).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from agents.planners.base import (
+    BoundedPlanner,
+    Objective,
+    PlanResult,
+    Population,
+    sanitize_cost,
+)
+
+
+def objective_gradient(objective: Objective, actions: Tensor) -> tuple[Tensor, Tensor]:
+    """Cost and gradient of every candidate, in one backward pass.
+
+    The per-candidate costs are summed before the backward pass: candidates do not interact in
+    the objective, so ``d(sum_n cost_n)/d actions[:, n]`` is exactly ``d cost_n / d actions[:, n]``,
+    and a NaN in one candidate cannot leak into another (the sum's gradient is all ones whatever
+    the values).
+
+    Args:
+        objective: actions ``[T, N, A]`` -> cost ``[N]``.
+        actions: ``[T, N, A]`` point at which to differentiate.
+
+    Returns:
+        ``(cost [N], grad [T, N, A])``, both detached and unsanitised. Actions the objective does
+        not depend on get a zero gradient.
+    """
+    with torch.enable_grad():
+        x = actions.detach().requires_grad_(True)
+        cost = objective(x)
+        if not cost.requires_grad:
+            return cost.detach(), torch.zeros_like(x)
+        (grad,) = torch.autograd.grad(cost.sum(), x, allow_unused=True)
+    return cost.detach(), torch.zeros_like(x) if grad is None else grad
+
+
+class GradientPlanner(BoundedPlanner):
+    """Adam on ``N`` parallel action sequences: the warm start plus ``N - 1`` random restarts.
+
+    Bounds are enforced by projection (clamp after every Adam step) rather than by a squashing
+    parameterisation ``a = tanh(z)``: at a saturated bound tanh's derivative vanishes, so a
+    sequence that should sit on (or leave) the bound gets almost no gradient, and the squashing
+    also warps the cost landscape (an LQR problem stops being quadratic in ``z``). Projection
+    reaches bound-active optima exactly and keeps interior problems untouched.
+
+    Args:
+        horizon: number of actions ``T``.
+        action_low: ``[A]`` lower bounds (or a float with ``action_dim``).
+        action_high: ``[A]`` upper bounds (or a float with ``action_dim``).
+        action_dim: ``A`` when both bounds are floats.
+        iterations: maximum number of Adam steps.
+        candidates: ``N`` sequences optimised in parallel; the best one is returned.
+        lr: Adam step size, in action units.
+        lr_decay: multiplicative learning-rate decay per step (``1.0`` = constant); a decaying
+            step lets Adam settle into a minimum instead of hovering at a distance ~``lr``.
+        max_grad_norm: each candidate's ``[T, A]`` gradient is rescaled to at most this norm,
+            so that a one-off spike (a model blowing up) does not dominate Adam's moment
+            estimates; ``None`` disables clipping.
+        patience: window, in steps, of the early-stopping test. Adam with momentum 0.9 can
+            overshoot and take ~15 steps to beat its best again, so shorter windows stop early
+            on progress that is merely oscillating.
+        tol: stop once the best cost improved by less than ``tol`` (relative) over ``patience``
+            steps.
+        device: where all tensors are created.
+        dtype: floating dtype of actions and costs.
+    """
+
+    def __init__(
+        self,
+        horizon: int,
+        action_low: Tensor | float,
+        action_high: Tensor | float,
+        action_dim: int | None = None,
+        *,
+        iterations: int = 100,
+        candidates: int = 8,
+        lr: float = 0.05,
+        lr_decay: float = 1.0,
+        max_grad_norm: float | None = 10.0,
+        patience: int = 20,
+        tol: float = 1e-5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__(horizon, action_low, action_high, action_dim, device, dtype)
+        if iterations < 0 or candidates < 1 or patience < 1:
+            raise ValueError("need iterations >= 0, candidates >= 1 and patience >= 1")
+        self.iterations = iterations
+        self.candidates = candidates
+        self.lr = lr
+        self.lr_decay = lr_decay
+        self.max_grad_norm = max_grad_norm
+        self.patience = patience
+        self.tol = tol
+
+    def plan(
+        self,
+        objective: Objective,
+        init: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PlanResult:
+        """Best of ``candidates`` Adam runs; see ``Planner.plan``."""
+        return self.plan_population(objective, 1, init, generator).best()
+
+    def plan_population(
+        self,
+        objective: Objective,
+        k: int,
+        init: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Population:
+        """The ``k`` best of the ``candidates`` optimised sequences."""
+        starts = torch.cat(
+            [self._initial(init).unsqueeze(1), self._uniform(self.candidates - 1, generator)],
+            dim=1,
+        )
+        pop = self.optimize(objective, starts)
+        return Population(pop.actions[:, :k], pop.costs[:k], pop.iterations)
+
+    def optimize(self, objective: Objective, starts: Tensor) -> Population:
+        """Run Adam from given start sequences (deterministic, no randomness).
+
+        Args:
+            objective: actions ``[T, N, A]`` -> cost ``[N]``.
+            starts: ``[T, N, A]`` initial sequences; projected onto the box first.
+
+        Returns:
+            For each candidate, the best iterate it visited (the start included), sorted by cost.
+        """
+        if starts.dim() != 3 or starts.shape[0::2] != self._shape:
+            raise ValueError(
+                f"starts must be [T={self.horizon}, N, A={self.action_dim}], "
+                f"got {tuple(starts.shape)}"
+            )
+        x = self._clip(starts.to(device=self.device, dtype=self.dtype)).detach().clone()
+        x = torch.where(torch.isfinite(x), x, 0.5 * (self.action_low + self.action_high))
+        x.requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=self.lr)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
+        best_x = x.detach().clone()
+        best_cost = torch.full(x.shape[1:2], math.inf, device=self.device, dtype=self.dtype)
+        history: list[float] = []
+        steps = 0
+        while True:
+            cost, grad = objective_gradient(objective, x)
+            if cost.shape != x.shape[1:2]:
+                raise ValueError(f"objective must return shape [N], got {tuple(cost.shape)}")
+            cost = sanitize_cost(cost.to(self.dtype))
+            improved = cost < best_cost
+            best_cost = torch.where(improved, cost, best_cost)
+            best_x = torch.where(improved[:, None], x.detach(), best_x)
+            history.append(float(best_cost.min()))
+            if steps == self.iterations or self._converged(history):
+                break
+            x.grad = self._condition(grad)
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                # Adam can overflow to NaN on pathological gradients; clamp alone keeps NaN.
+                x.copy_(self._clip(torch.nan_to_num(x, nan=0.0)))
+            steps += 1
+        order = torch.argsort(best_cost, stable=True)
+        return Population(best_x[:, order], best_cost[order], steps)
+
+    def _condition(self, grad: Tensor) -> Tensor:
+        """Zero non-finite gradient entries and clip each candidate's ``[T, A]`` norm."""
+        grad = torch.where(torch.isfinite(grad), grad, 0.0)
+        if self.max_grad_norm is None:
+            return grad
+        # Normalise by the largest entry first so that the norm of huge gradients cannot overflow.
+        peak = grad.abs().amax(dim=(0, 2), keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+        norm = torch.linalg.vector_norm(grad / peak, dim=(0, 2), keepdim=True)
+        return grad * torch.clamp(self.max_grad_norm / peak / norm, max=1.0)
+
+    def _converged(self, history: list[float]) -> bool:
+        if len(history) <= self.patience:
+            return False
+        before, now = history[-1 - self.patience], history[-1]
+        # inf - inf is NaN: a run whose every candidate is non-finite has nothing to improve.
+        gain = (before - now) / max(abs(before), 1e-12)
+        return not gain >= self.tol
