@@ -74,11 +74,92 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(
             self,
-            positive=("horizon", "batch_size", "lr", "grad_clip", "max_steps", "eval_every",
-                      "patience"),
+            positive=(
+                "horizon",
+                "batch_size",
+                "lr",
+                "grad_clip",
+                "max_steps",
+                "eval_every",
+                "patience",
+            ),
             non_negative=("weight_decay",),
-        )  # fmt: skip
+        )
         _check_range(self, "val_fraction", 0.01, 0.9)
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """The MPC actor: how action sequences are optimised through the model."""
+
+    kind: str = "gradient"
+    """'gradient' (Adam through the model: the adjoint method), 'cem', 'mppi' or 'hybrid'."""
+    horizon: int = 30
+    """Actions planned ahead."""
+    iterations: int = 6
+    """Optimiser iterations per decision (gradient steps, or CEM/MPPI rounds)."""
+    candidates: int = 3
+    """Gradient planner: parallel sequences (the warm start plus random restarts)."""
+    lr: float = 0.1
+    """Gradient planner: Adam step size in normalised action units."""
+    population: int = 200
+    """CEM/MPPI: sequences sampled per round."""
+    elites: int = 20
+    """CEM: sequences the sampling distribution is refitted to; hybrid: sequences refined."""
+    temperature: float = 1.0
+    """MPPI: temperature of the exponential weights, in cost units."""
+    latent_samples: int = 2
+    """Futures (z drawn from the prior) each sequence is averaged over."""
+    uncertainty_weight: float = 0.0
+    """Weight of the model-uncertainty penalty in the planned cost."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            positive=(
+                "horizon",
+                "iterations",
+                "candidates",
+                "lr",
+                "population",
+                "elites",
+                "temperature",
+                "latent_samples",
+            ),
+            non_negative=("uncertainty_weight",),
+        )
+        _check_choice(self, "kind", ("gradient", "cem", "mppi", "hybrid"))
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The model-based loop of `wm run`: act, record, retrain, evaluate."""
+
+    seed_steps: int = 200
+    """Random-action steps before the first model is trained (counted in the budget)."""
+    first_train_steps: int = 1500
+    """Gradient steps at most of the first fit, on the random seed steps."""
+    train_steps: int = 300
+    """Gradient steps at most of each warm-started retraining after an episode."""
+    eval_every: int = 3
+    """Iterations (episodes) between evaluations; the last iteration is always evaluated."""
+    eval_episodes: int = 3
+    """Episodes per evaluation, on their own seeds; they are not training data."""
+    capacity: int = 1_000_000
+    """Most transitions kept; the oldest whole episodes are dropped beyond it."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            positive=(
+                "seed_steps",
+                "first_train_steps",
+                "train_steps",
+                "eval_every",
+                "eval_episodes",
+                "capacity",
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -93,17 +174,21 @@ class Config:
     """Experiment name, part of the run folder name."""
     device: str = "auto"
     """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'."""
+    threads: int = 0
+    """Torch CPU threads; 0: one per CPU core this process may run on."""
     steps: int = 20_000
-    """Random-action env steps collected for training."""
+    """Env-step budget: random steps for `wm train`; all real steps for `wm run`."""
     runs_dir: str = "runs"
     """Folder that holds the run folders."""
     progress: bool = True
     """Show progress bars."""
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
 
     def __post_init__(self) -> None:
-        _check(self, positive=("steps",), non_negative=("seed",))
+        _check(self, positive=("steps",), non_negative=("seed", "threads"))
 
 
 def _check(config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +11,23 @@ from typing import Any
 
 import torch
 
-from agents.config import Config, ModelConfig, TrainConfig, from_dict, to_dict, with_overrides
+from agents.config import (
+    Config,
+    ModelConfig,
+    PlannerConfig,
+    TrainConfig,
+    from_dict,
+    to_dict,
+    with_overrides,
+)
+from agents.mpc import MPCAgent
+from agents.planners import CEMPlanner, GradientPlanner, HybridPlanner, MPPIPlanner, Planner
 from envs import Task, make_task
 from worldmodel.atomic import atomic_write_text
 from worldmodel.checkpoint import load_checkpoint, load_module_state, save_checkpoint
 from worldmodel.errors import CheckpointError, ConfigError
 from worldmodel.forward import ForwardModel
+from worldmodel.perception import Perception
 from worldmodel.train import ModelTrainer
 
 CONFIG_FILE = "config.json"
@@ -27,16 +39,34 @@ PRESETS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": {},
     "InvertedPendulum-v5": {},
     "Reacher-v5": {},
-    "HalfCheetah-v5": {"model.hidden": 400, "model.layers": 4},
-    "Hopper-v5": {"model.hidden": 400, "model.layers": 4},
+    "HalfCheetah-v5": {},
+    "Hopper-v5": {},
+}
+# Presets of `wm run` on top of those: the env-step budget each task is judged at.
+RUN_PRESETS: dict[str, dict[str, Any]] = {
+    "Pendulum-v1": {"steps": 2_000},
+    "InvertedPendulum-v5": {"steps": 1_000},
+    "Reacher-v5": {"steps": 15_000},
+    "HalfCheetah-v5": {"steps": 50_000},
+    "Hopper-v5": {"steps": 50_000},
 }
 
 
-def make_config(overrides: dict[str, Any]) -> Config:
-    """Defaults, then the task's preset, then `overrides` ('group.field' -> value)."""
+def make_config(overrides: dict[str, Any], command: str = "train") -> Config:
+    """Defaults, then the task's presets (and the command's), then `overrides`."""
     env = overrides.get("env", Config.env)
     make_task(env)  # an unknown task fails here, before anything is written
-    return with_overrides(with_overrides(Config(), {"env": env} | PRESETS.get(env, {})), overrides)
+    preset = PRESETS.get(env, {}) | (RUN_PRESETS.get(env, {}) if command == "run" else {})
+    return with_overrides(with_overrides(Config(), {"env": env} | preset), overrides)
+
+
+def set_threads(threads: int) -> None:
+    """Torch's CPU threads: `threads`, or (0) the cores this process may run on.
+
+    torch defaults to every core of the machine, which oversubscribes a process confined to a
+    few (taskset, containers) and makes small-tensor work many times slower.
+    """
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -64,6 +94,50 @@ def build_model(config: ModelConfig, state_dim: int, action_dim: int) -> Forward
         latent_dropout=config.latent_dropout,
         latent_dropout_mode=config.latent_dropout_mode,
         beta=config.beta,
+    )
+
+
+def build_planner(config: PlannerConfig, action_dim: int, device: torch.device) -> Planner:
+    """The planner named by `config.kind`, over the normalised action box [-1, 1]."""
+    box = dict(
+        horizon=config.horizon,
+        action_low=-1.0,
+        action_high=1.0,
+        action_dim=action_dim,
+        device=device,
+    )
+    gradient = GradientPlanner(
+        **box, iterations=config.iterations, candidates=config.candidates, lr=config.lr
+    )
+    cem = CEMPlanner(
+        **box, iterations=config.iterations, population=config.population, elites=config.elites
+    )
+    if config.kind == "gradient":
+        return gradient
+    if config.kind == "cem":
+        return cem
+    if config.kind == "mppi":
+        return MPPIPlanner(
+            **box,
+            iterations=config.iterations,
+            samples=config.population,
+            temperature=config.temperature,
+        )
+    return HybridPlanner(cem, gradient, top_k=config.candidates)
+
+
+def build_agent(config: Config, task: Task, model: ForwardModel, device: torch.device) -> MPCAgent:
+    """Perception -> world model -> task cost -> planner, assembled for `task`."""
+    planner_config = config.planner
+    return MPCAgent(
+        model,
+        Perception(task.obs_dim, device),
+        task.planning_cost,
+        build_planner(planner_config, task.act_dim, device),
+        latent_samples=planner_config.latent_samples if model.stochastic else 1,
+        terminated=task.terminated,
+        uncertainty_weight=planner_config.uncertainty_weight,
+        seed=config.seed,
     )
 
 
@@ -101,7 +175,9 @@ def load_config(run_dir: Path) -> Config:
     except FileNotFoundError as exc:
         raise ConfigError(f"{path} is missing; is {run_dir} a run folder?") from exc
     except (json.JSONDecodeError, TypeError) as exc:
-        raise ConfigError(f"{path} is not a valid config ({exc}); restore it or start anew") from exc
+        raise ConfigError(
+            f"{path} is not a valid config ({exc}); restore it or start anew"
+        ) from exc
 
 
 def save_world_model(path: Path, config: Config, task: Task, model: ForwardModel, **meta) -> None:

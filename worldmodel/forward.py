@@ -48,6 +48,19 @@ def mc_dropout(module: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No gradients for the weights, so backpropagating to inputs (actions) skips their work."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 @dataclass(frozen=True)
 class LossTerms:
     """Per-step terms of the multi-step loss, each a scalar tensor."""
@@ -115,9 +128,12 @@ class ForwardModel(nn.Module):
     def sample_prior(self, *shape: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ N(0, I) of shape [*shape, latent_dim] on the model's device."""
         return torch.randn(
-            *shape, self.latent_dim, generator=generator, device=self.device,
+            *shape,
+            self.latent_dim,
+            generator=generator,
+            device=self.device,
             dtype=self.state_mean.dtype,
-        )  # fmt: skip
+        )
 
     def _predict(self, s: Tensor, a: Tensor, z: Tensor) -> Tensor:
         """Next state [..., S] from s [..., S], a [..., A], z [..., Z]."""

@@ -87,9 +87,13 @@ def collect(
     done = 0
     while done < steps:
         result = run_episode(
-            env, policy, seed=seed + len(results), store=store, max_steps=steps - done,
+            env,
+            policy,
+            seed=seed + len(results),
+            store=store,
+            max_steps=steps - done,
             on_step=None if on_step is None else (lambda t, base=done: on_step(base + t)),
-        )  # fmt: skip
+        )
         results.append(result)
         done += result.length
     return results

@@ -105,8 +105,9 @@ class ModelTrainer:
         """
         if min(horizon, batch_size, max_steps, eval_every, patience, val_windows) <= 0:
             raise ValueError("horizon, batch_size, max_steps, eval_every, patience must be > 0")
-        val_set = _fixed_windows(val if len(val.window_starts(horizon)) else train, horizon,
-                                 val_windows)  # fmt: skip
+        val_set = _fixed_windows(
+            val if len(val.window_starts(horizon)) else train, horizon, val_windows
+        )
         best = self.validate(val_set)["loss"]
         best_state = copy.deepcopy(self.model.state_dict())
         bad_evals, start, steps = 0, time.perf_counter(), 0

@@ -129,8 +129,16 @@ def test_short_training_run_lowers_validation_loss(latent_dim: int) -> None:
     trainer = ModelTrainer(model, lr=3e-3, seed=0)
     val_set = val.windows(val.window_starts(5), 5)
     before = trainer.validate(val_set)["loss"]
-    result = trainer.fit(train, val, horizon=5, batch_size=64, max_steps=300, eval_every=50,
-                         patience=10, progress=False)  # fmt: skip
+    result = trainer.fit(
+        train,
+        val,
+        horizon=5,
+        batch_size=64,
+        max_steps=300,
+        eval_every=50,
+        patience=10,
+        progress=False,
+    )
     after = trainer.validate(val_set)["loss"]
     assert after < 0.2 * before, (before, after)
     assert result.best_val_loss == pytest.approx(after, rel=1e-5)

@@ -1,0 +1,106 @@
+"""MPC in the model-based loop: evaluation return against real env steps, per task, planner, seed.
+
+"env steps" counts every real step taken before a measurement, random seed steps included;
+evaluation episodes are separate (own seeds, not training data). Thresholds: Pendulum-v1 mean
+eval return >= -200 within 2,000 steps; InvertedPendulum-v5 all 3 eval episodes at 1000 within
+1,000 steps; Reacher-v5 mean eval return at 15,000 steps (target >= -6).
+
+    python -m benchmarks.mpc                                   # all tasks, planners, 3 seeds
+    python -m benchmarks.mpc --tasks Pendulum-v1 --seeds 0 --planners gradient   # one run
+
+Writes benchmarks/results/mpc.csv: one row per evaluation of each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.configurator import make_config, set_threads
+from agents.loop import run
+from benchmarks.common import environment_info, write_csv
+
+TASKS = ("Pendulum-v1", "InvertedPendulum-v5", "Reacher-v5")
+PLANNERS = ("gradient", "cem", "mppi", "hybrid")
+THRESHOLDS = {"Pendulum-v1": -200.0, "InvertedPendulum-v5": 1000.0, "Reacher-v5": -6.0}
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        return []
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def one_run(task: str, planner: str, seed: int, runs_dir: Path, overrides: dict) -> list[dict]:
+    config = make_config(
+        {
+            "env": task,
+            "seed": seed,
+            "planner.kind": planner,
+            "runs_dir": str(runs_dir),
+            "progress": False,
+            "name": planner,
+            **overrides,
+        },
+        command="run",
+    )
+    start = time.perf_counter()
+    run_dir = run(config)
+    seconds = time.perf_counter() - start
+    ms = [v for _, v in scalars(run_dir, "charts/planner_ms_per_action")]
+    rows = []
+    for step, value in scalars(run_dir, "charts/eval_return"):
+        rows.append(
+            {
+                "task": task,
+                "planner": planner,
+                "seed": seed,
+                "env_steps": step,
+                "eval_return": round(value, 2),
+                "threshold": THRESHOLDS.get(task),
+                "reached": value >= THRESHOLDS.get(task, float("inf")),
+                "ms_per_action": round(sum(ms) / len(ms), 1) if ms else None,
+                "run_seconds": round(seconds, 1),
+            }
+        )
+    final = rows[-1] if rows else {}
+    print(
+        f"{task:<20} {planner:<9} seed {seed}: eval {final.get('eval_return')} at "
+        f"{final.get('env_steps')} steps, {final.get('ms_per_action')} ms/action, "
+        f"{seconds:.0f}s"
+    )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--planners", nargs="+", default=list(PLANNERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="budget (default: the task's)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mpc.csv"))
+    args = parser.parse_args()
+    set_threads(args.threads)
+    overrides = {"threads": args.threads} | ({"steps": args.steps} if args.steps else {})
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as runs_dir:
+        rows = [
+            row
+            for task in args.tasks
+            for planner in args.planners
+            for seed in args.seeds
+            for row in one_run(task, planner, seed, Path(runs_dir), overrides)
+        ]
+    write_csv(args.out, rows, environment_info(args.seeds, time.perf_counter() - start))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Planner speed: milliseconds per MPC decision on a HalfCheetah-size model (17-dim state, 6-dim
+action), for each planner at its default settings, at several horizons.
+
+    python -m benchmarks.planner_speed                    # horizons 10 30 50, torch's threads
+    taskset -c 0,1 python -m benchmarks.planner_speed --threads 2   # as on a 2-core machine
+
+The model is untrained (speed does not depend on the weights); the cost is HalfCheetah's own.
+Writes benchmarks/results/planner_speed.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.config import ModelConfig, PlannerConfig
+from agents.configurator import build_model, build_planner, resolve_device, set_threads
+from agents.mpc import MPCAgent
+from benchmarks.common import environment_info, write_csv
+from envs import make_task
+from worldmodel.perception import Perception
+
+KINDS = ("gradient", "cem", "mppi", "hybrid")
+
+
+def time_planner(kind: str, horizon: int, device: torch.device, decisions: int, seed: int) -> float:
+    """Median wall time of one decision, in milliseconds, after two warm-up decisions."""
+    task = make_task("HalfCheetah-v5")
+    torch.manual_seed(seed)
+    model = build_model(ModelConfig(), task.obs_dim, task.act_dim).to(device).eval()
+    config = PlannerConfig(kind=kind, horizon=horizon)
+    agent = MPCAgent(
+        model,
+        Perception(task.obs_dim, device),
+        task.planning_cost,
+        build_planner(config, task.act_dim, device),
+        latent_samples=config.latent_samples,
+        seed=seed,
+    )
+    obs = np.random.default_rng(seed).normal(size=task.obs_dim).astype(np.float32)
+    seconds = []
+    for _ in range(decisions + 2):
+        start = time.perf_counter()
+        agent.act(obs)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return 1000 * float(np.median(seconds[2:]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS))
+    parser.add_argument("--horizons", nargs="+", type=int, default=[10, 30, 50])
+    parser.add_argument("--decisions", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/planner_speed.csv"))
+    args = parser.parse_args()
+    set_threads(args.threads)
+    device = resolve_device(args.device)
+    start = time.perf_counter()
+    rows = []
+    for horizon in args.horizons:
+        for kind in args.kinds:
+            ms = time_planner(kind, horizon, device, args.decisions, args.seed)
+            rows.append(
+                {
+                    "planner": kind,
+                    "horizon": horizon,
+                    "device": str(device),
+                    "threads": torch.get_num_threads(),
+                    "ms_per_action": round(ms, 2),
+                }
+            )
+            print(f"{kind:<9} horizon {horizon:>3}: {ms:8.1f} ms/action ({device})")
+    write_csv(args.out, rows, environment_info([args.seed], time.perf_counter() - start))
+
+
+if __name__ == "__main__":
+    main()
