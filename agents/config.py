@@ -18,6 +18,8 @@ from typing import Any
 
 from worldmodel.errors import ConfigError
 
+AGENTS = ("mpc", "policy", "mpc+policy")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -132,6 +134,61 @@ class PlannerConfig:
 
 
 @dataclass(frozen=True)
+class PolicyConfig:
+    """The policy learned through the model, and the critic that ends its imagined rollouts."""
+
+    hidden: int = 64
+    """Width of the policy MLP."""
+    layers: int = 2
+    """Hidden layers of the policy MLP."""
+    horizon: int = 15
+    """Imagined steps per policy update (H)."""
+    gamma: float = 0.99
+    """Discount of the imagined costs and of the critic."""
+    uncertainty_weight: float = 0.1
+    """Weight of the uncertainty hinge penalty (PPUU's lambda_u); 0 switches it off."""
+    uncertainty_masks: int = 4
+    """Dropout masks the model's uncertainty is measured over."""
+    uncertainty_threshold: float = 1.0
+    """Standard deviations above the uncertainty on real data before the penalty starts."""
+    lr: float = 1e-3
+    """Adam learning rate of the policy."""
+    updates: int = 200
+    """Policy and critic updates after each model refit."""
+    batch_size: int = 256
+    """Real start states per policy update."""
+    noise: float = 0.3
+    """Gaussian exploration noise of the policy while collecting (not when evaluated)."""
+    critic_hidden: int = 128
+    """Width of the critic MLP."""
+    critic_lambda: float = 0.95
+    """lambda of the critic's TD(lambda) targets."""
+    critic_tau: float = 0.02
+    """Polyak rate of the critic's slow target copy."""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the critic."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            positive=(
+                "hidden",
+                "horizon",
+                "uncertainty_masks",
+                "lr",
+                "updates",
+                "batch_size",
+                "critic_hidden",
+                "critic_tau",
+                "critic_lr",
+            ),
+            non_negative=("layers", "uncertainty_weight", "uncertainty_threshold", "noise"),
+        )
+        _check_range(self, "gamma", 0.0, 1.0)
+        _check_range(self, "critic_lambda", 0.0, 1.0)
+
+
+@dataclass(frozen=True)
 class LoopConfig:
     """The model-based loop of `wm run`: act, record, retrain, evaluate."""
 
@@ -182,13 +239,18 @@ class Config:
     """Folder that holds the run folders."""
     progress: bool = True
     """Show progress bars."""
+    agent: str = "mpc"
+    """How `wm run` acts: 'mpc' (plan), 'policy' (the learned policy) or 'mpc+policy' (planner
+    seeded by the policy, critic as terminal cost)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
 
     def __post_init__(self) -> None:
         _check(self, positive=("steps",), non_negative=("seed", "threads"))
+        _check_choice(self, "agent", AGENTS)
 
 
 def _check(config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:

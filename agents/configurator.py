@@ -20,11 +20,14 @@ from agents.config import (
     to_dict,
     with_overrides,
 )
+from agents.critic import Critic, CriticLearner
 from agents.mpc import MPCAgent
 from agents.planners import CEMPlanner, GradientPlanner, HybridPlanner, MPPIPlanner, Planner
+from agents.policy import Policy, PolicyAgent, PolicyLearner, PolicyProposal, UncertaintyPenalty
 from envs import Task, make_task
 from worldmodel.atomic import atomic_write_text
 from worldmodel.checkpoint import load_checkpoint, load_module_state, save_checkpoint
+from worldmodel.data import Stats
 from worldmodel.errors import CheckpointError, ConfigError
 from worldmodel.forward import ForwardModel
 from worldmodel.perception import Perception
@@ -126,9 +129,72 @@ def build_planner(config: PlannerConfig, action_dim: int, device: torch.device) 
     return HybridPlanner(cem, gradient, top_k=config.candidates)
 
 
-def build_agent(config: Config, task: Task, model: ForwardModel, device: torch.device) -> MPCAgent:
-    """Perception -> world model -> task cost -> planner, assembled for `task`."""
+@dataclass(frozen=True)
+class PolicyParts:
+    """The policy, the critic and their learners, built for one task and model."""
+
+    policy: Policy
+    critic: Critic
+    policy_learner: PolicyLearner
+    critic_learner: CriticLearner
+    penalty: UncertaintyPenalty
+
+
+def build_policy_parts(
+    config: Config, task: Task, model: ForwardModel, stats: Stats, device: torch.device
+) -> PolicyParts:
+    """Policy and critic normalised by the data statistics, and the learners that train them."""
+    pc = config.policy
+    policy = Policy(task.obs_dim, task.act_dim, hidden=pc.hidden, layers=pc.layers)
+    policy.set_normalization(stats)
+    critic = Critic(task.obs_dim, hidden=pc.critic_hidden, layers=2)
+    # One step's cost is O(1) on these tasks; the scale keeps the critic's output O(1).
+    critic.set_normalization(stats, value_scale=1.0 / (1.0 - pc.gamma))
+    policy.to(device)
+    critic.to(device)
+    critic_learner = CriticLearner(
+        critic,
+        gamma=pc.gamma,
+        lambda_=pc.critic_lambda,
+        tau=pc.critic_tau,
+        lr=pc.critic_lr,
+        device=device,
+    )
+    penalty = UncertaintyPenalty(
+        model, masks=pc.uncertainty_masks, threshold=pc.uncertainty_threshold
+    )
+    policy_learner = PolicyLearner(
+        policy,
+        model,
+        task.planning_cost,
+        terminated=task.terminated,
+        critic=critic_learner.value,
+        uncertainty=penalty if pc.uncertainty_weight > 0 else None,
+        horizon=pc.horizon,
+        gamma=pc.gamma,
+        uncertainty_weight=pc.uncertainty_weight,
+        lr=pc.lr,
+        seed=config.seed,
+        device=device,
+    )
+    return PolicyParts(policy, critic, policy_learner, critic_learner, penalty)
+
+
+def build_agent(
+    config: Config,
+    task: Task,
+    model: ForwardModel,
+    device: torch.device,
+    parts: PolicyParts | None = None,
+) -> MPCAgent | PolicyAgent:
+    """The actor of `config.agent`: the planner over perception -> model -> cost, the policy,
+    or the planner seeded by the policy with the critic as terminal cost."""
+    if config.agent == "policy":
+        if parts is None:
+            raise ConfigError("agent 'policy' needs a trained policy; run `wm run --agent policy`")
+        return PolicyAgent(parts.policy, seed=config.seed)
     planner_config = config.planner
+    with_policy = config.agent == "mpc+policy" and parts is not None
     return MPCAgent(
         model,
         Perception(task.obs_dim, device),
@@ -136,7 +202,10 @@ def build_agent(config: Config, task: Task, model: ForwardModel, device: torch.d
         build_planner(planner_config, task.act_dim, device),
         latent_samples=planner_config.latent_samples if model.stochastic else 1,
         terminated=task.terminated,
+        terminal_value=parts.critic_learner.value if with_policy else None,
+        value_discount=config.policy.gamma**planner_config.horizon,
         uncertainty_weight=planner_config.uncertainty_weight,
+        proposal=PolicyProposal(parts.policy, model, seed=config.seed) if with_policy else None,
         seed=config.seed,
     )
 
@@ -180,11 +249,23 @@ def load_config(run_dir: Path) -> Config:
         ) from exc
 
 
-def save_world_model(path: Path, config: Config, task: Task, model: ForwardModel, **meta) -> None:
-    """Weights (with normalisation buffers) + config + task dimensions, atomically."""
+def save_world_model(
+    path: Path,
+    config: Config,
+    task: Task,
+    model: ForwardModel,
+    extra: dict[str, torch.nn.Module] | None = None,
+    **meta: Any,
+) -> None:
+    """Weights (with normalisation buffers) + config + task dimensions, atomically.
+
+    `extra` modules (policy, critic) are saved beside the model under their names.
+    """
+    groups = {"model": model.state_dict()}
+    groups |= {name: module.state_dict() for name, module in (extra or {}).items()}
     save_checkpoint(
         path,
-        {"model": model.state_dict()},
+        groups,
         {
             "config": to_dict(config),
             "task": task.id,
@@ -195,6 +276,30 @@ def save_world_model(path: Path, config: Config, task: Task, model: ForwardModel
     )
 
 
+def policy_modules(parts: PolicyParts | None) -> dict[str, torch.nn.Module]:
+    """The modules of `parts` that a checkpoint holds (none without a policy)."""
+    if parts is None:
+        return {}
+    return {
+        "policy": parts.policy,
+        "critic": parts.critic,
+        "critic_target": parts.critic_learner.target,
+    }
+
+
+def load_policy_modules(parts: PolicyParts, groups: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Inverse of `policy_modules`; a checkpoint without them is a one-line error."""
+    for name, module in policy_modules(parts).items():
+        if name not in groups:
+            raise CheckpointError(f"checkpoint has no {name}; was the run made with --agent mpc?")
+        load_module_state(module, groups[name], name)
+
+
+def model_stats(model: ForwardModel) -> Stats:
+    """The data statistics a trained model carries in its buffers."""
+    return Stats(model.state_mean, model.state_std, model.delta_mean, model.delta_std)
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A world model restored from a run folder, with what it was made for."""
@@ -203,6 +308,7 @@ class LoadedModel:
     task: Task
     model: ForwardModel
     meta: dict
+    groups: dict[str, dict[str, torch.Tensor]]  #: every tensor group of the checkpoint
 
 
 def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -229,4 +335,4 @@ def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> Loade
     model = build_model(config.model, task.obs_dim, task.act_dim).to(device)
     load_module_state(model, groups.get("model", {}), "world model")
     model.eval()
-    return LoadedModel(config=config, task=task, model=model, meta=meta)
+    return LoadedModel(config=config, task=task, model=model, meta=meta, groups=groups)

@@ -18,17 +18,23 @@ from agents.config import Config
 from agents.configurator import (
     CHECKPOINT_FILE,
     DATA_FILE,
+    PolicyParts,
     build_agent,
     build_model,
+    build_policy_parts,
     build_trainer,
+    load_policy_modules,
     load_world_model,
+    model_stats,
     new_run_dir,
+    policy_modules,
     resolve_device,
     save_config,
     save_world_model,
     set_threads,
 )
 from agents.mpc import MPCAgent
+from agents.policy import PolicyAgent
 from envs import Task, make_task
 from worldmodel.data import EpisodeStore
 from worldmodel.errors import ConfigError
@@ -37,6 +43,7 @@ from worldmodel.rollout import EpisodeResult, collect, random_policy, run_episod
 from worldmodel.train import ModelTrainer
 
 EVAL_SEED_OFFSET = 1_000_000
+Agent = MPCAgent | PolicyAgent
 
 
 @dataclass
@@ -68,7 +75,7 @@ def planned_vs_realised(
     return float(np.mean(planned[:n])), float(np.mean(realised))
 
 
-def evaluate(agent: MPCAgent, task: Task, episodes: int, seed: int) -> list[float]:
+def evaluate(agent: Agent, task: Task, episodes: int, seed: int) -> list[float]:
     """Returns of `episodes` fresh episodes of `agent`, on seeds no training episode uses."""
     env = task.make_env(seed=seed + EVAL_SEED_OFFSET)
     returns = []
@@ -77,6 +84,57 @@ def evaluate(agent: MPCAgent, task: Task, episodes: int, seed: int) -> list[floa
         returns.append(run_episode(env, agent.act, seed=seed + EVAL_SEED_OFFSET + i).episode_return)
     env.close()
     return returns
+
+
+def imagination_gap(parts: PolicyParts, task: Task, episodes: int, seed: int) -> float:
+    """Model exploitation: the policy's imagined H-step return minus its real H-step return,
+    from the same start states (the eval episodes' first states), averaged."""
+    env = task.make_env(seed=seed + EVAL_SEED_OFFSET)
+    agent, horizon = PolicyAgent(parts.policy), parts.policy_learner.horizon
+    starts, real = [], []
+    for i in range(episodes):
+        store = EpisodeStore(task.obs_dim, task.act_dim)
+        run_episode(
+            env, agent.act, seed=seed + EVAL_SEED_OFFSET + i, store=store, max_steps=horizon
+        )
+        starts.append(store.data["obs"][0])
+        real.append(float(store.data["reward"].sum()))
+    env.close()
+    device = parts.policy_learner.device
+    with torch.no_grad():
+        traj, _, alive = parts.policy_learner.imagine(torch.from_numpy(np.stack(starts)).to(device))
+        rewards = -task.cost(traj.states[:-1], traj.actions, traj.states[1:]) * alive[:-1]
+    return float(rewards.sum(0).mean()) - float(np.mean(real))
+
+
+def train_policy(
+    parts: PolicyParts,
+    store: EpisodeStore,
+    config: Config,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> dict[str, float]:
+    """Recalibrate the uncertainty penalty on real data, then policy and critic updates."""
+    pc = config.policy
+    if pc.uncertainty_weight > 0:
+        if len(store.window_starts(pc.horizon)) == 0:
+            return {}  # no real episode is as long as H yet: nothing to calibrate against
+        parts.penalty.calibrate(store.sample(512, pc.horizon, rng).to(device))
+    metrics: dict[str, list[float]] = {}
+    obs = store.data["obs"]
+    for _ in range(pc.updates):
+        starts = torch.from_numpy(obs[rng.integers(len(obs), size=pc.batch_size)]).to(device)
+        policy_metrics = parts.policy_learner.update(starts)
+        rollout = parts.policy_learner.last_rollout
+        critic_metrics = (
+            parts.critic_learner.update_imagined(rollout.states, rollout.costs, rollout.continues)
+            if rollout is not None
+            else {}
+        )
+        for prefix, values in (("policy", policy_metrics), ("critic", critic_metrics)):
+            for key, value in values.items():
+                metrics.setdefault(f"{prefix}/{key}", []).append(value)
+    return {key: float(np.mean(values)) for key, values in metrics.items()}
 
 
 def run(config: Config) -> Path:
@@ -106,16 +164,32 @@ def run(config: Config) -> Path:
         model.set_normalization(store.stats())
         model.to(device)
         trainer = build_trainer(config.train, model, config.seed)
-        agent = build_agent(config, task, model, device)
+        parts = (
+            build_policy_parts(config, task, model, store.stats(), device)
+            if config.agent != "mpc"
+            else None
+        )
+        agent = build_agent(config, task, model, device, parts)
+        collector = (
+            PolicyAgent(parts.policy, noise=config.policy.noise, seed=config.seed)
+            if parts is not None and config.agent == "policy"
+            else agent
+        )
+        policy_rng = np.random.default_rng(config.seed)
         iteration = 0
         while True:
             fit = _retrain(trainer, store, config, logger, first=iteration == 0)
             logger.scalars({"charts/model_fit_seconds": fit}, steps)
+            if parts is not None:
+                logger.scalars(train_policy(parts, store, config, policy_rng, device), steps)
             iteration += 1
             last = steps >= config.steps
             if last or iteration % loop.eval_every == 0:
                 returns = evaluate(agent, task, loop.eval_episodes, config.seed + iteration)
                 logger.scalars({"charts/eval_return": float(np.mean(returns))}, steps)
+                if parts is not None:
+                    gap = imagination_gap(parts, task, loop.eval_episodes, config.seed + iteration)
+                    logger.scalars({"policy/imagined_minus_real_return": gap}, steps)
                 bar.set_postfix(eval=f"{np.mean(returns):.1f}")
             store.save(run_dir / DATA_FILE)
             save_world_model(
@@ -123,19 +197,20 @@ def run(config: Config) -> Path:
                 config,
                 task,
                 model,
+                extra=policy_modules(parts),
                 env_steps=steps,
                 iteration=iteration,
                 model_steps=trainer.total_steps,
             )
             if last:
                 break
-            result, trace = _mpc_episode(
-                env, agent, store, config.seed + episode, config.steps - steps
+            result, trace = _episode(
+                env, collector, store, config.seed + episode, config.steps - steps
             )
             steps, episode = steps + result.length, episode + 1
             bar.update(result.length)
             bar.set_postfix(ret=f"{result.episode_return:.1f}")
-            _log_episode(logger, result, trace, store, agent, steps)
+            _log_episode(logger, result, trace, store, collector, steps)
             logger.flush()
     finally:
         bar.close()
@@ -168,11 +243,14 @@ def _retrain(
     return result.seconds
 
 
-def _mpc_episode(
-    env, agent: MPCAgent, store: EpisodeStore, seed: int, max_steps: int
-) -> tuple[EpisodeResult, EpisodeTrace]:
-    trace = EpisodeTrace()
+def _episode(
+    env, agent: Agent, store: EpisodeStore, seed: int, max_steps: int
+) -> tuple[EpisodeResult, EpisodeTrace | None]:
+    """One training episode, with the planner's records when the agent plans."""
     agent.reset()
+    if not isinstance(agent, MPCAgent):
+        return run_episode(env, agent.act, seed=seed, store=store, max_steps=max_steps), None
+    trace = EpisodeTrace()
 
     def act(obs: np.ndarray) -> np.ndarray:
         action = agent.act(obs)
@@ -185,30 +263,37 @@ def _mpc_episode(
 def _log_episode(
     logger: Logger,
     result: EpisodeResult,
-    trace: EpisodeTrace,
+    trace: EpisodeTrace | None,
     store: EpisodeStore,
-    agent: MPCAgent,
+    agent: Agent,
     steps: int,
 ) -> None:
-    realised_costs = -store.data["reward"][-result.length :]
-    planned, realised = planned_vs_realised(trace.planned, realised_costs, agent.planner.horizon)
-    logger.scalars(
-        {
-            "charts/episodic_return": result.episode_return,
-            "charts/episodic_length": float(result.length),
+    metrics = {
+        "charts/episodic_return": result.episode_return,
+        "charts/episodic_length": float(result.length),
+    }
+    if trace is not None and isinstance(agent, MPCAgent):
+        realised_costs = -store.data["reward"][-result.length :]
+        horizon = agent.planner.horizon
+        planned, realised = planned_vs_realised(trace.planned, realised_costs, horizon)
+        metrics |= {
             "charts/planner_ms_per_action": 1000 * float(np.mean(trace.seconds)),
             "charts/planned_cost": planned,
             "charts/realised_cost": realised,
             "charts/planner_fallbacks": float(trace.fallbacks),
-        },
-        steps,
-    )
+        }
+    logger.scalars(metrics, steps)
 
 
 def mpc(run_dir: Path, episodes: int, device: str = "auto", seed: int = 0) -> list[float]:
     """Run the trained agent of `run_dir` for `episodes` episodes and print the returns."""
     loaded = load_world_model(run_dir, resolve_device(device))
-    agent = build_agent(loaded.config, loaded.task, loaded.model, loaded.model.device)
+    config, model = loaded.config, loaded.model
+    parts = None
+    if config.agent != "mpc":
+        parts = build_policy_parts(config, loaded.task, model, model_stats(model), model.device)
+        load_policy_modules(parts, loaded.groups)
+    agent = build_agent(config, loaded.task, model, model.device, parts)
     start = time.perf_counter()
     returns = evaluate(agent, loaded.task, episodes, seed)
     print(

@@ -52,6 +52,7 @@ class MPCAgent:
         latent_samples: int = 5,
         terminated: TerminationFn | None = None,
         terminal_value: ValueFn | None = None,
+        value_discount: float = 1.0,
         uncertainty_weight: float = 0.0,
         uncertainty_masks: int = 4,
         proposal: ActionProposal | None = None,
@@ -61,7 +62,8 @@ class MPCAgent:
             raise ValueError("latent_samples must be positive and uncertainty_weight >= 0")
         self.model, self.perception, self.cost, self.planner = model, perception, cost, planner
         self.latent_samples, self.terminated = latent_samples, terminated
-        self.terminal_value, self.proposal = terminal_value, proposal
+        self.terminal_value, self.value_discount = terminal_value, value_discount
+        self.proposal = proposal
         self.uncertainty_weight, self.uncertainty_masks = uncertainty_weight, uncertainty_masks
         self.seed = seed
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -99,7 +101,8 @@ class MPCAgent:
             total = step_cost.sum(0)
             if self.terminal_value is not None:
                 end_alive = alive[-1] * (1 - ended[-1]) if self.terminated is not None else 1.0
-                total = total + end_alive * self.terminal_value(states[-1])
+                value = self.terminal_value(states[-1])
+                total = total + self.value_discount * end_alive * value
             if self.uncertainty_weight > 0:
                 spread = self.model.uncertainty(s0, acts, self.uncertainty_masks, zs)
                 total = total + self.uncertainty_weight * spread.sum(0)
@@ -137,6 +140,19 @@ class MPCAgent:
             fallback=fallback,
         )
         return action
+
+    def _warm_start(
+        self, objective: Callable[[Tensor], Tensor], state: Tensor, horizon: int
+    ) -> Tensor | None:
+        """The shifted previous plan or the policy's proposal, whichever the objective prefers."""
+        starts = [] if self._plan is None else [self._plan]
+        if self.proposal is not None:
+            starts.append(self.proposal(state, horizon).to(state.device))
+        if len(starts) < 2:
+            return starts[0] if starts else None
+        with torch.no_grad():
+            costs = objective(torch.stack(starts, dim=1))
+        return starts[int(torch.nan_to_num(costs, nan=float("inf")).argmin())]
 
     def _safe_plan(self, horizon: int) -> Tensor:
         """The previous plan shifted, else zeros: used when planning produced non-finite values."""
