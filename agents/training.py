@@ -12,14 +12,18 @@ from agents.configurator import (
     DATA_FILE,
     build_model,
     build_trainer,
+    check_for_task,
     load_world_model,
     new_run_dir,
     resolve_device,
     save_config,
     save_world_model,
+    set_threads,
 )
+from agents.inspection import inspect_model, log_config, log_hparams
 from envs import make_task
 from worldmodel.data import EpisodeStore
+from worldmodel.errors import TrainingDivergedError
 from worldmodel.evaluate import KStepError, k_step_errors
 from worldmodel.logger import Logger
 from worldmodel.rollout import collect, random_policy
@@ -30,16 +34,25 @@ K_STEPS = (1, 5, 10, 25)
 def train(config: Config) -> Path:
     """Collect `config.steps` random steps, fit the model, evaluate it; returns the run folder."""
     task = make_task(config.env)
+    check_for_task(config, task, "train")
     device = resolve_device(config.device)
+    set_threads(config.threads)
     run_dir = new_run_dir(config)
     save_config(run_dir, config)
     logger = Logger(run_dir)
+    log_config(logger, config)
     try:
         env = task.make_env(seed=config.seed)
         store = EpisodeStore(task.obs_dim, task.act_dim)
         with tqdm(total=config.steps, desc="collect", disable=not config.progress) as bar:
-            collect(env, random_policy(env, config.seed), config.steps, store, config.seed,
-                    on_step=lambda t: bar.update(t - bar.n))  # fmt: skip
+            collect(
+                env,
+                random_policy(env, config.seed),
+                config.steps,
+                store,
+                config.seed,
+                on_step=lambda t: bar.update(t - bar.n),
+            )
         env.close()
         store.save(run_dir / DATA_FILE)
         train_set, val_set = store.split(config.train.val_fraction, config.seed)
@@ -48,17 +61,40 @@ def train(config: Config) -> Path:
         model.set_normalization(train_set.stats())
         model.to(device)
         trainer = build_trainer(config.train, model, config.seed)
-        result = trainer.fit(
-            train_set, val_set,
-            horizon=config.train.horizon, batch_size=config.train.batch_size,
-            max_steps=config.train.max_steps, eval_every=config.train.eval_every,
-            patience=config.train.patience, log=logger.scalars, progress=config.progress,
-        )  # fmt: skip
+        try:
+            result = trainer.fit(
+                train_set,
+                val_set,
+                horizon=config.train.horizon,
+                batch_size=config.train.batch_size,
+                max_steps=config.train.max_steps,
+                eval_every=config.train.eval_every,
+                patience=config.train.patience,
+                log=logger.scalars,
+                progress=config.progress,
+            )
+        except TrainingDivergedError:
+            # fit restored the best weights: keep them, so the run folder stays usable.
+            save_world_model(
+                run_dir / CHECKPOINT_FILE,
+                config,
+                task,
+                model,
+                model_steps=trainer.total_steps,
+                diverged=True,
+            )
+            raise
         errors = k_step_errors(model, val_set, K_STEPS, seed=config.seed)
         _log_errors(logger, errors, trainer.total_steps)
         logger.scalars({"charts/train_seconds": result.seconds}, trainer.total_steps)
-        save_world_model(run_dir / CHECKPOINT_FILE, config, task, model,
-                         model_steps=trainer.total_steps)  # fmt: skip
+        save_world_model(
+            run_dir / CHECKPOINT_FILE, config, task, model, model_steps=trainer.total_steps
+        )
+        inspect_model(logger, task, model, val_set, trainer.total_steps, seed=config.seed)
+        final = {f"k_step_mse_{e.k}": e.model for e in errors}
+        log_hparams(
+            logger, config, final | {"best_val_loss": result.best_val_loss}, trainer.total_steps
+        )
         print(f"trained {result.steps} steps in {result.seconds:.0f}s; run folder: {run_dir}")
         print(format_errors(errors))
     finally:
@@ -70,7 +106,8 @@ def eval_model(run_dir: Path, device: str = "auto") -> list[KStepError]:
     """k-step error of a trained model on the run's held-out episodes, printed and logged."""
     loaded = load_world_model(run_dir, resolve_device(device))
     config = loaded.config
-    store = EpisodeStore.load(Path(run_dir) / DATA_FILE)
+    task = loaded.task
+    store = EpisodeStore.load(Path(run_dir) / DATA_FILE, obs_dim=task.obs_dim, act_dim=task.act_dim)
     _, val_set = store.split(config.train.val_fraction, config.seed)
     errors = k_step_errors(loaded.model, val_set, K_STEPS, seed=config.seed)
     logger = Logger(Path(run_dir) / "eval")

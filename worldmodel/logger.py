@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
+import numpy as np
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+from worldmodel.video import gif_summary
 
 
 class Logger:
@@ -22,6 +27,29 @@ class Logger:
 
     def text(self, tag: str, text: str, step: int = 0) -> None:
         self.writer.add_text(tag, text, step)
+
+    def video(self, tag: str, frames: np.ndarray, step: int, fps: float = 20.0) -> None:
+        """frames [T, H, W, 3] uint8 as an animated GIF (Images tab); needs no moviepy."""
+        self.writer.file_writer.add_summary(gif_summary(tag, frames, fps), step)
+
+    def figure(self, tag: str, figure: Any, step: int) -> None:
+        """A matplotlib figure as an image; the figure is closed."""
+        self.writer.add_figure(tag, figure, step, close=True)
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, float], step: int = 0) -> None:
+        """Hyper-parameters with their final metrics, in this run (HParams tab).
+
+        `add_hparams` would open a second run in a sub-folder; the summaries are written here
+        instead, and each metric also as a scalar, which is where the HParams tab reads it.
+        Values other than bool/int/float/str are shown as text.
+        """
+        plain = {
+            k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in hparams.items()
+        }
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+        for summary in hparams_summaries(plain, finite):
+            self.writer.file_writer.add_summary(summary, step)
+        self.scalars(finite, step)
 
     def flush(self) -> None:
         self.writer.flush()
