@@ -43,7 +43,7 @@ class ModelConfig:
     """Weight of the KL term."""
 
     def __post_init__(self) -> None:
-        _check(self, positive=("hidden",), non_negative=("latent_dim", "layers", "beta"))
+        _check(self, positive=("hidden", "layers"), non_negative=("latent_dim", "beta"))
         _check_choice(self, "kind", ("cvae", "deterministic"))
         _check_choice(self, "latent_dropout_mode", ("prior", "zero"))
         _check_range(self, "latent_dropout", 0.0, 1.0)
@@ -204,6 +204,8 @@ class LoopConfig:
     """Episodes per evaluation, on their own seeds; they are not training data."""
     capacity: int = 1_000_000
     """Most transitions kept; the oldest whole episodes are dropped beyond it."""
+    video_every: int = 3
+    """Iterations between real-vs-imagined videos and prediction figures (with --video)."""
 
     def __post_init__(self) -> None:
         _check(
@@ -215,6 +217,7 @@ class LoopConfig:
                 "eval_every",
                 "eval_episodes",
                 "capacity",
+                "video_every",
             ),
         )
 
@@ -239,6 +242,8 @@ class Config:
     """Folder that holds the run folders."""
     progress: bool = True
     """Show progress bars."""
+    video: bool = True
+    """Log real-vs-imagined videos and prediction figures to TensorBoard."""
     agent: str = "mpc"
     """How `wm run` acts: 'mpc' (plan), 'policy' (the learned policy) or 'mpc+policy' (planner
     seeded by the policy, critic as terminal cost)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from worldmodel.perception import Perception
 from worldmodel.train import ModelTrainer
 
 CONFIG_FILE = "config.json"
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 DATA_FILE = "data.npz"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -60,7 +63,45 @@ def make_config(overrides: dict[str, Any], command: str = "train") -> Config:
     env = overrides.get("env", Config.env)
     make_task(env)  # an unknown task fails here, before anything is written
     preset = PRESETS.get(env, {}) | (RUN_PRESETS.get(env, {}) if command == "run" else {})
-    return with_overrides(with_overrides(Config(), {"env": env} | preset), overrides)
+    config = with_overrides(with_overrides(Config(), {"env": env} | preset), overrides)
+    _check_finite(to_dict(config))
+    check_for_task(config, make_task(env), command)
+    return config
+
+
+def _check_finite(values: dict[str, Any], prefix: str = "") -> None:
+    """Every float option finite: inf passes `> 0` checks but is no usable size or rate."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _check_finite(value, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{prefix}{key} must be a finite number, got {value}; pass a finite --{prefix}{key}"
+            )
+
+
+def check_for_task(config: Config, task: Task, command: str = "train") -> None:
+    """Sizes valid alone but not for `task`: one-line errors before any run folder is made.
+
+    `command` 'train' collects `config.steps` random steps before fitting; 'run' only
+    `config.loop.seed_steps`.
+    """
+    horizon = config.train.horizon
+    if horizon > task.max_episode_steps:
+        raise ConfigError(
+            f"train.horizon {horizon} is longer than an episode of {task.id} "
+            f"({task.max_episode_steps} steps); lower --train.horizon"
+        )
+    name, first = (
+        ("steps", config.steps)
+        if command == "train"
+        else ("loop.seed_steps", config.loop.seed_steps)
+    )
+    if first < horizon:
+        raise ConfigError(
+            f"{name} {first} is fewer than train.horizon {horizon}, so no training window fits; "
+            f"raise --{name} or lower --train.horizon"
+        )
 
 
 def set_threads(threads: int) -> None:
@@ -218,6 +259,11 @@ def build_trainer(config: TrainConfig, model: ForwardModel, seed: int) -> ModelT
 
 def new_run_dir(config: Config) -> Path:
     """A fresh `runs/<env>__<name>__<seed>__<time>` folder; never reuses an existing one."""
+    if not _NAME.fullmatch(config.name):
+        raise ConfigError(
+            f"name {config.name!r} may only hold letters, digits, '.', '_' and '-' (and may not "
+            "start with '.'); pass another --name"
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(config.runs_dir) / f"{config.env}__{config.name}__{config.seed}__{stamp}"
     for suffix in range(1000):
@@ -226,6 +272,11 @@ def new_run_dir(config: Config) -> Path:
             path.mkdir(parents=True)
         except FileExistsError:
             continue
+        except OSError as exc:  # runs_dir is a file, read-only, ...
+            raise ConfigError(
+                f"cannot create a run folder in {config.runs_dir} ({exc.strerror}); pass a "
+                "writable folder as --runs_dir"
+            ) from exc
         return path
     raise ConfigError(f"could not create a new run folder beside {base}; pass another --name")
 
@@ -311,6 +362,15 @@ class LoadedModel:
     groups: dict[str, dict[str, torch.Tensor]]  #: every tensor group of the checkpoint
 
 
+def _folder_env(run_dir: Path) -> str | None:
+    """The env named by the run folder's config.json, or None if it cannot be read."""
+    try:
+        env = json.loads((run_dir / CONFIG_FILE).read_text()).get("env")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return env if isinstance(env, str) else None
+
+
 def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> LoadedModel:
     """Rebuild the model of `run_dir` from its checkpoint; mismatches are one-line errors."""
     run_dir = Path(run_dir)
@@ -319,8 +379,11 @@ def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> Loade
     groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device=device)
     try:
         config = from_dict(Config, meta["config"])
-    except (KeyError, TypeError, ConfigError) as exc:
-        raise CheckpointError(f"checkpoint in {run_dir} has no valid config ({exc})") from exc
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint in {run_dir} has no valid config ({exc}); restore it from a copy or "
+            "train again"
+        ) from exc
     task = make_task(config.env)
     if (meta.get("task"), meta.get("obs_dim"), meta.get("act_dim")) != (
         task.id,
@@ -330,7 +393,13 @@ def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> Loade
         raise CheckpointError(
             f"checkpoint in {run_dir} is for {meta.get('task')} with obs/action dims "
             f"{meta.get('obs_dim')}/{meta.get('act_dim')}, but {task.id} has "
-            f"{task.obs_dim}/{task.act_dim}"
+            f"{task.obs_dim}/{task.act_dim}; restore the run's own checkpoint or train again"
+        )
+    folder_env = _folder_env(run_dir)
+    if folder_env is not None and folder_env != config.env:
+        raise CheckpointError(
+            f"checkpoint in {run_dir} is for {config.env} but the folder's {CONFIG_FILE} is for "
+            f"{folder_env}; restore the run's own checkpoint or train again"
         )
     model = build_model(config.model, task.obs_dim, task.act_dim).to(device)
     load_module_state(model, groups.get("model", {}), "world model")

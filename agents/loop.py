@@ -33,6 +33,7 @@ from agents.configurator import (
     save_world_model,
     set_threads,
 )
+from agents.inspection import inspect_model, log_config
 from agents.mpc import MPCAgent
 from agents.policy import PolicyAgent
 from envs import Task, make_task
@@ -149,6 +150,7 @@ def run(config: Config) -> Path:
     run_dir = new_run_dir(config)
     save_config(run_dir, config)
     logger = Logger(run_dir)
+    log_config(logger, config)
     env = task.make_env(seed=config.seed)
     store = EpisodeStore(task.obs_dim, task.act_dim, capacity=loop.capacity)
     bar = tqdm(total=config.steps, desc=f"wm run {task.id}", disable=not config.progress)
@@ -191,6 +193,10 @@ def run(config: Config) -> Path:
                     gap = imagination_gap(parts, task, loop.eval_episodes, config.seed + iteration)
                     logger.scalars({"policy/imagined_minus_real_return": gap}, steps)
                 bar.set_postfix(eval=f"{np.mean(returns):.1f}")
+            if last or iteration % loop.video_every == 0:
+                inspect_model(
+                    logger, task, model, store, steps, video=config.video, seed=config.seed
+                )
             store.save(run_dir / DATA_FILE)
             save_world_model(
                 run_dir / CHECKPOINT_FILE,

@@ -9,6 +9,7 @@ through time, i.e. the Kelley-Bryson adjoint.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from agents.planners import Planner, shift_plan
 from envs.costs import CostFn, TerminationFn
 from worldmodel.forward import ForwardModel, frozen
 from worldmodel.perception import Perception
+
+log = logging.getLogger(__name__)
 
 ValueFn = Callable[[Tensor], Tensor]
 """Terminal value hook: states [..., S] -> predicted cost-to-go [...]."""
@@ -70,6 +73,7 @@ class MPCAgent:
         self.action_dim = model.action_dim
         self.last: Decision | None = None
         self._plan: Tensor | None = None
+        self.fallbacks = 0  #: decisions (since construction) that used the safe action
 
     def reset(self) -> None:
         """Forget the previous plan (a new episode starts)."""
@@ -128,6 +132,14 @@ class MPCAgent:
         fallback = not (np.isfinite(result.cost) and torch.isfinite(plan).all())
         if fallback:
             plan = self._safe_plan(horizon)
+            self.fallbacks += 1
+            if self.fallbacks & (self.fallbacks - 1) == 0:  # 1st, 2nd, 4th, ...: no flood
+                log.warning(
+                    "MPC: non-finite plan (cost %s); used the %s instead (%d fallbacks so far)",
+                    result.cost,
+                    "shifted previous plan" if self._plan is not None else "zero action",
+                    self.fallbacks,
+                )
         with torch.no_grad():
             first = self.objective(state, z)(plan[:1, None]).item() if not fallback else 0.0
         self._plan = shift_plan(plan)

@@ -11,6 +11,7 @@ Time-major conventions as in `agents/mpc.py`: actions [T, B, A], states [T+1, B,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,12 +23,14 @@ from torch import Tensor, nn
 
 from envs.costs import CostFn, TerminationFn
 from worldmodel.data import Stats, Window
+from worldmodel.errors import DataError
 from worldmodel.forward import ForwardModel, mlp
 
 Metrics = dict[str, float]
 ValueFn = Callable[[Tensor], Tensor]
 """Terminal cost-to-go: states [..., S] -> [...] (e.g. `CriticLearner.value`)."""
 LATENT_MODES = ("prior", "zero")
+log = logging.getLogger(__name__)
 
 
 class Dynamics(Protocol):
@@ -93,30 +96,55 @@ class PolicyAgent:
     """Acts by the policy alone: one MLP forward, no planning (well under 1 ms on a CPU).
 
     `noise` > 0 adds Gaussian exploration (clipped to the box) for data collection; evaluate with
-    `noise=0`.
+    `noise=0`. If the policy outputs NaN or inf (diverged weights, extreme states) the agent falls
+    back to its previous action, else zero, counts it in `fallbacks` and logs it: the action is
+    always finite and within [-1, 1].
     """
 
     def __init__(self, policy: Policy, noise: float = 0.0, seed: int = 0) -> None:
-        if noise < 0:
+        if not noise >= 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
         self.policy, self.noise, self.seed = policy, noise, seed
         self.rng = np.random.default_rng(seed)
+        self.fallbacks = 0  #: decisions (since construction) that used the safe action
+        self.last_fallback = False  #: whether the latest decision used it
+        self._previous: np.ndarray | None = None
 
     def reset(self) -> None:
-        """Nothing is carried between steps; present so the loop can treat agents alike."""
+        """Forget the previous action (the fallback of a non-finite output); a new episode."""
+        self._previous, self.last_fallback = None, False
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """obs [S] -> action [A] (float32, in [-1, 1])."""
+        """obs [S] -> action [A] (float32, finite, in [-1, 1])."""
         state = torch.from_numpy(np.asarray(obs, np.float32)).to(self.policy.state_mean.device)
         if state.shape != (self.policy.state_dim,):
-            raise ValueError(
-                f"obs has shape {tuple(state.shape)}, the policy expects ({self.policy.state_dim},)"
+            raise DataError(
+                f"observation has shape {tuple(state.shape)} but the policy expects "
+                f"({self.policy.state_dim},); is this the env the policy was trained on?"
             )
+        if not torch.isfinite(state).all():
+            raise DataError("observation contains NaN or inf; check the env or its wrappers")
         with torch.inference_mode():
             action = self.policy(state).cpu().numpy()
         if self.noise > 0:
-            action = np.clip(action + self.noise * self.rng.standard_normal(action.shape), -1, 1)
-        return action.astype(np.float32)
+            action = action + self.noise * self.rng.standard_normal(action.shape)
+        action = np.clip(action, -1.0, 1.0).astype(np.float32)
+        self.last_fallback = not np.isfinite(action).all()
+        if self.last_fallback:
+            action = (
+                self._previous.copy()
+                if self._previous is not None
+                else np.zeros(self.policy.action_dim, np.float32)
+            )
+            self.fallbacks += 1
+            if self.fallbacks & (self.fallbacks - 1) == 0:  # 1st, 2nd, 4th, ...: no flood
+                log.warning(
+                    "policy: non-finite action; used the %s instead (%d fallbacks so far)",
+                    "previous action" if self._previous is not None else "zero action",
+                    self.fallbacks,
+                )
+        self._previous = action.copy()
+        return action
 
 
 class PolicyProposal:

@@ -90,7 +90,9 @@ def train(config: Config) -> Path:
         save_world_model(
             run_dir / CHECKPOINT_FILE, config, task, model, model_steps=trainer.total_steps
         )
-        inspect_model(logger, task, model, val_set, trainer.total_steps, seed=config.seed)
+        inspect_model(
+            logger, task, model, val_set, trainer.total_steps, video=config.video, seed=config.seed
+        )
         final = {f"k_step_mse_{e.k}": e.model for e in errors}
         log_hparams(
             logger, config, final | {"best_val_loss": result.best_val_loss}, trainer.total_steps

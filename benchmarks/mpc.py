@@ -90,15 +90,15 @@ def main() -> None:
     set_threads(args.threads)
     overrides = {"threads": args.threads} | ({"steps": args.steps} if args.steps else {})
     start = time.perf_counter()
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as runs_dir:
-        rows = [
-            row
-            for task in args.tasks
-            for planner in args.planners
-            for seed in args.seeds
-            for row in one_run(task, planner, seed, Path(runs_dir), overrides)
-        ]
-    write_csv(args.out, rows, environment_info(args.seeds, time.perf_counter() - start))
+        for task in args.tasks:
+            for planner in args.planners:
+                for seed in args.seeds:
+                    rows += one_run(task, planner, seed, Path(runs_dir), overrides)
+                    # Written after every run, so a long benchmark cut short keeps what it measured.
+                    info = environment_info(args.seeds, time.perf_counter() - start)
+                    write_csv(args.out, rows, info)
     print(f"wrote {args.out}")
 
 

@@ -1,7 +1,14 @@
 """Supported tasks: gymnasium envs with their rewards as differentiable torch costs."""
 
 from envs.costs import CostFn, TerminationFn
-from envs.tasks import TASKS, Task, UnknownTaskError, make_env, make_task
+from envs.tasks import (
+    TASKS,
+    Task,
+    UnknownTaskError,
+    UnsupportedEnvError,
+    make_env,
+    make_task,
+)
 
 __all__ = [
     "TASKS",
@@ -9,6 +16,7 @@ __all__ = [
     "Task",
     "TerminationFn",
     "UnknownTaskError",
+    "UnsupportedEnvError",
     "make_env",
     "make_task",
 ]

@@ -15,6 +15,7 @@ warns once and returns None: video is skipped, nothing crashes.
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import sys
 import warnings
@@ -28,7 +29,9 @@ from PIL import Image, ImageDraw
 from envs.tasks import Task
 
 _LINUX = sys.platform.startswith("linux")
-if _LINUX and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+_HEADLESS = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+# Only where libEGL exists: mujoco's import fails outright when MUJOCO_GL names a missing library.
+if _LINUX and _HEADLESS and ctypes.util.find_library("EGL"):
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco  # noqa: E402  (after MUJOCO_GL so gymnasium's own rendering is headless too)

@@ -27,6 +27,35 @@ class UnknownTaskError(WorldModelError, ValueError):
     """An environment id that is not in :data:`TASKS`."""
 
 
+class UnsupportedEnvError(WorldModelError, ValueError):
+    """An environment whose spaces a world model cannot handle (discrete or unbounded actions)."""
+
+
+def check_spaces(env: gym.Env) -> None:
+    """Raise :class:`UnsupportedEnvError` unless actions are a bounded Box and observations a Box.
+
+    The planners search a finite box and the model reads flat float vectors; a discrete, dict or
+    unbounded space has no meaning for them.
+    """
+    name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+    action, observation = env.action_space, env.observation_space
+    if not isinstance(action, gym.spaces.Box):
+        raise UnsupportedEnvError(
+            f"environment {name!r} has a {action} action space; worldmodel needs continuous "
+            "actions in a bounded Box (wrap discrete envs, or pick one listed by `wm tasks`)"
+        )
+    if not (np.isfinite(action.low).all() and np.isfinite(action.high).all()):
+        raise UnsupportedEnvError(
+            f"environment {name!r} has an unbounded action space {action}; worldmodel needs "
+            "finite low/high bounds (give the env a bounded Box with a gymnasium.ActionWrapper)"
+        )
+    if not isinstance(observation, gym.spaces.Box):
+        raise UnsupportedEnvError(
+            f"environment {name!r} has a {observation} observation space; worldmodel needs flat "
+            "float vectors in a Box (wrap it with gymnasium.wrappers.FlattenObservation)"
+        )
+
+
 @dataclass(frozen=True)
 class Task:
     """A supported environment and its reward written as a torch cost.
@@ -94,8 +123,8 @@ def _task(
     planning_cost: CostFn | None = None,
 ) -> Task:
     """Assemble a Task from a probe env and physical-action costs (rescaled here)."""
+    check_spaces(env)
     assert env.spec is not None and env.spec.max_episode_steps is not None
-    assert env.observation_space.shape is not None and env.action_space.shape is not None
     space = env.action_space
     assert isinstance(space, gym.spaces.Box)
     low = tuple(float(v) for v in np.asarray(space.low))

@@ -48,9 +48,15 @@ def load_checkpoint(
     try:
         flat = st_load(payload)
         header = _header(payload)
-    except (SafetensorError, ValueError, KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({exc})") from exc
-    version = int(header.get("format_version", "0"))
+        version = int(header.get("format_version", "0"))
+        meta = json.loads(header["meta"])
+        if not isinstance(meta, dict):
+            raise ValueError("meta is not a JSON object")
+    except (SafetensorError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({exc}); restore it from a copy or "
+            "train again"
+        ) from exc
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint {path} has format {version}, newer than {FORMAT_VERSION}; "
@@ -58,9 +64,14 @@ def load_checkpoint(
         )
     groups: dict[str, dict[str, Tensor]] = {}
     for name, tensor in flat.items():
+        if _SEP not in name:
+            raise CheckpointError(
+                f"checkpoint {path} has a tensor '{name}' outside any group; it was not written "
+                "by worldmodel"
+            )
         group, key = name.split(_SEP, 1)
         groups.setdefault(group, {})[key] = tensor.to(device)
-    return groups, json.loads(header["meta"])
+    return groups, meta
 
 
 def _header(payload: bytes) -> dict[str, str]:
@@ -113,5 +124,10 @@ def load_module_state(module: torch.nn.Module, tensors: dict[str, Tensor], what:
             raise CheckpointError(
                 f"{what} weight '{key}' has shape {tuple(value.shape)} but this model expects "
                 f"{tuple(expected[key].shape)}; the checkpoint is for other dimensions"
+            )
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(
+                f"{what} weight '{key}' has NaN or inf values; the checkpoint was saved from a "
+                "diverged model: train again (lower --train.lr)"
             )
     module.load_state_dict(tensors)

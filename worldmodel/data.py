@@ -53,6 +53,11 @@ class Stats:
     delta_std: Tensor
 
 
+def _empty_dtype(field: str) -> type:
+    """The dtype the store keeps `field` in."""
+    return {"terminated": bool, "truncated": bool, "episode": np.int64}.get(field, np.float32)
+
+
 class EpisodeStore:
     """Transitions stored flat, episodes contiguous, in insertion order.
 
@@ -134,7 +139,8 @@ class EpisodeStore:
         starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
         excess = len(episode) - self.capacity
         cut = starts[np.searchsorted(starts, excess)] if excess <= starts[-1] else starts[-1]
-        self._flat = {k: v[cut:] for k, v in self.data.items()}
+        # Copies, not views: a view would keep the whole old array (and its memory) alive.
+        self._flat = {k: v[cut:].copy() for k, v in self.data.items()}
 
     def episodes(self) -> Iterator[dict[str, np.ndarray]]:
         """Each episode's arrays, in order."""
@@ -215,24 +221,64 @@ class EpisodeStore:
         atomic_write_bytes(Path(path), buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str | os.PathLike, capacity: int | None = None) -> EpisodeStore:
-        """Read a store written by `save`, checking its format, shapes and values."""
+    def load(
+        cls,
+        path: str | os.PathLike,
+        capacity: int | None = None,
+        *,
+        obs_dim: int | None = None,
+        act_dim: int | None = None,
+    ) -> EpisodeStore:
+        """Read a store written by `save`, checking its format, shapes and values.
+
+        `obs_dim` / `act_dim`, when given, are what the caller's model expects of the data.
+        """
         path = Path(path)
         if not path.is_file():
             raise DataError(f"data file {path} does not exist; pass a run folder that has one")
+        if not zipfile.is_zipfile(path):  # np.load would take it for a pickle
+            raise DataError(
+                f"data file {path} is corrupt or incomplete (not an npz archive); "
+                "re-collect the data"
+            )
         try:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in (*_FIELDS, "_meta")}
+            meta = arrays.pop("_meta")
+            if meta.shape != (4,) or meta.dtype.kind not in "iu":
+                raise ValueError(f"bad header {meta!r}")
         except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
             raise DataError(
-                f"data file {path} is corrupt or incomplete ({exc}); re-collect"
+                f"data file {path} is corrupt or incomplete ({exc}); re-collect the data"
             ) from exc
-        version, obs_dim, act_dim, next_episode = (int(x) for x in arrays.pop("_meta"))
+        version, file_obs_dim, file_act_dim, next_episode = (int(x) for x in meta)
         if version > FORMAT_VERSION:
             raise DataError(f"data file {path} has format {version}; upgrade worldmodel to read it")
-        n = len(arrays["reward"])
-        if any(len(v) != n for v in arrays.values()) or arrays["obs"].shape[1:] != (obs_dim,):
-            raise DataError(f"data file {path} has inconsistent array shapes; re-collect the data")
+        n = len(arrays["reward"]) if arrays["reward"].ndim else -1
+        expected = {
+            "obs": (n, file_obs_dim),
+            "action": (n, file_act_dim),
+            "reward": (n,),
+            "next_obs": (n, file_obs_dim),
+            "terminated": (n,),
+            "truncated": (n,),
+            "episode": (n,),
+        }
+        wrong = [k for k, shape in expected.items() if arrays[k].shape != shape]
+        wrong += [k for k in _FIELDS if arrays[k].dtype.kind not in "fbiu"]
+        if wrong or min(file_obs_dim, file_act_dim) <= 0:
+            raise DataError(
+                f"data file {path} has inconsistent array shapes or types ({', '.join(wrong)}); "
+                "re-collect the data"
+            )
+        if (obs_dim not in (None, file_obs_dim)) or (act_dim not in (None, file_act_dim)):
+            raise DataError(
+                f"data file {path} has obs/action dims {file_obs_dim}/{file_act_dim} but the "
+                f"model expects {obs_dim}/{act_dim}; is it this run's data?"
+            )
+        obs_dim, act_dim = file_obs_dim, file_act_dim
+        # The dtypes `add_episode` stores (no copy when they already match).
+        arrays = {k: v.astype(_empty_dtype(k), copy=False) for k, v in arrays.items()}
         for key in ("obs", "action", "reward", "next_obs"):
             if not np.isfinite(arrays[key]).all():
                 raise DataError(f"data file {path} has NaN or inf in '{key}'; re-collect the data")

@@ -15,3 +15,7 @@ class CheckpointError(WorldModelError, ValueError):
 
 class ConfigError(WorldModelError, ValueError):
     """A configuration value out of range, or a run folder that cannot be used."""
+
+
+class TrainingDivergedError(WorldModelError, RuntimeError):
+    """Training produced non-finite losses or gradients too many times in a row."""

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worldmodel.data import Stats, Window
+from worldmodel.errors import DataError
 
 LATENT_DROPOUT_MODES = ("prior", "zero")
 
@@ -89,7 +90,7 @@ class ForwardModel(nn.Module):
         beta: float = 1.0,
     ) -> None:
         super().__init__()
-        if min(state_dim, action_dim, hidden) <= 0 or latent_dim < 0 or layers < 0:
+        if min(state_dim, action_dim, hidden, layers) <= 0 or latent_dim < 0:
             raise ValueError("model sizes must be positive (latent_dim may be 0 for deterministic)")
         if not 0.0 <= latent_dropout <= 1.0 or not 0.0 <= dropout < 1.0:
             raise ValueError("latent_dropout must be in [0, 1] and dropout in [0, 1)")
@@ -135,6 +136,16 @@ class ForwardModel(nn.Module):
             dtype=self.state_mean.dtype,
         )
 
+    def _check_dims(self, s: Tensor, a: Tensor, z: Tensor | None, what: str) -> None:
+        """Last dims S, A, Z as the model expects, else a `DataError` naming both shapes."""
+        for name, x, dim in (("state", s, self.state_dim), ("action", a, self.action_dim)) + (
+            (("latent", z, self.latent_dim),) if z is not None else ()
+        ):
+            if x.dim() == 0 or x.shape[-1] != dim:
+                raise DataError(
+                    f"{what}: {name} has shape {tuple(x.shape)} but the model expects [..., {dim}]"
+                )
+
     def _predict(self, s: Tensor, a: Tensor, z: Tensor) -> Tensor:
         """Next state [..., S] from s [..., S], a [..., A], z [..., Z]."""
         s_n = (s - self.state_mean) / self.state_std
@@ -149,6 +160,7 @@ class ForwardModel(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """One step: s [..., S], a [..., A], z [..., Z] (None: drawn from the prior) -> [..., S]."""
+        self._check_dims(s, a, z, "ForwardModel.step")
         if z is None:
             z = self.sample_prior(*s.shape[:-1], generator=generator)
         return self._predict(s, a, z)
@@ -164,13 +176,41 @@ class ForwardModel(nn.Module):
 
         Returns the predicted states s[1..T] as [T, B, S].
         """
+        self._check_dims(s0, actions, z, "ForwardModel.rollout")
+        batch = actions.shape[1:-1]
+        if (
+            actions.dim() < 2
+            or s0.shape[:-1] != batch
+            or (z is not None and (z.dim() < 2 or z.shape[1:-1] != batch or len(z) < len(actions)))
+        ):
+            raise DataError(
+                f"ForwardModel.rollout: need s0 [B, {self.state_dim}], actions "
+                f"[T, B, {self.action_dim}], z [T, B, {self.latent_dim}]; got {tuple(s0.shape)}, "
+                f"{tuple(actions.shape)}, {None if z is None else tuple(z.shape)}"
+            )
         if z is None:
             z = self.sample_prior(*actions.shape[:-1], generator=generator)
-        states, s = [], s0
-        for t in range(actions.shape[0]):
-            s = self._predict(s, actions[t], z[t])
-            states.append(s)
-        return torch.stack(states)
+        horizon = actions.shape[0]
+        flat_a, flat_z = actions.flatten(1, -2), z[:horizon].flatten(1, -2)  # [T, N, .]
+        # The planner's hot loop, so each step is a handful of ops: the first layer's action and
+        # latent terms are one matmul for all steps, the state is carried normalised, and the
+        # delta's de-normalisation is folded into the last layer.
+        first, hidden, last = self.decoder[0], self.decoder[1:-1], self.decoder[-1]
+        w_state, w_rest = first.weight.split(
+            [self.state_dim, first.in_features - self.state_dim], 1
+        )
+        drive = F.linear(torch.cat([flat_a, flat_z], -1), w_rest, first.bias)  # [T, N, H]
+        scale = (self.delta_std / self.state_std)[:, None]
+        w_out = (last.weight * scale).t()
+        b_out = (last.bias * scale[:, 0]) + self.delta_mean / self.state_std
+        s_n = ((s0 - self.state_mean) / self.state_std).flatten(0, -2)
+        states = []
+        for t in range(horizon):
+            h = hidden(torch.addmm(drive[t], s_n, w_state.t()))
+            s_n = torch.addmm(s_n + b_out, h, w_out)
+            states.append(s_n)
+        states_n = torch.stack(states).view(horizon, *s0.shape)
+        return states_n * self.state_std + self.state_mean
 
     def uncertainty(
         self,

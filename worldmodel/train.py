@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from worldmodel.data import EpisodeStore, Window
+from worldmodel.errors import TrainingDivergedError
 from worldmodel.forward import ForwardModel
 
 Metrics = dict[str, float]
@@ -32,7 +33,9 @@ class FitResult:
 class ModelTrainer:
     """Owns the optimiser and RNGs of one forward model; `fit` may be called again to warm-start.
 
-    A non-finite loss or gradient skips the update (weights unchanged) and is counted.
+    A non-finite loss or gradient skips the update (weights unchanged) and is counted
+    (`skipped_updates`, logged as `charts/skipped_updates`). After `max_consecutive_skips` skipped
+    updates in a row `fit` restores the best weights it saw and raises `TrainingDivergedError`.
     """
 
     def __init__(
@@ -42,15 +45,20 @@ class ModelTrainer:
         weight_decay: float = 1e-5,
         grad_clip: float = 10.0,
         seed: int = 0,
+        max_consecutive_skips: int = 50,
     ) -> None:
         if lr <= 0 or grad_clip <= 0 or weight_decay < 0:
             raise ValueError("lr and grad_clip must be positive and weight_decay non-negative")
+        if max_consecutive_skips <= 0:
+            raise ValueError(f"max_consecutive_skips must be positive, got {max_consecutive_skips}")
+        self.max_consecutive_skips = max_consecutive_skips
         self.model, self.grad_clip = model, grad_clip
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.total_steps = 0
         self.skipped_updates = 0
+        self.consecutive_skips = 0
 
     @property
     def lr(self) -> float:
@@ -65,10 +73,12 @@ class ModelTrainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         if not (torch.isfinite(terms.loss) and torch.isfinite(grad_norm)):
             self.skipped_updates += 1
+            self.consecutive_skips += 1
             self.optimizer.zero_grad(set_to_none=True)
             return {"skipped_updates": float(self.skipped_updates)}
         self.optimizer.step()
         self.total_steps += 1
+        self.consecutive_skips = 0
         return {
             "loss": terms.loss.item(),
             "reconstruction": terms.reconstruction.item(),
@@ -101,7 +111,9 @@ class ModelTrainer:
         """Train until validation loss stops improving for `patience` evaluations.
 
         The best weights seen are restored at the end; `log(metrics, step)` receives train
-        metrics every `eval_every` steps and validation metrics at each evaluation.
+        metrics every `eval_every` steps and validation metrics at each evaluation. Raises
+        `TrainingDivergedError`, with the best weights restored, once `max_consecutive_skips`
+        updates in a row were skipped for a non-finite loss or gradient.
         """
         if min(horizon, batch_size, max_steps, eval_every, patience, val_windows) <= 0:
             raise ValueError("horizon, batch_size, max_steps, eval_every, patience must be > 0")
@@ -113,10 +125,22 @@ class ModelTrainer:
         bad_evals, start, steps = 0, time.perf_counter(), 0
         last_tick, last_steps = start, 0
         bar = tqdm(total=max_steps, desc="train model", disable=not progress, leave=False)
+        self.consecutive_skips = 0
         while steps < max_steps:
             metrics = self.update(train.sample(batch_size, horizon, self.rng))
             steps += 1
             bar.update(1)
+            if self.consecutive_skips >= self.max_consecutive_skips:
+                bar.close()
+                self.model.load_state_dict(best_state)
+                if log is not None:
+                    log({"charts/skipped_updates": float(self.skipped_updates)}, self.total_steps)
+                raise TrainingDivergedError(
+                    f"training diverged: {self.consecutive_skips} updates in a row had a NaN or "
+                    f"inf loss or gradient ({self.skipped_updates} skipped in all); the best "
+                    f"weights (validation loss {best:.4g}) were kept; lower --train.lr or "
+                    "--train.grad_clip, or check the data"
+                )
             if steps % eval_every and steps != max_steps:
                 continue
             now = time.perf_counter()
@@ -134,7 +158,8 @@ class ModelTrainer:
                 log(
                     {f"train/{k}": v for k, v in metrics.items()}
                     | {f"val/{k}": v for k, v in val_metrics.items()}
-                    | {"charts/learning_rate": self.lr, "charts/samples_per_s": rate},
+                    | {"charts/learning_rate": self.lr, "charts/samples_per_s": rate}
+                    | {"charts/skipped_updates": float(self.skipped_updates)},
                     self.total_steps,
                 )
             if bad_evals >= patience:

@@ -152,6 +152,15 @@ class BoundedPlanner:
         self.action_low = low
         self.action_high = high
 
+    def plan(
+        self,
+        objective: Objective,
+        init: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> PlanResult:
+        """The best of ``plan_population``; see ``Planner.plan``."""
+        return self.plan_population(objective, 1, init, generator).best()  # type: ignore[attr-defined]
+
     @property
     def _shape(self) -> tuple[int, int]:
         return (self.horizon, self.action_dim)

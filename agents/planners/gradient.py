@@ -15,7 +15,6 @@ from torch import Tensor
 from agents.planners.base import (
     BoundedPlanner,
     Objective,
-    PlanResult,
     Population,
     sanitize_cost,
 )
@@ -104,15 +103,6 @@ class GradientPlanner(BoundedPlanner):
         self.max_grad_norm = max_grad_norm
         self.patience = patience
         self.tol = tol
-
-    def plan(
-        self,
-        objective: Objective,
-        init: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> PlanResult:
-        """Best of ``candidates`` Adam runs; see ``Planner.plan``."""
-        return self.plan_population(objective, 1, init, generator).best()
 
     def plan_population(
         self,

@@ -15,7 +15,6 @@ from torch import Tensor
 from agents.planners.base import (
     BoundedPlanner,
     Objective,
-    PlanResult,
     Population,
     merge_top_k,
     randn,
@@ -135,15 +134,6 @@ class CEMPlanner(BoundedPlanner):
         self.alpha = alpha
         self.init_std = _std(init_std, self)
 
-    def plan(
-        self,
-        objective: Objective,
-        init: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> PlanResult:
-        """Best sequence ever evaluated; see ``Planner.plan``."""
-        return self.plan_population(objective, 1, init, generator).best()
-
     @torch.no_grad()
     def plan_population(
         self,
@@ -223,15 +213,6 @@ class MPPIPlanner(BoundedPlanner):
         self.sigma = _std(sigma, self)
         self.temperature = temperature
         self.beta = beta
-
-    def plan(
-        self,
-        objective: Objective,
-        init: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> PlanResult:
-        """Best of the final weighted mean and the best sample; see ``Planner.plan``."""
-        return self.plan_population(objective, 1, init, generator).best()
 
     @torch.no_grad()
     def plan_population(

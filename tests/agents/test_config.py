@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import torch
+
+from agents.config import Config, field_docs, flat_fields, from_dict, to_dict, with_overrides
+from agents.configurator import build_agent, build_model, build_planner, make_config
+from envs import make_task
+from worldmodel.errors import ConfigError
+
+
+def test_config_to_json_and_back_is_identical() -> None:
+    config = make_config({"env": "Reacher-v5", "planner.kind": "cem", "model.hidden": 64})
+    assert from_dict(Config, json.loads(json.dumps(to_dict(config)))) == config
+
+
+def test_every_field_is_documented_and_is_an_option() -> None:
+    fields = flat_fields(Config)
+    undocumented = [key for key, (_, help_text) in fields.items() if not help_text]
+    assert not undocumented
+    assert "planner.horizon" in fields and "model.latent_dropout" in fields
+    assert field_docs(Config)["env"]
+
+
+def test_cli_override_reaches_the_component_it_names() -> None:
+    config = make_config({"planner.horizon": 7, "planner.kind": "cem", "model.hidden": 48,
+                          "planner.latent_samples": 3}, command="run")  # fmt: skip
+    task = make_task(config.env)
+    model = build_model(config.model, task.obs_dim, task.act_dim)
+    assert model.decoder[0].out_features == 48
+    agent = build_agent(config, task, model, torch.device("cpu"))
+    assert agent.planner.horizon == 7 and agent.latent_samples == 3
+    assert type(build_planner(config.planner, 1, torch.device("cpu"))).__name__ == "CEMPlanner"
+
+
+def test_presets_apply_under_the_command_line() -> None:
+    assert make_config({"env": "InvertedPendulum-v5"}, command="run").steps == 1_000
+    assert make_config({"env": "InvertedPendulum-v5", "steps": 5}, command="run").steps == 5
+    assert make_config({"env": "InvertedPendulum-v5"}).steps == Config().steps
+
+
+def test_bad_override_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown option"):
+        with_overrides(Config(), {"planner.nope": 1})
+    with pytest.raises(ConfigError, match="horizon must be positive"):
+        with_overrides(Config(), {"planner.horizon": 0})
+    with pytest.raises(ConfigError, match="needs a int"):
+        with_overrides(Config(), {"planner.horizon": "ten"})

@@ -1,0 +1,450 @@
+"""Every row of docs/errors.md: bad input gives one line on stderr naming what is wrong, exit
+status 2, no traceback, and writes or overwrites nothing.
+
+CLI rows run `agents.cli.main` in-process (one row also as a real subprocess); API rows call the
+Python entry point and check it raises a one-line `WorldModelError`. Rows that need a run folder
+get a private copy of one tiny trained run, which must be byte-identical afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save as st_save
+
+from agents.cli import main
+from agents.configurator import CHECKPOINT_FILE, CONFIG_FILE, DATA_FILE, load_world_model
+from agents.mpc import MPCAgent
+from agents.planners import GradientPlanner
+from agents.policy import Policy, PolicyAgent
+from envs import costs, tasks
+from worldmodel.checkpoint import load_checkpoint, save_checkpoint
+from worldmodel.data import EpisodeStore
+from worldmodel.errors import WorldModelError
+from worldmodel.forward import ForwardModel
+from worldmodel.perception import Perception
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+TINY = [
+    "--steps", "600", "--train.max_steps", "20", "--train.eval_every", "10",
+    "--model.hidden", "32", "--train.batch_size", "32", "--no-progress", "--threads", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny trained Pendulum run (a few seconds); rows copy it before breaking it."""
+    before = torch.get_num_threads()
+    runs = tmp_path_factory.mktemp("good_runs")
+    try:
+        assert main(["train", "--runs_dir", str(runs), *TINY]) == 0
+    finally:
+        torch.set_num_threads(before)
+    (run,) = runs.iterdir()
+    return run
+
+
+# --- ways to break a run folder ----------------------------------------------------------------
+
+
+def _truncate(name: str) -> Callable[[Path], None]:
+    def mutate(run: Path) -> None:
+        payload = (run / name).read_bytes()
+        (run / name).write_bytes(payload[: len(payload) // 2])
+
+    return mutate
+
+
+def _garbage(name: str) -> Callable[[Path], None]:
+    return lambda run: (run / name).write_bytes(b"\x00\x01not a real file" * 64)
+
+
+def _resave_checkpoint(edit: Callable[[dict, dict], None]) -> Callable[[Path], None]:
+    def mutate(run: Path) -> None:
+        groups, meta = load_checkpoint(run / CHECKPOINT_FILE)
+        edit(groups, meta)
+        save_checkpoint(run / CHECKPOINT_FILE, groups, meta)
+
+    return mutate
+
+
+def _other_task(groups: dict, meta: dict) -> None:
+    # A Reacher checkpoint (consistent in itself) dropped into a Pendulum run folder.
+    meta.update(task="Reacher-v5", obs_dim=10, act_dim=2)
+    meta["config"]["env"] = "Reacher-v5"
+
+
+def _nan_weights(groups: dict, meta: dict) -> None:
+    groups["model"]["decoder.0.weight"][0, 0] = float("nan")
+
+
+def _newer_checkpoint(run: Path) -> None:
+    groups, meta = load_checkpoint(run / CHECKPOINT_FILE)
+    flat = {f"{g}/{k}": v for g, tensors in groups.items() for k, v in tensors.items()}
+    header = {"format_version": "99", "meta": json.dumps(meta)}
+    (run / CHECKPOINT_FILE).write_bytes(st_save(flat, metadata=header))
+
+
+def _edit_data(edit: Callable[[dict[str, np.ndarray]], None]) -> Callable[[Path], None]:
+    def mutate(run: Path) -> None:
+        with np.load(run / DATA_FILE) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        edit(arrays)
+        with (run / DATA_FILE).open("wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    return mutate
+
+
+def _nan_obs(arrays: dict[str, np.ndarray]) -> None:
+    arrays["obs"][7, 1] = np.nan
+
+
+def _newer_data(arrays: dict[str, np.ndarray]) -> None:
+    arrays["_meta"][0] = 99
+
+
+def _other_dims_data(run: Path) -> None:
+    store = EpisodeStore(10, 2)
+    n, no = 20, np.zeros(20, bool)
+    store.add_episode(np.zeros((n, 10)), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 10)), no, no)
+    (run / DATA_FILE).unlink()
+    store.save(run / DATA_FILE)
+
+
+def _thousand_run_folders(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agents.configurator.time.strftime", lambda _fmt: "20250101-000000")
+    base = "Pendulum-v1__train__0__20250101-000000"
+    for i in range(1000):
+        (runs / (base + (f"-{i}" if i else ""))).mkdir(parents=True)
+
+
+# --- tasks whose spaces a world model cannot use -----------------------------------------------
+
+
+def _discrete_task() -> tasks.Task:
+    with tasks._probe("CartPole-v1", {}) as env:
+        return tasks._task(env, {}, "discrete actions", costs.pendulum_cost)
+
+
+class _UnboundedActions(gym.ActionWrapper):
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        return action
+
+
+def _unbounded_task() -> tasks.Task:
+    with tasks._probe("Pendulum-v1", {}) as env:
+        return tasks._task(_UnboundedActions(env), {}, "unbounded", costs.pendulum_cost)
+
+
+def _fake_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(tasks.TASKS, "CartPole-v1", _discrete_task)
+    monkeypatch.setitem(tasks.TASKS, "UnboundedPendulum-v1", _unbounded_task)
+
+
+# --- API entry points --------------------------------------------------------------------------
+
+
+def _mpc_agent() -> MPCAgent:
+    model = ForwardModel(3, 1, hidden=16, layers=1)
+    planner = GradientPlanner(3, -1.0, 1.0, action_dim=1, iterations=2, candidates=2)
+    return MPCAgent(model, Perception(3), tasks.make_task("Pendulum-v1").planning_cost, planner)
+
+
+def _mpc_wrong_obs_shape() -> None:
+    _mpc_agent().act(np.zeros(5, np.float32))
+
+
+def _mpc_nan_obs() -> None:
+    _mpc_agent().act(np.array([0.0, np.nan, 1.0], np.float32))
+
+
+def _policy_wrong_obs_shape() -> None:
+    PolicyAgent(Policy(3, 1)).act(np.zeros(4, np.float32))
+
+
+def _policy_inf_obs() -> None:
+    PolicyAgent(Policy(3, 1)).act(np.array([0.0, np.inf, 1.0], np.float32))
+
+
+def _model_wrong_action_shape() -> None:
+    ForwardModel(3, 1, hidden=16).step(torch.zeros(8, 3), torch.zeros(8, 2))
+
+
+def _rollout_wrong_action_shape() -> None:
+    ForwardModel(3, 1, hidden=16).rollout(torch.zeros(8, 3), torch.zeros(5, 8, 6))
+
+
+def _store_nan_episode() -> None:
+    n, no = 4, np.zeros(4, bool)
+    obs = np.ones((n, 3))
+    obs[2, 0] = np.inf
+    EpisodeStore(3, 1).add_episode(obs, np.zeros((n, 1)), np.zeros(n), obs, no, no)
+
+
+def _store_zero_capacity() -> None:
+    EpisodeStore(3, 1, capacity=0)
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of docs/errors.md.
+
+    argv: CLI arguments; '{runs}' is a fresh (absent) runs folder, '{run}' a copy of the good
+    run, '{file}' an existing regular file. call: an API entry point instead of argv.
+    """
+
+    id: str
+    words: tuple[str, ...]
+    argv: tuple[str, ...] = ()
+    call: Callable[[], None] | None = None
+    mutate: Callable[[Path], None] | None = None
+    prepare: Callable[[Path, pytest.MonkeyPatch], None] | None = None
+    marks: tuple = field(default=())
+
+
+TRAIN = ("train", "--runs_dir", "{runs}")
+CASES = [
+    # Unknown or unusable environments.
+    Case("unknown-env", ("unknown environment", "Nope-v0", "Pendulum-v1"),
+         (*TRAIN, "--env", "Nope-v0")),
+    Case("unknown-env-run", ("unknown environment", "Nope-v0"),
+         ("run", "--runs_dir", "{runs}", "--env", "Nope-v0")),
+    Case("discrete-actions", ("Discrete(2) action space", "bounded Box"),
+         (*TRAIN, "--env", "CartPole-v1"), prepare=lambda _r, mp: _fake_tasks(mp)),
+    Case("unbounded-actions", ("unbounded action space", "finite low/high"),
+         (*TRAIN, "--env", "UnboundedPendulum-v1"), prepare=lambda _r, mp: _fake_tasks(mp)),
+    # Shapes and values of observations, actions and data (Python API).
+    Case("obs-shape-mpc", ("observation has shape (5,)", "expects (3,)"),
+         call=_mpc_wrong_obs_shape),
+    Case("obs-shape-policy", ("observation has shape (4,)", "expects (3,)"),
+         call=_policy_wrong_obs_shape),
+    Case("obs-nan-mpc", ("observation contains NaN or inf",), call=_mpc_nan_obs),
+    Case("obs-inf-policy", ("observation contains NaN or inf",), call=_policy_inf_obs),
+    Case("action-shape-step", ("action has shape (8, 2)", "expects [..., 1]"),
+         call=_model_wrong_action_shape),
+    Case("action-shape-rollout", ("action has shape (5, 8, 6)", "expects [..., 1]"),
+         call=_rollout_wrong_action_shape),
+    Case("episode-inf", ("non-finite values in 'obs'",), call=_store_nan_episode),
+    Case("store-capacity-0", ("capacity must be positive",), call=_store_zero_capacity),
+    # Data files.
+    Case("data-nan", ("NaN or inf in 'obs'", "re-collect"), ("eval-model", "{run}"),
+         mutate=_edit_data(_nan_obs)),
+    Case("data-truncated", ("data.npz is corrupt or incomplete", "re-collect"),
+         ("eval-model", "{run}"), mutate=_truncate(DATA_FILE)),
+    Case("data-corrupt", ("data.npz is corrupt or incomplete",), ("eval-model", "{run}"),
+         mutate=_garbage(DATA_FILE)),
+    Case("data-newer-format", ("has format 99", "upgrade worldmodel"), ("eval-model", "{run}"),
+         mutate=_edit_data(_newer_data)),
+    Case("data-other-dims", ("obs/action dims 10/2", "expects 3/1"), ("eval-model", "{run}"),
+         mutate=_other_dims_data),
+    Case("data-missing", ("data file", "does not exist"), ("eval-model", "{run}"),
+         mutate=lambda run: (run / DATA_FILE).unlink()),
+    # Checkpoints.
+    Case("checkpoint-truncated", ("corrupt or truncated", "train again"), ("eval-model", "{run}"),
+         mutate=_truncate(CHECKPOINT_FILE)),
+    Case("checkpoint-truncated-mpc", ("corrupt or truncated",), ("mpc", "{run}", "--episodes", "1"),
+         mutate=_truncate(CHECKPOINT_FILE)),
+    Case("checkpoint-corrupt", ("corrupt or truncated",), ("mpc", "{run}"),
+         mutate=_garbage(CHECKPOINT_FILE)),
+    Case("checkpoint-missing", ("checkpoint", "does not exist"), ("mpc", "{run}"),
+         mutate=lambda run: (run / CHECKPOINT_FILE).unlink()),
+    Case("checkpoint-other-task", ("is for Reacher-v5", "config.json is for Pendulum-v1"),
+         ("mpc", "{run}"), mutate=_resave_checkpoint(_other_task)),
+    Case("checkpoint-other-dims", ("obs/action dims 5/1", "Pendulum-v1 has 3/1"), ("mpc", "{run}"),
+         mutate=_resave_checkpoint(lambda g, m: m.update(obs_dim=5))),
+    Case("checkpoint-other-sizes", ("has shape", "expects", "other dimensions"),
+         ("eval-model", "{run}"),
+         mutate=_resave_checkpoint(lambda g, m: m["config"]["model"].update(hidden=64))),
+    Case("checkpoint-newer-format", ("format 99, newer than 1", "upgrade worldmodel"),
+         ("eval-model", "{run}"), mutate=_newer_checkpoint),
+    Case("checkpoint-nan-weights", ("NaN or inf values", "diverged"), ("mpc", "{run}"),
+         mutate=_resave_checkpoint(_nan_weights)),
+    Case("checkpoint-no-config", ("no valid config",), ("eval-model", "{run}"),
+         mutate=_resave_checkpoint(lambda g, m: m.pop("config"))),
+    # Run folders.
+    Case("run-folder-missing", ("run folder", "does not exist"), ("eval-model", "{runs}/nope")),
+    Case("run-folder-missing-mpc", ("run folder", "does not exist"), ("mpc", "{runs}/nope")),
+    Case("run-folder-missing-dream", ("run folder", "does not exist"),
+         ("dream", "{runs}/nope", "--no-video")),
+    Case("not-a-run-folder", ("checkpoint", "does not exist"), ("eval-model", "{runs}"),
+         prepare=lambda _runs, _mp: None),
+    Case("run-folders-exhausted", ("could not create a new run folder", "--name"),
+         (*TRAIN, *TINY), prepare=_thousand_run_folders),
+    Case("runs-dir-is-a-file", ("cannot create a run folder", "--runs_dir"),
+         ("train", "--runs_dir", "{file}", *TINY)),
+    Case("bad-name", ("name 'a/b'", "another --name"), (*TRAIN, "--name", "a/b")),
+    # Sizes and rates.
+    Case("steps-zero", ("steps must be positive, got 0",), (*TRAIN, "--steps", "0")),
+    Case("steps-negative", ("steps must be positive, got -5",), (*TRAIN, "--steps", "-5")),
+    Case("lr-negative", ("lr must be positive, got -1.0",), (*TRAIN, "--train.lr", "-1")),
+    Case("lr-nan", ("lr must be positive, got nan",), (*TRAIN, "--train.lr", "nan")),
+    Case("lr-inf", ("train.lr must be a finite number",), (*TRAIN, "--train.lr", "inf")),
+    Case("hidden-zero", ("hidden must be positive, got 0",), (*TRAIN, "--model.hidden", "0")),
+    Case("batch-zero", ("batch_size must be positive, got 0",),
+         (*TRAIN, "--train.batch_size", "0")),
+    Case("horizon-zero", ("horizon must be positive, got 0",),
+         ("run", "--runs_dir", "{runs}", "--planner.horizon", "0")),
+    Case("population-negative", ("population must be positive, got -3",),
+         ("run", "--runs_dir", "{runs}", "--planner.population", "-3")),
+    Case("dropout-out-of-range", ("dropout must be in [0.0, 0.99], got 1.5",),
+         (*TRAIN, "--model.dropout", "1.5")),
+    Case("capacity-zero", ("capacity must be positive, got 0",),
+         ("run", "--runs_dir", "{runs}", "--loop.capacity", "0")),
+    Case("threads-negative", ("threads must be zero or positive",), (*TRAIN, "--threads", "-1")),
+    Case("train-horizon-too-long", ("train.horizon 500 is longer than an episode",),
+         (*TRAIN, "--train.horizon", "500")),
+    Case("steps-below-horizon", ("steps 5 is fewer than train.horizon 10",),
+         (*TRAIN, "--steps", "5")),
+    Case("seed-steps-below-horizon", ("loop.seed_steps 5 is fewer than train.horizon 10",),
+         ("run", "--runs_dir", "{runs}", "--loop.seed_steps", "5")),
+    Case("seed-steps-over-budget", ("loop.seed_steps 5000 exceeds the budget 300",),
+         ("run", "--runs_dir", "{runs}", "--steps", "300", "--loop.seed_steps", "5000")),
+    Case("episodes-zero", ("--episodes: must be a positive integer, got 0",),
+         ("mpc", "{run}", "--episodes", "0")),
+    Case("dream-steps-zero", ("steps must be positive, got 0",),
+         ("dream", "{run}", "--steps", "0", "--no-video")),
+    # Malformed command lines.
+    Case("not-a-number", ("--steps: invalid int value: 'ten'", "--help"),
+         (*TRAIN, "--steps", "ten")),
+    Case("unknown-option", ("unrecognized arguments: --modle.hidden", "--help"),
+         (*TRAIN, "--modle.hidden", "8")),
+    Case("missing-run-argument", ("required: run_dir",), ("eval-model",)),
+    Case("unknown-device", ("unknown device 'gpu7'",), ("mpc", "{run}", "--device", "gpu7")),
+]  # fmt: skip
+
+
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    """Everything under `root`: relative path -> bytes (None for a folder); {} if root is absent."""
+    if not root.exists():
+        return {}
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _expand(argv: tuple[str, ...], runs: Path, run: Path | None, file: Path) -> list[str]:
+    subs = {"{runs}": str(runs), "{run}": str(run), "{file}": str(file)}
+    return [re.sub(r"\{runs\}|\{run\}|\{file\}", lambda m: subs[m.group()], a) for a in argv]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    case: Case,
+    tmp_path: Path,
+    good_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if case.call is not None:
+        with pytest.raises(WorldModelError) as info:
+            case.call()
+        message = str(info.value)
+        assert "\n" not in message
+        for word in case.words:
+            assert word in message, (word, message)
+        return
+
+    runs = tmp_path / "runs"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder\n")
+    run = None
+    if "{run}" in " ".join(case.argv):
+        run = tmp_path / "run"
+        shutil.copytree(good_run, run)
+        if case.mutate is not None:
+            case.mutate(run)
+    if case.prepare is not None:
+        runs.mkdir()
+        case.prepare(runs, monkeypatch)
+    before = {"runs": _snapshot(runs), "run": _snapshot(run) if run else {}}
+    capsys.readouterr()
+
+    code = main(_expand(case.argv, runs, run, a_file))
+
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2, (code, err, out)
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and lines[0].startswith("wm"), err
+    for word in case.words:
+        assert word in lines[0], (word, lines[0])
+    assert _snapshot(runs) == before["runs"], "a runs folder was written"
+    assert run is None or _snapshot(run) == before["run"], "the run folder was modified"
+    assert a_file.read_text() == "not a folder\n"
+
+
+def test_docs_table_has_a_row_per_case() -> None:
+    text = DOCS.read_text()
+    rows = set(re.findall(r"^\| `([a-z0-9-]+)` \|", text, flags=re.MULTILINE))
+    assert rows == {c.id for c in CASES} | {"run-folder-exists"}
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    with pytest.raises(WorldModelError, match="unknown environment"):
+        main(["--debug", "train", "--env", "Nope-v0", "--runs_dir", str(tmp_path / "runs")])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_truncated_checkpoint_in_a_real_process_exits_2(good_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    _truncate(CHECKPOINT_FILE)(run)
+    before = _snapshot(run)
+    result = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "eval-model", str(run), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corrupt or truncated" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert _snapshot(run) == before
+
+
+def test_existing_run_folder_gets_a_new_name_and_is_never_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Row `run-folder-exists`: not an error (exit 0); the new run goes to '<name>-1'."""
+    monkeypatch.setattr("agents.configurator.time.strftime", lambda _fmt: "20250101-000000")
+    runs = tmp_path / "runs"
+    taken = runs / "Pendulum-v1__train__0__20250101-000000"
+    taken.mkdir(parents=True)
+    (taken / CONFIG_FILE).write_text('{"mine": true}\n')
+    before = _snapshot(taken)
+    assert main(["train", "--runs_dir", str(runs), *TINY]) == 0
+    assert _snapshot(taken) == before
+    fresh = runs / "Pendulum-v1__train__0__20250101-000000-1"
+    assert (fresh / CHECKPOINT_FILE).is_file() and str(fresh) in capsys.readouterr().out
+    assert sorted(p.name for p in runs.iterdir()) == [taken.name, fresh.name]
+    load_world_model(fresh)  # the new run is complete and loads
