@@ -173,6 +173,7 @@ class PolicyConfig:
             self,
             positive=(
                 "hidden",
+                "layers",
                 "horizon",
                 "uncertainty_masks",
                 "lr",
@@ -182,7 +183,7 @@ class PolicyConfig:
                 "critic_tau",
                 "critic_lr",
             ),
-            non_negative=("layers", "uncertainty_weight", "uncertainty_threshold", "noise"),
+            non_negative=("uncertainty_weight", "uncertainty_threshold", "noise"),
         )
         _check_range(self, "gamma", 0.0, 1.0)
         _check_range(self, "critic_lambda", 0.0, 1.0)

@@ -43,7 +43,8 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 # Per-task presets, applied over the defaults and under the command line's overrides.
 PRESETS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": {},
-    "InvertedPendulum-v5": {},
+    # Random episodes last ~5 steps: longer training windows would leave almost no data.
+    "InvertedPendulum-v5": {"train.horizon": 4},
     "Reacher-v5": {},
     "HalfCheetah-v5": {},
     "Hopper-v5": {},

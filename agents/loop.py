@@ -23,6 +23,7 @@ from agents.configurator import (
     build_model,
     build_policy_parts,
     build_trainer,
+    check_for_task,
     load_policy_modules,
     load_world_model,
     model_stats,
@@ -38,7 +39,7 @@ from agents.mpc import MPCAgent
 from agents.policy import PolicyAgent
 from envs import Task, make_task
 from worldmodel.data import EpisodeStore
-from worldmodel.errors import ConfigError
+from worldmodel.errors import ConfigError, TrainingDivergedError
 from worldmodel.logger import Logger
 from worldmodel.rollout import EpisodeResult, collect, random_policy, run_episode
 from worldmodel.train import ModelTrainer
@@ -145,8 +146,12 @@ def run(config: Config) -> Path:
     set_threads(config.threads)
     torch.manual_seed(config.seed)
     loop = config.loop
+    check_for_task(config, task, "run")
     if loop.seed_steps > config.steps:
-        raise ConfigError(f"loop.seed_steps {loop.seed_steps} exceeds the budget {config.steps}")
+        raise ConfigError(
+            f"loop.seed_steps {loop.seed_steps} exceeds the budget {config.steps}; "
+            "lower --loop.seed_steps or raise --steps"
+        )
     run_dir = new_run_dir(config)
     save_config(run_dir, config)
     logger = Logger(run_dir)
@@ -180,7 +185,21 @@ def run(config: Config) -> Path:
         policy_rng = np.random.default_rng(config.seed)
         iteration = 0
         while True:
-            fit = _retrain(trainer, store, config, logger, first=iteration == 0)
+            try:
+                fit = _retrain(trainer, store, config, logger, first=iteration == 0)
+            except TrainingDivergedError:
+                # fit restored the best weights: keep them and the data, so the run stays usable.
+                store.save(run_dir / DATA_FILE)
+                save_world_model(
+                    run_dir / CHECKPOINT_FILE,
+                    config,
+                    task,
+                    model,
+                    extra=policy_modules(parts),
+                    env_steps=steps,
+                    diverged=True,
+                )
+                raise
             logger.scalars({"charts/model_fit_seconds": fit}, steps)
             if parts is not None:
                 logger.scalars(train_policy(parts, store, config, policy_rng, device), steps)
@@ -293,6 +312,8 @@ def _log_episode(
 
 def mpc(run_dir: Path, episodes: int, device: str = "auto", seed: int = 0) -> list[float]:
     """Run the trained agent of `run_dir` for `episodes` episodes and print the returns."""
+    if episodes <= 0:
+        raise ConfigError(f"episodes must be positive, got {episodes}")
     loaded = load_world_model(run_dir, resolve_device(device))
     config, model = loaded.config, loaded.model
     parts = None
