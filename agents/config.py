@@ -232,7 +232,7 @@ class Config:
     seed: int = 0
     """Seed of every random number generator in the run."""
     name: str = "train"
-    """Experiment name, part of the run folder name."""
+    """Experiment name, part of the run folder name (default: the command, train or run)."""
     device: str = "auto"
     """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'."""
     threads: int = 0

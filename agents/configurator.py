@@ -64,7 +64,8 @@ def make_config(overrides: dict[str, Any], command: str = "train") -> Config:
     env = overrides.get("env", Config.env)
     make_task(env)  # an unknown task fails here, before anything is written
     preset = PRESETS.get(env, {}) | (RUN_PRESETS.get(env, {}) if command == "run" else {})
-    config = with_overrides(with_overrides(Config(), {"env": env} | preset), overrides)
+    defaults = {"env": env, "name": command}
+    config = with_overrides(with_overrides(Config(), defaults | preset), overrides)
     _check_finite(to_dict(config))
     check_for_task(config, make_task(env), command)
     return config
