@@ -17,9 +17,11 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from agents.config import Config, flat_fields
 from agents.configurator import make_config, set_threads
 from agents.loop import run
 from benchmarks.common import environment_info, write_csv
@@ -78,6 +80,17 @@ def one_run(task: str, planner: str, seed: int, runs_dir: Path, overrides: dict)
     return rows
 
 
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """'group.field=value' strings -> typed overrides (types from the config's fields)."""
+    fields = flat_fields(Config)
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        kind = fields[key][0] if key in fields else str
+        out[key] = text.lower() in ("1", "true", "yes") if kind is bool else kind(text)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
@@ -85,10 +98,18 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="budget (default: the task's)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. planner.horizon=20 loop.eval_episodes=1",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mpc.csv"))
     args = parser.parse_args()
     set_threads(args.threads)
     overrides = {"threads": args.threads} | ({"steps": args.steps} if args.steps else {})
+    overrides |= parse_overrides(args.set)
     start = time.perf_counter()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as runs_dir:

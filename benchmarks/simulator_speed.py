@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from agents.config import ModelConfig
-from agents.configurator import build_model
+from agents.configurator import build_model, set_threads
 from envs import make_task
 from worldmodel.simulator import BatchedWorldModelEnv
 
@@ -55,11 +55,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", type=int, nargs="+", default=[1, 64, 1024])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}, device: {args.device}")
     for n in args.envs:
         rate = transitions_per_second(n, args.steps, args.device)

@@ -1,0 +1,236 @@
+"""Crash test of `wm run --resume`: SIGKILL a real training run at random moments, resume it.
+
+    python -m benchmarks.crash_resume                 # 20 kills (a few minutes on 1 core)
+    python -m benchmarks.crash_resume --kills 3 --seed 1
+
+A short `wm run` (Pendulum-v1, tiny model and planner, one thread) is started as a process and
+killed with SIGKILL after a random delay (seeded); then `wm run --resume RUN_DIR` continues it,
+and that process may be killed in turn, `--kills` times in all; the last resume runs to the end.
+After each kill every file the run writes is checked: config.json (`load_config`), the
+checkpoint (`load_checkpoint`) and data.npz (`EpisodeStore.load`, and it must hold at least the
+checkpoint's episodes). Reported:
+
+- resumes that worked: `--resume` processes that restored the checkpoint and went on (killed
+  later, or finished with exit status 0), out of those started;
+- corrupt files: files that failed those checks after a kill (0 expected: every write is atomic);
+- steps lost per crash: env steps the killed process had reached (the last whole episode in its
+  TensorBoard events) minus the steps in the checkpoint left behind; at most one checkpoint
+  interval, which is one episode (200 steps on Pendulum-v1) plus its retraining. Steps of an
+  episode still in progress at the kill are not in the events and are lost too (< one episode).
+
+The first process is killed only once it has written its first checkpoint (before that there is
+nothing to resume: a new run starts). Results go to benchmarks/results/crash_resume.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import numpy as np
+
+from agents.configurator import CHECKPOINT_FILE, DATA_FILE, load_config
+from worldmodel.checkpoint import load_checkpoint
+from worldmodel.data import EpisodeStore
+from worldmodel.errors import WorldModelError
+
+RUN_ARGS = [
+    "--env", "Pendulum-v1", "--steps", "5000", "--loop.seed_steps", "200",
+    "--loop.first_train_steps", "100", "--loop.train_steps", "50", "--loop.eval_episodes", "1",
+    "--train.eval_every", "25", "--train.batch_size", "32", "--model.hidden", "32",
+    "--planner.horizon", "5", "--planner.iterations", "2",
+    "--no-video", "--no-progress", "--threads", "1", "--device", "cpu",
+]  # fmt: skip
+EPISODE_TAG = "charts/episodic_return"
+
+
+@dataclass
+class Crash:
+    """One killed process."""
+
+    attempt: int
+    resumed: bool  #: the killed process was a `--resume`
+    delay_s: float  #: seconds it ran before the kill
+    reached_steps: int  #: env steps it had reached (last whole episode logged)
+    checkpoint_steps: int  #: env steps in the checkpoint left behind
+    steps_lost: int
+    corrupt_files: int
+    stale_temp_files: int  #: leftovers of an interrupted atomic write (harmless)
+
+
+def _events_files(run_dir: Path) -> set[Path]:
+    return set(run_dir.glob("events.out.tfevents.*"))
+
+
+def _last_episode_step(paths: set[Path]) -> int | None:
+    """The highest step logged under `EPISODE_TAG` in `paths` (truncated records are skipped)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    best = None
+    for path in paths:
+        try:
+            for event in EventFileLoader(str(path)).Load():
+                if any(v.tag == EPISODE_TAG for v in event.summary.value):
+                    best = event.step if best is None else max(best, event.step)
+        except Exception:  # noqa: BLE001 - a record cut by the kill ends the file
+            continue
+    return best
+
+
+def check_files(run_dir: Path) -> tuple[int, int | None, int]:
+    """(corrupt files, checkpoint env steps, stale temp files) of a run folder."""
+    corrupt, steps, episode = 0, None, None
+    try:
+        load_config(run_dir)
+    except WorldModelError:
+        corrupt += 1
+    try:
+        _, meta = load_checkpoint(run_dir / CHECKPOINT_FILE)
+        steps = int(meta["env_steps"])
+        episode = int(meta["resume"]["counters"]["episode"])
+    except (WorldModelError, KeyError, TypeError, ValueError):
+        corrupt += 1
+    try:
+        store = EpisodeStore.load(run_dir / DATA_FILE)
+        if episode is not None and store.next_episode < episode:
+            corrupt += 1  # data older than the checkpoint: an episode would be missing
+    except WorldModelError:
+        corrupt += 1
+    return corrupt, steps, len(list(run_dir.glob(".*.tmp")))
+
+
+def _start(command: list[str], log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", *command], stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _wait_for(proc: subprocess.Popen, ready) -> None:
+    while proc.poll() is None and not ready():
+        time.sleep(0.02)
+
+
+def crash_test(
+    kills: int, seed: int, workdir: Path, max_delay: float = 5.0, run_args: list[str] = RUN_ARGS
+) -> dict:
+    """Kill and resume runs until `kills` kills, then let the last finish; figures and crashes.
+
+    Each kill comes a random delay after the process is ready: a new run once its first
+    checkpoint exists (before it there is nothing to resume), a resume once it has restored.
+    Should a run finish before its kill, the remaining kills go to a new run.
+    """
+    rng = np.random.default_rng(seed)
+    crashes: list[Crash] = []
+    resumes_started = resumes_ok = runs_started = 0
+    run_dir: Path | None = None
+    attempt = 0
+    while True:
+        log = workdir / f"attempt{attempt}.log"
+        resumed = run_dir is not None
+        if run_dir is None:
+            runs = workdir / f"runs{runs_started}"
+            runs_started += 1
+            proc = _start(["run", *run_args, "--runs_dir", str(runs)], log)
+            _wait_for(proc, lambda runs=runs: bool(list(runs.glob(f"*/{CHECKPOINT_FILE}"))))
+            (run_dir,) = runs.iterdir()
+            before: set[Path] = set()
+        else:
+            before = _events_files(run_dir)
+            proc = _start(["run", "--resume", str(run_dir)], log)
+            resumes_started += 1
+            _wait_for(proc, lambda log=log: "resuming" in log.read_text())
+        start_steps = check_files(run_dir)[1] or 0
+        last = len(crashes) == kills
+        delay = float(rng.uniform(0.0, max_delay))
+        started = time.perf_counter()
+        try:
+            rc = proc.wait(timeout=None if last else delay)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rc = None
+        text = log.read_text()
+        if rc not in (None, 0):  # a failed resume (or run): report it and stop
+            print(f"attempt {attempt} exited with {rc}:\n{text[-2000:]}", flush=True)
+            break
+        if resumed and "resuming" in text:
+            resumes_ok += 1
+        attempt += 1
+        if rc == 0:
+            if last:
+                break
+            print(f"attempt {attempt}: the run finished before its kill; a new run starts")
+            run_dir = None
+            continue
+        corrupt, steps, stale = check_files(run_dir)
+        reached = max(_last_episode_step(_events_files(run_dir) - before) or 0, start_steps)
+        lost = max(reached - (steps or 0), 0)
+        crashes.append(
+            Crash(
+                attempt,
+                resumed,
+                round(time.perf_counter() - started, 2),
+                reached,
+                steps or 0,
+                lost,
+                corrupt,
+                stale,
+            )  # fmt: skip
+        )
+        print(
+            f"kill {len(crashes):>2}: {delay:4.1f}s after {'restore' if resumed else '1st ckpt'}, "
+            f"reached {reached:>5} steps, checkpoint {steps}, lost {lost}, corrupt {corrupt}, "
+            f"stale temp files {stale}",
+            flush=True,
+        )
+    corrupt, steps, _ = check_files(run_dir)
+    return {
+        "kills": len(crashes),
+        "resumes_started": resumes_started,
+        "resumes_ok": resumes_ok,
+        "runs_started": runs_started,
+        "corrupt_files": sum(c.corrupt_files for c in crashes) + corrupt,
+        "steps_lost": [c.steps_lost for c in crashes],
+        "max_steps_lost": max((c.steps_lost for c in crashes), default=0),
+        "final_steps": steps,
+        "crashes": [asdict(c) for c in crashes],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-delay", type=float, default=5.0, help="longest wait before a kill")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/crash_resume.csv"))
+    args = parser.parse_args(argv)
+    from benchmarks.common import environment_info, write_csv
+
+    start = time.perf_counter()
+    with TemporaryDirectory(prefix="crash_resume_") as tmp:
+        result = crash_test(args.kills, args.seed, Path(tmp), args.max_delay)
+    interval = 200  # one Pendulum-v1 episode: the loop checkpoints after each
+    print(
+        f"resumes that worked: {result['resumes_ok']}/{result['resumes_started']}\n"
+        f"corrupt files: {result['corrupt_files']}\n"
+        f"steps lost per crash: {result['steps_lost']} (max {result['max_steps_lost']}, "
+        f"checkpoint interval {interval})\n"
+        f"finished at {result['final_steps']} env steps"
+    )
+    if result["crashes"]:
+        info = environment_info([args.seed], time.perf_counter() - start)
+        write_csv(args.out, result["crashes"], info | {k: v for k, v in result.items()
+                                                       if k != "crashes"})  # fmt: skip
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Tiny runs of every benchmark script, so the scripts never rot (the full runs are manual)."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY_MPC = ["loop.seed_steps=100", "loop.first_train_steps=10", "loop.train_steps=5",
+            "loop.eval_episodes=1", "model.hidden=16", "train.batch_size=16", "train.eval_every=5",
+            "planner.horizon=3", "planner.iterations=1", "planner.population=8", "planner.elites=2",
+            "video=false"]  # fmt: skip
+
+
+def run(module: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def read(path: Path) -> list[dict]:
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    meta = json.loads(path.with_suffix(".meta.json").read_text())
+    assert {"torch", "seeds", "wall_seconds", "cpus_available"} <= set(meta)
+    return rows
+
+
+@pytest.mark.slow
+def test_model_accuracy_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "acc.csv"
+    run("benchmarks.model_accuracy", "--tasks", "Pendulum-v1", "--steps", "600",
+        "--max-steps", "5", "--threads", "1", "--out", str(out))  # fmt: skip
+    rows = read(out)
+    assert {r["kind"] for r in rows} == {"cvae", "deterministic"}
+    assert {r["k"] for r in rows} == {"1", "5", "10", "25"}
+
+
+@pytest.mark.slow
+def test_planner_speed_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "speed.csv"
+    run("benchmarks.planner_speed", "--horizons", "3", "--decisions", "1", "--threads", "1",
+        "--out", str(out))  # fmt: skip
+    assert {r["planner"] for r in read(out)} == {"gradient", "cem", "mppi", "hybrid"}
+
+
+@pytest.mark.slow
+def test_mpc_benchmark_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "mpc.csv"
+    run("benchmarks.mpc", "--tasks", "Pendulum-v1", "--planners", "gradient", "cem",
+        "--seeds", "0", "--steps", "150", "--threads", "1", "--out", str(out),
+        "--set", *TINY_MPC)  # fmt: skip
+    rows = read(out)
+    assert {r["planner"] for r in rows} == {"gradient", "cem"}
+    assert all(int(r["env_steps"]) == 150 for r in rows)
+
+
+@pytest.mark.slow
+def test_policy_speed_smoke() -> None:
+    assert "us/action" in run("benchmarks.policy_speed", "--calls", "10")
+
+
+@pytest.mark.slow
+def test_simulator_speed_smoke() -> None:
+    assert "transitions/s" in run("benchmarks.simulator_speed", "--envs", "4", "--steps", "2",
+                                  "--threads", "1")  # fmt: skip
