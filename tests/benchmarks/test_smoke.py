@@ -69,3 +69,15 @@ def test_policy_speed_smoke() -> None:
 def test_simulator_speed_smoke() -> None:
     assert "transitions/s" in run("benchmarks.simulator_speed", "--envs", "4", "--steps", "2",
                                   "--threads", "1")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sample_efficiency_smoke(tmp_path: Path) -> None:
+    pytest.importorskip("stable_baselines3")
+    out = tmp_path / "eff.csv"
+    run("benchmarks.sample_efficiency", "--tasks", "Pendulum-v1", "--agents", "mpc", "sac",
+        "--seeds", "0", "--steps", "150", "--threads", "1", "--out", str(out),
+        "--set", *TINY_MPC)  # fmt: skip
+    rows = read(out)
+    assert {r["agent"] for r in rows} == {"mpc", "sac"}
+    assert out.with_suffix(".png").is_file()

@@ -1,0 +1,127 @@
+"""Sample efficiency: this project's agents vs stable-baselines3 SAC at the same env-step budgets.
+
+Both are evaluated on the same separate evaluation seeds at the same env-step points; "env steps"
+counts every real training step before the evaluation (random ones included). Reports, per task,
+agent and seed, the evaluation return at each point and the env steps to the task's threshold.
+
+    pip install -e ".[bench]"
+    python -m benchmarks.sample_efficiency                       # all tasks, mpc and sac, 3 seeds
+    python -m benchmarks.sample_efficiency --tasks Pendulum-v1 --agents mpc sac --seeds 0
+
+Writes benchmarks/results/sample_efficiency.csv and .png (eval return against env steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from agents.configurator import make_config, set_threads
+from agents.loop import EVAL_SEED_OFFSET, run
+from benchmarks.common import environment_info, write_csv
+from benchmarks.mpc import THRESHOLDS, parse_overrides, scalars
+from envs import make_task
+from worldmodel.rollout import run_episode
+
+TASKS = ("Pendulum-v1", "InvertedPendulum-v5", "Reacher-v5")
+POINTS = {"Pendulum-v1": 5, "InvertedPendulum-v5": 5, "Reacher-v5": 5}
+
+
+def ours(task: str, agent: str, seed: int, budget: int, overrides: dict) -> list[tuple[int, float]]:
+    """(env steps, mean eval return) of `wm run --agent AGENT` at each evaluation."""
+    with tempfile.TemporaryDirectory() as runs_dir:
+        config = make_config({"env": task, "seed": seed, "agent": agent, "steps": budget,
+                              "runs_dir": runs_dir, "progress": False, "video": False,
+                              **overrides}, command="run")  # fmt: skip
+        return scalars(run(config), "charts/eval_return")
+
+
+def sac(
+    task_id: str, seed: int, budget: int, episodes: int, points: int
+) -> list[tuple[int, float]]:
+    """(env steps, mean eval return) of SB3's SAC, evaluated on the loop's evaluation seeds."""
+    from stable_baselines3 import SAC
+
+    task = make_task(task_id)
+    model = SAC("MlpPolicy", task.make_env(seed=seed), seed=seed, verbose=0, device="cpu")
+    curve = []
+    for step in np.linspace(budget / points, budget, points).astype(int):
+        model.learn(total_timesteps=int(step) - model.num_timesteps, reset_num_timesteps=False)
+        env = task.make_env(seed=seed + EVAL_SEED_OFFSET)
+        act = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
+        returns = [
+            run_episode(env, act, seed=seed + EVAL_SEED_OFFSET + i).episode_return
+            for i in range(episodes)
+        ]
+        curve.append((int(model.num_timesteps), float(np.mean(returns))))
+    return curve
+
+
+def steps_to_threshold(curve: list[tuple[int, float]], threshold: float) -> int | None:
+    return next((step for step, value in curve if value >= threshold), None)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for agent in sorted({r["agent"] for r in rows if r["task"] == task}):
+            mine = [r for r in rows if r["task"] == task and r["agent"] == agent]
+            steps = sorted({r["env_steps"] for r in mine})
+            mean = [np.mean([r["eval_return"] for r in mine if r["env_steps"] == s]) for s in steps]
+            ax.plot(steps, mean, marker="o", label=agent)
+        ax.axhline(THRESHOLDS[task], color="grey", linestyle="--", linewidth=1)
+        ax.set(title=task, xlabel="env steps", ylabel="eval return")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--agents", nargs="+", default=["mpc", "sac"],
+                        help="mpc, policy, mpc+policy (this project) and sac")  # fmt: skip
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="budget (default: the task's)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides of this project's agents")  # fmt: skip
+    parser.add_argument("--out", type=Path,
+                        default=Path("benchmarks/results/sample_efficiency.csv"))  # fmt: skip
+    args = parser.parse_args()
+    set_threads(args.threads)
+    overrides = {"threads": args.threads} | parse_overrides(args.set)
+    start, rows = time.perf_counter(), []
+    for task in args.tasks:
+        budget = args.steps or make_config({"env": task}, command="run").steps
+        episodes = make_config({"env": task} | overrides, command="run").loop.eval_episodes
+        for agent in args.agents:
+            for seed in args.seeds:
+                curve = (
+                    sac(task, seed, budget, episodes, POINTS[task])
+                    if agent == "sac"
+                    else ours(task, agent, seed, budget, overrides)
+                )
+                reached = steps_to_threshold(curve, THRESHOLDS[task])
+                print(f"{task:<20} {agent:<10} seed {seed}: final {curve[-1][1]:.1f}, "
+                      f"steps to threshold {reached}")  # fmt: skip
+                rows += [{"task": task, "agent": agent, "seed": seed, "env_steps": step,
+                          "eval_return": round(value, 2), "threshold": THRESHOLDS[task],
+                          "steps_to_threshold": reached} for step, value in curve]  # fmt: skip
+                write_csv(args.out, rows, environment_info(args.seeds, time.perf_counter() - start))
+    plot(rows, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
