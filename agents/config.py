@@ -199,7 +199,7 @@ class LoopConfig:
     """Gradient steps at most of the first fit, on the random seed steps."""
     train_steps: int = 300
     """Gradient steps at most of each warm-started retraining after an episode."""
-    eval_every: int = 3
+    eval_every: int = 5
     """Iterations (episodes) between evaluations; the last iteration is always evaluated."""
     eval_episodes: int = 3
     """Episodes per evaluation, on their own seeds; they are not training data."""
