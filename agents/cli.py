@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from agents.config import Config, flat_fields
 from agents.configurator import make_config
 from envs import TASKS, UnknownTaskError, make_task
-from worldmodel.errors import WorldModelError
+from worldmodel.errors import ConfigError, WorldModelError
 
 Command = Callable[[argparse.Namespace, dict[str, Any]], None]
 
@@ -66,13 +66,20 @@ def _cmd_train(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
-    from agents.loop import run
+    from agents.loop import resume, run
 
-    run(make_config(overrides, command="run"))
+    if args.resume is None:
+        run(make_config(overrides, command="run"))
+        return
+    if overrides:
+        raise ConfigError(
+            f"--resume continues with the run's own config.json; drop --{sorted(overrides)[0]}"
+        )
+    resume(Path(args.resume))
 
 
 def _cmd_mpc(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
-    from agents.loop import mpc
+    from agents.evaluation import mpc
 
     mpc(Path(args.run_dir), episodes=args.episodes, device=args.device, seed=args.seed)
 
@@ -120,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the model-based loop: act by MPC, learn, evaluate")
     _add_config_options(run)
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the run of RUN_DIR from its last checkpoint (no other options)",
+    )
     run.set_defaults(func=_cmd_run)
 
     mpc = sub.add_parser("mpc", help="run the MPC agent of a run folder and report its return")

@@ -6,7 +6,6 @@ on their own env and seeds, are not training data, and are not counted.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +23,7 @@ from agents.configurator import (
     build_policy_parts,
     build_trainer,
     check_for_task,
-    load_policy_modules,
-    load_world_model,
-    model_stats,
+    load_config,
     new_run_dir,
     policy_modules,
     resolve_device,
@@ -34,18 +31,26 @@ from agents.configurator import (
     save_world_model,
     set_threads,
 )
-from agents.inspection import inspect_model, log_config
+from agents.evaluation import Agent, evaluate, imagination_gap
+from agents.inspection import inspect_model, log_config, log_hparams
+from agents.loop_state import (
+    Learners,
+    LoopState,
+    check_resumable,
+    restore,
+    snapshot,
+)
 from agents.mpc import MPCAgent
 from agents.policy import PolicyAgent
 from envs import Task, make_task
+from worldmodel.checkpoint import (
+    load_checkpoint,
+)
 from worldmodel.data import EpisodeStore
-from worldmodel.errors import ConfigError, TrainingDivergedError
+from worldmodel.errors import CheckpointError, ConfigError, TrainingDivergedError
 from worldmodel.logger import Logger
 from worldmodel.rollout import EpisodeResult, collect, random_policy, run_episode
 from worldmodel.train import ModelTrainer
-
-EVAL_SEED_OFFSET = 1_000_000
-Agent = MPCAgent | PolicyAgent
 
 
 @dataclass
@@ -75,38 +80,6 @@ def planned_vs_realised(
         return float("nan"), float("nan")
     realised = np.convolve(costs, np.ones(horizon), mode="valid")[:n]
     return float(np.mean(planned[:n])), float(np.mean(realised))
-
-
-def evaluate(agent: Agent, task: Task, episodes: int, seed: int) -> list[float]:
-    """Returns of `episodes` fresh episodes of `agent`, on seeds no training episode uses."""
-    env = task.make_env(seed=seed + EVAL_SEED_OFFSET)
-    returns = []
-    for i in range(episodes):
-        agent.reset()
-        returns.append(run_episode(env, agent.act, seed=seed + EVAL_SEED_OFFSET + i).episode_return)
-    env.close()
-    return returns
-
-
-def imagination_gap(parts: PolicyParts, task: Task, episodes: int, seed: int) -> float:
-    """Model exploitation: the policy's imagined H-step return minus its real H-step return,
-    from the same start states (the eval episodes' first states), averaged."""
-    env = task.make_env(seed=seed + EVAL_SEED_OFFSET)
-    agent, horizon = PolicyAgent(parts.policy), parts.policy_learner.horizon
-    starts, real = [], []
-    for i in range(episodes):
-        store = EpisodeStore(task.obs_dim, task.act_dim)
-        run_episode(
-            env, agent.act, seed=seed + EVAL_SEED_OFFSET + i, store=store, max_steps=horizon
-        )
-        starts.append(store.data["obs"][0])
-        real.append(float(store.data["reward"].sum()))
-    env.close()
-    device = parts.policy_learner.device
-    with torch.no_grad():
-        traj, _, alive = parts.policy_learner.imagine(torch.from_numpy(np.stack(starts)).to(device))
-        rewards = -task.cost(traj.states[:-1], traj.actions, traj.states[1:]) * alive[:-1]
-    return float(rewards.sum(0).mean()) - float(np.mean(real))
 
 
 def train_policy(
@@ -142,9 +115,6 @@ def train_policy(
 def run(config: Config) -> Path:
     """Run the loop until `config.steps` real env steps; returns the run folder."""
     task = make_task(config.env)
-    device = resolve_device(config.device)
-    set_threads(config.threads)
-    torch.manual_seed(config.seed)
     loop = config.loop
     check_for_task(config, task, "run")
     if loop.seed_steps > config.steps:
@@ -152,97 +122,185 @@ def run(config: Config) -> Path:
             f"loop.seed_steps {loop.seed_steps} exceeds the budget {config.steps}; "
             "lower --loop.seed_steps or raise --steps"
         )
+    device = resolve_device(config.device)
+    set_threads(config.threads)
+    torch.manual_seed(config.seed)
     run_dir = new_run_dir(config)
     save_config(run_dir, config)
+    return _loop(config, task, device, run_dir, None)
+
+
+def resume(run_dir: Path) -> Path:
+    """Continue the `wm run` of `run_dir` from its checkpoint to its `config.steps`.
+
+    The run's config.json is read, never rewritten; data.npz may be one episode newer than the
+    checkpoint (it is written first), and its extra episode is dropped.
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    task = make_task(config.env)
+    device = resolve_device(config.device)
+    groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device="cpu")
+    state = check_resumable(run_dir, config, task, meta)
+    store = EpisodeStore.load(
+        run_dir / DATA_FILE,
+        capacity=config.loop.capacity,
+        obs_dim=task.obs_dim,
+        act_dim=task.act_dim,
+    )
+    if store.next_episode < state.episode:
+        raise CheckpointError(
+            f"data file {run_dir / DATA_FILE} holds {store.next_episode} episodes but the "
+            f"checkpoint counts {state.episode}; the data is older than the checkpoint: restore "
+            "the run's own data.npz or start anew"
+        )
+    store.drop_newer(state.episode)
+    set_threads(config.threads)
+    learners = _build_learners(config, task, store, device)
+    restore(learners, groups, meta, run_dir)  # every check passes before anything is written
+    for name in (DATA_FILE, CHECKPOINT_FILE):  # leftovers of a write the crash interrupted
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    return _loop(config, task, device, run_dir, (store, state, learners))
+
+
+def _loop(
+    config: Config,
+    task: Task,
+    device: torch.device,
+    run_dir: Path,
+    restored: tuple[EpisodeStore, LoopState, Learners] | None,
+) -> Path:
+    """The loop body shared by a fresh run (`restored` None) and a resumed one."""
+    loop = config.loop
     logger = Logger(run_dir)
-    log_config(logger, config)
+    if restored is None:
+        log_config(logger, config)
     env = task.make_env(seed=config.seed)
-    store = EpisodeStore(task.obs_dim, task.act_dim, capacity=loop.capacity)
     bar = tqdm(total=config.steps, desc=f"wm run {task.id}", disable=not config.progress)
     try:
-        seed_results = collect(
-            env, random_policy(env, config.seed), loop.seed_steps, store, config.seed
-        )
-        steps, episode = loop.seed_steps, len(seed_results)
-        for result in seed_results:
-            logger.scalars({"charts/episodic_return": result.episode_return}, steps)
-        bar.update(steps)
-        model = build_model(config.model, task.obs_dim, task.act_dim)
-        model.set_normalization(store.stats())
-        model.to(device)
-        trainer = build_trainer(config.train, model, config.seed)
-        parts = (
-            build_policy_parts(config, task, model, store.stats(), device)
-            if config.agent != "mpc"
-            else None
-        )
-        agent = build_agent(config, task, model, device, parts)
-        collector = (
-            PolicyAgent(parts.policy, noise=config.policy.noise, seed=config.seed)
-            if parts is not None and config.agent == "policy"
-            else agent
-        )
-        policy_rng = np.random.default_rng(config.seed)
-        iteration = 0
-        while True:
-            try:
-                fit = _retrain(trainer, store, config, logger, first=iteration == 0)
-            except TrainingDivergedError:
-                # fit restored the best weights: keep them and the data, so the run stays usable.
-                store.save(run_dir / DATA_FILE)
-                save_world_model(
-                    run_dir / CHECKPOINT_FILE,
-                    config,
-                    task,
-                    model,
-                    extra=policy_modules(parts),
-                    env_steps=steps,
-                    diverged=True,
-                )
-                raise
-            logger.scalars({"charts/model_fit_seconds": fit}, steps)
-            if parts is not None:
-                logger.scalars(train_policy(parts, store, config, policy_rng, device), steps)
-            iteration += 1
-            last = steps >= config.steps
-            if last or iteration % loop.eval_every == 0:
-                returns = evaluate(agent, task, loop.eval_episodes, config.seed + iteration)
-                logger.scalars({"charts/eval_return": float(np.mean(returns))}, steps)
-                if parts is not None:
-                    gap = imagination_gap(parts, task, loop.eval_episodes, config.seed + iteration)
-                    logger.scalars({"policy/imagined_minus_real_return": gap}, steps)
-                bar.set_postfix(eval=f"{np.mean(returns):.1f}")
-            if last or iteration % loop.video_every == 0:
-                inspect_model(
-                    logger, task, model, store, steps, video=config.video, seed=config.seed
-                )
-            store.save(run_dir / DATA_FILE)
-            save_world_model(
-                run_dir / CHECKPOINT_FILE,
-                config,
-                task,
-                model,
-                extra=policy_modules(parts),
-                env_steps=steps,
-                iteration=iteration,
-                model_steps=trainer.total_steps,
+        if restored is None:
+            store = EpisodeStore(task.obs_dim, task.act_dim, capacity=loop.capacity)
+            seed_results = collect(
+                env, random_policy(env, config.seed), loop.seed_steps, store, config.seed
             )
-            if last:
-                break
+            state = LoopState(steps=loop.seed_steps, episode=len(seed_results), iteration=0)
+            for result in seed_results:
+                logger.scalars({"charts/episodic_return": result.episode_return}, state.steps)
+            learners = _build_learners(config, task, store, device)
+            bar.update(state.steps)
+            _iterate(config, task, device, run_dir, store, state, learners, logger, bar)
+        else:
+            store, state, learners = restored
+            bar.update(state.steps)
+            print(f"resuming {run_dir} at {state.steps} of {config.steps} env steps", flush=True)
+        while state.steps < config.steps:
             result, trace = _episode(
-                env, collector, store, config.seed + episode, config.steps - steps
+                env,
+                learners.collector,
+                store,
+                config.seed + state.episode,
+                config.steps - state.steps,
             )
-            steps, episode = steps + result.length, episode + 1
+            state.steps, state.episode = state.steps + result.length, state.episode + 1
             bar.update(result.length)
             bar.set_postfix(ret=f"{result.episode_return:.1f}")
-            _log_episode(logger, result, trace, store, collector, steps)
+            _log_episode(logger, result, trace, store, learners.collector, state.steps)
             logger.flush()
+            _iterate(config, task, device, run_dir, store, state, learners, logger, bar)
     finally:
         bar.close()
         env.close()
         logger.close()
     print(f"run folder: {run_dir}")
     return run_dir
+
+
+def _build_learners(
+    config: Config, task: Task, store: EpisodeStore, device: torch.device
+) -> Learners:
+    model = build_model(config.model, task.obs_dim, task.act_dim)
+    model.set_normalization(store.stats())
+    model.to(device)
+    trainer = build_trainer(config.train, model, config.seed)
+    parts = (
+        build_policy_parts(config, task, model, store.stats(), device)
+        if config.agent != "mpc"
+        else None
+    )
+    agent = build_agent(config, task, model, device, parts)
+    collector = (
+        PolicyAgent(parts.policy, noise=config.policy.noise, seed=config.seed)
+        if parts is not None and config.agent == "policy"
+        else agent
+    )
+    return Learners(model, trainer, parts, agent, collector, np.random.default_rng(config.seed))
+
+
+def _iterate(
+    config: Config,
+    task: Task,
+    device: torch.device,
+    run_dir: Path,
+    store: EpisodeStore,
+    state: LoopState,
+    learners: Learners,
+    logger: Logger,
+    bar: tqdm,
+) -> None:
+    """Retrain, (maybe) evaluate and inspect, then checkpoint: data first, then the rest."""
+    loop, parts, trainer = config.loop, learners.parts, learners.trainer
+    try:
+        fit = _retrain(trainer, store, config, logger, first=state.iteration == 0)
+    except TrainingDivergedError:
+        # fit restored the best weights: keep them and the data, so the run stays usable.
+        store.save(run_dir / DATA_FILE)
+        save_world_model(
+            run_dir / CHECKPOINT_FILE,
+            config,
+            task,
+            learners.model,
+            extra=policy_modules(parts),
+            env_steps=state.steps,
+            diverged=True,
+        )
+        raise
+    logger.scalars({"charts/model_fit_seconds": fit}, state.steps)
+    if parts is not None:
+        logger.scalars(train_policy(parts, store, config, learners.policy_rng, device), state.steps)
+    state.iteration += 1
+    last = state.steps >= config.steps
+    seed = config.seed + state.iteration
+    if last or state.iteration % loop.eval_every == 0:
+        returns = evaluate(learners.agent, task, loop.eval_episodes, seed)
+        logger.scalars({"charts/eval_return": float(np.mean(returns))}, state.steps)
+        if parts is not None:
+            gap = imagination_gap(parts, task, loop.eval_episodes, seed)
+            logger.scalars({"policy/imagined_minus_real_return": gap}, state.steps)
+        bar.set_postfix(eval=f"{np.mean(returns):.1f}")
+        if last:
+            final = {"eval_return": float(np.mean(returns)), "env_steps": float(state.steps)}
+            log_hparams(logger, config, final, state.steps)
+    if last or state.iteration % loop.video_every == 0:
+        inspect_model(
+            logger, task, learners.model, store, state.steps, video=config.video, seed=config.seed
+        )
+    logger.flush()
+    # data.npz first: a crash between the two writes leaves data one episode ahead of the
+    # checkpoint, which `resume` trims; the other order would lose an episode's data.
+    store.save(run_dir / DATA_FILE)
+    groups, resume_meta = snapshot(learners, state)
+    save_world_model(
+        run_dir / CHECKPOINT_FILE,
+        config,
+        task,
+        learners.model,
+        extra=policy_modules(parts) | groups,
+        env_steps=state.steps,
+        iteration=state.iteration,
+        model_steps=trainer.total_steps,
+        resume=resume_meta,
+    )
 
 
 def _retrain(
@@ -308,23 +366,3 @@ def _log_episode(
             "charts/planner_fallbacks": float(trace.fallbacks),
         }
     logger.scalars(metrics, steps)
-
-
-def mpc(run_dir: Path, episodes: int, device: str = "auto", seed: int = 0) -> list[float]:
-    """Run the trained agent of `run_dir` for `episodes` episodes and print the returns."""
-    if episodes <= 0:
-        raise ConfigError(f"episodes must be positive, got {episodes}")
-    loaded = load_world_model(run_dir, resolve_device(device))
-    config, model = loaded.config, loaded.model
-    parts = None
-    if config.agent != "mpc":
-        parts = build_policy_parts(config, loaded.task, model, model_stats(model), model.device)
-        load_policy_modules(parts, loaded.groups)
-    agent = build_agent(config, loaded.task, model, model.device, parts)
-    start = time.perf_counter()
-    returns = evaluate(agent, loaded.task, episodes, seed)
-    print(
-        f"{loaded.task.id}: mean return {np.mean(returns):.1f} over {episodes} episodes "
-        f"({', '.join(f'{r:.1f}' for r in returns)}) in {time.perf_counter() - start:.0f}s"
-    )
-    return returns

@@ -42,7 +42,7 @@ from worldmodel.data import EpisodeStore
 from worldmodel.errors import WorldModelError
 
 RUN_ARGS = [
-    "--env", "Pendulum-v1", "--steps", "5000", "--loop.seed_steps", "200",
+    "--env", "Pendulum-v1", "--steps", "3000", "--loop.seed_steps", "200",
     "--loop.first_train_steps", "100", "--loop.train_steps", "50", "--loop.eval_episodes", "1",
     "--train.eval_every", "25", "--train.batch_size", "32", "--model.hidden", "32",
     "--planner.horizon", "5", "--planner.iterations", "2",
@@ -119,7 +119,7 @@ def _wait_for(proc: subprocess.Popen, ready) -> None:
 
 
 def crash_test(
-    kills: int, seed: int, workdir: Path, max_delay: float = 5.0, run_args: list[str] = RUN_ARGS
+    kills: int, seed: int, workdir: Path, max_delay: float = 10.0, run_args: list[str] = RUN_ARGS
 ) -> dict:
     """Kill and resume runs until `kills` kills, then let the last finish; figures and crashes.
 
@@ -167,7 +167,7 @@ def crash_test(
         if rc == 0:
             if last:
                 break
-            print(f"attempt {attempt}: the run finished before its kill; a new run starts")
+            print("the run finished before its kill; a new run starts", flush=True)
             run_dir = None
             continue
         corrupt, steps, stale = check_files(run_dir)
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-delay", type=float, default=5.0, help="longest wait before a kill")
+    parser.add_argument("--max-delay", type=float, default=10.0, help="longest wait before a kill")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/crash_resume.csv"))
     args = parser.parse_args(argv)
     from benchmarks.common import environment_info, write_csv

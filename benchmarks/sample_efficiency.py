@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from agents.configurator import make_config, set_threads
-from agents.loop import EVAL_SEED_OFFSET, run
+from agents.evaluation import EVAL_SEED_OFFSET
+from agents.loop import run
 from benchmarks.common import environment_info, write_csv
 from benchmarks.mpc import THRESHOLDS, parse_overrides, scalars
 from envs import make_task

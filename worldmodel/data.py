@@ -142,6 +142,17 @@ class EpisodeStore:
         # Copies, not views: a view would keep the whole old array (and its memory) alive.
         self._flat = {k: v[cut:].copy() for k, v in self.data.items()}
 
+    @property
+    def next_episode(self) -> int:
+        """The id the next added episode gets (episodes ever added, dropped ones included)."""
+        return self._next_episode
+
+    def drop_newer(self, next_episode: int) -> None:
+        """Forget every episode with id >= `next_episode` (to match an older checkpoint)."""
+        keep = self.data["episode"] < next_episode
+        self._flat = {k: v[keep].copy() for k, v in self.data.items()}
+        self._next_episode = min(self._next_episode, next_episode)
+
     def episodes(self) -> Iterator[dict[str, np.ndarray]]:
         """Each episode's arrays, in order."""
         data = self.data

@@ -80,3 +80,17 @@ def test_planned_vs_realised_compares_the_same_window() -> None:
     assert realised == pytest.approx(np.mean([0 + 1 + 2, 1 + 2 + 3, 2 + 3 + 4, 3 + 4 + 5]))
     assert planned == pytest.approx(np.mean([10, 20, 30, 40]))
     assert np.isnan(planned_vs_realised([1.0], np.ones(1), 3)[0])
+
+
+def test_main_job_run_shows_scalars_video_figures_and_hparams(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    args = [a for a in TINY if a != "--no-video"]
+    assert main(["run", *args, "--runs_dir", str(runs), "--threads", "1"]) == 0
+    (run_dir,) = runs.iterdir()
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert {"imagination/real_vs_imagined", "imagination/predictions"} <= set(
+        events.Tags()["images"]
+    )
+    assert "charts/eval_return" in events.Tags()["scalars"]
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
