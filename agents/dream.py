@@ -17,14 +17,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from agents.configurator import (
-    DATA_FILE,
-    LoadedModel,
-    build_agent,
-    load_world_model,
-    resolve_device,
-)
+from agents.configurator import build_agent, resolve_device
 from agents.inspection import MAX_FPS
+from agents.run_folder import DATA_FILE, LoadedModel, load_world_model
 from envs.render import make_renderer
 from worldmodel.data import EpisodeStore
 from worldmodel.errors import ConfigError

@@ -12,17 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.configurator import (
-    PolicyParts,
-    build_agent,
-    build_policy_parts,
-    load_policy_modules,
-    load_world_model,
-    model_stats,
-    resolve_device,
-)
+from agents.configurator import PolicyParts, build_agent, build_policy_parts, resolve_device
 from agents.mpc import MPCAgent
 from agents.policy import PolicyAgent
+from agents.run_folder import load_policy_modules, load_world_model, model_stats
 from envs import Task
 from worldmodel.data import EpisodeStore
 from worldmodel.errors import ConfigError

@@ -15,20 +15,13 @@ from tqdm.auto import tqdm
 
 from agents.config import Config
 from agents.configurator import (
-    CHECKPOINT_FILE,
-    DATA_FILE,
     PolicyParts,
     build_agent,
     build_model,
     build_policy_parts,
     build_trainer,
     check_for_task,
-    load_config,
-    new_run_dir,
-    policy_modules,
     resolve_device,
-    save_config,
-    save_world_model,
     set_threads,
 )
 from agents.evaluation import Agent, evaluate, imagination_gap
@@ -42,6 +35,15 @@ from agents.loop_state import (
 )
 from agents.mpc import MPCAgent
 from agents.policy import PolicyAgent
+from agents.run_folder import (
+    CHECKPOINT_FILE,
+    DATA_FILE,
+    load_config,
+    new_run_dir,
+    policy_modules,
+    save_config,
+    save_world_model,
+)
 from envs import Task, make_task
 from worldmodel.checkpoint import (
     load_checkpoint,

@@ -10,15 +10,11 @@ import numpy as np
 import torch
 
 from agents.config import Config, to_dict
-from agents.configurator import (
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    PolicyParts,
-    load_policy_modules,
-)
+from agents.configurator import PolicyParts
 from agents.evaluation import Agent
 from agents.mpc import MPCAgent
 from agents.policy import PolicyAgent
+from agents.run_folder import CHECKPOINT_FILE, CONFIG_FILE, load_policy_modules
 from envs import Task
 from worldmodel.checkpoint import (
     load_module_state,

@@ -8,19 +8,21 @@ from tqdm.auto import tqdm
 
 from agents.config import Config
 from agents.configurator import (
-    CHECKPOINT_FILE,
-    DATA_FILE,
     build_model,
     build_trainer,
     check_for_task,
-    load_world_model,
-    new_run_dir,
     resolve_device,
-    save_config,
-    save_world_model,
     set_threads,
 )
 from agents.inspection import inspect_model, log_config, log_hparams
+from agents.run_folder import (
+    CHECKPOINT_FILE,
+    DATA_FILE,
+    load_world_model,
+    new_run_dir,
+    save_config,
+    save_world_model,
+)
 from envs import make_task
 from worldmodel.data import EpisodeStore
 from worldmodel.errors import TrainingDivergedError

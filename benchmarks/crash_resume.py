@@ -36,7 +36,7 @@ from tempfile import TemporaryDirectory
 
 import numpy as np
 
-from agents.configurator import CHECKPOINT_FILE, DATA_FILE, load_config
+from agents.run_folder import CHECKPOINT_FILE, DATA_FILE, load_config
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.data import EpisodeStore
 from worldmodel.errors import WorldModelError

@@ -17,8 +17,8 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3 import SAC
 
-from agents.configurator import load_world_model
 from agents.dream import DREAM_ID
+from agents.run_folder import load_world_model
 from worldmodel.rollout import run_episode
 
 

@@ -24,10 +24,10 @@ import torch
 from safetensors.torch import save as st_save
 
 from agents.cli import main
-from agents.configurator import CHECKPOINT_FILE, CONFIG_FILE, DATA_FILE, load_world_model
 from agents.mpc import MPCAgent
 from agents.planners import GradientPlanner
 from agents.policy import Policy, PolicyAgent
+from agents.run_folder import CHECKPOINT_FILE, CONFIG_FILE, DATA_FILE, load_world_model
 from envs import costs, tasks
 from worldmodel.checkpoint import load_checkpoint, save_checkpoint
 from worldmodel.data import EpisodeStore
@@ -132,7 +132,7 @@ def _other_dims_data(run: Path) -> None:
 
 
 def _thousand_run_folders(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agents.configurator.time.strftime", lambda _fmt: "20250101-000000")
+    monkeypatch.setattr("agents.run_folder.time.strftime", lambda _fmt: "20250101-000000")
     base = "Pendulum-v1__train__0__20250101-000000"
     for i in range(1000):
         (runs / (base + (f"-{i}" if i else ""))).mkdir(parents=True)
@@ -440,7 +440,7 @@ def test_existing_run_folder_gets_a_new_name_and_is_never_overwritten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Row `run-folder-exists`: not an error (exit 0); the new run goes to '<name>-1'."""
-    monkeypatch.setattr("agents.configurator.time.strftime", lambda _fmt: "20250101-000000")
+    monkeypatch.setattr("agents.run_folder.time.strftime", lambda _fmt: "20250101-000000")
     runs = tmp_path / "runs"
     taken = runs / "Pendulum-v1__train__0__20250101-000000"
     taken.mkdir(parents=True)

@@ -7,7 +7,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.cli import main
-from agents.configurator import CHECKPOINT_FILE, DATA_FILE, load_world_model
+from agents.run_folder import CHECKPOINT_FILE, DATA_FILE, load_world_model
 from agents.training import eval_model
 
 TINY = [

@@ -12,8 +12,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from agents.cli import main
 from agents.config import Config, ModelConfig, PlannerConfig
-from agents.configurator import CHECKPOINT_FILE, DATA_FILE, build_model, save_world_model
+from agents.configurator import build_model
 from agents.dream import DREAM_ID, make_batched_dream_env, start_states
+from agents.run_folder import CHECKPOINT_FILE, DATA_FILE, save_world_model
 from envs import make_task
 from worldmodel.data import EpisodeStore
 from worldmodel.rollout import collect, random_policy
