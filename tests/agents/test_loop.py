@@ -2,52 +2,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_run import TINY_LOOP
 
 from agents.cli import main
 from agents.loop import planned_vs_realised
 
-TINY = [
-    "--env",
-    "Pendulum-v1",
-    "--steps",
-    "250",
-    "--loop.seed_steps",
-    "150",
-    "--loop.first_train_steps",
-    "20",
-    "--loop.train_steps",
-    "10",
-    "--loop.eval_episodes",
-    "1",
-    "--train.eval_every",
-    "10",
-    "--train.batch_size",
-    "32",
-    "--model.hidden",
-    "32",
-    "--planner.horizon",
-    "5",
-    "--planner.iterations",
-    "2",
-    "--policy.updates",
-    "3",
-    "--policy.batch_size",
-    "16",
-    "--policy.horizon",
-    "5",
-    "--no-video",
-    "--no-progress",
-]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+TINY = ["--env", "Pendulum-v1", "--steps", "250", "--loop.seed_steps", "150", *TINY_LOOP]
 
 
 @pytest.mark.parametrize("agent", ["mpc", "policy", "mpc+policy"])

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import TINY_LOOP
 
 import agents.loop
 from agents.cli import main
@@ -18,41 +19,10 @@ TINY = [
     "800",
     "--loop.seed_steps",
     "200",
-    "--loop.first_train_steps",
-    "20",
-    "--loop.train_steps",
-    "10",
-    "--loop.eval_episodes",
-    "1",
-    "--train.eval_every",
-    "10",
-    "--train.batch_size",
-    "32",
-    "--model.hidden",
-    "32",
-    "--planner.horizon",
-    "5",
-    "--planner.iterations",
-    "2",
-    "--policy.updates",
-    "3",
-    "--policy.batch_size",
-    "16",
-    "--policy.horizon",
-    "5",
-    "--no-video",
-    "--no-progress",
+    *TINY_LOOP,
     "--threads",
     "1",
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _run(runs: Path, agent: str) -> Path:
