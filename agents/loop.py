@@ -25,7 +25,7 @@ from agents.configurator import (
     set_threads,
 )
 from agents.evaluation import Agent, evaluate, imagination_gap
-from agents.inspection import inspect_model, log_config, log_hparams
+from agents.inspection import inspect_model, log_config, log_hparams, log_plan_vs_real
 from agents.loop_state import (
     Learners,
     LoopState,
@@ -60,12 +60,14 @@ class EpisodeTrace:
     """Per-step planner records of one episode, to compare predictions with what happened."""
 
     planned: list[float] = field(default_factory=list)  #: predicted cost of each whole plan
+    planned_step: list[float] = field(default_factory=list)  #: predicted cost of each first step
     seconds: list[float] = field(default_factory=list)  #: wall time of each decision
     fallbacks: int = 0  #: decisions where planning failed and the safe action was used
 
     def record(self, agent: MPCAgent) -> None:
         assert agent.last is not None
         self.planned.append(agent.last.planned_cost)
+        self.planned_step.append(agent.last.planned_step_cost)
         self.seconds.append(agent.last.seconds)
         self.fallbacks += agent.last.fallback
 
@@ -367,4 +369,5 @@ def _log_episode(
             "charts/realised_cost": realised,
             "charts/planner_fallbacks": float(trace.fallbacks),
         }
+        log_plan_vs_real(logger, np.array(trace.planned_step), realised_costs, steps)
     logger.scalars(metrics, steps)

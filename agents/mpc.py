@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from agents.critic import alive_weights
 from agents.planners import Planner, shift_plan
 from envs.costs import CostFn, TerminationFn
 from worldmodel.forward import ForwardModel, frozen
@@ -100,7 +101,7 @@ class MPCAgent:
             if self.terminated is not None:
                 # After a predicted termination nothing more is earned or paid.
                 ended = self.terminated(states).to(step_cost.dtype)
-                alive = torch.cumprod(torch.cat([torch.ones_like(ended[:1]), 1 - ended[:-1]]), 0)
+                alive = alive_weights(1 - ended)
                 step_cost = step_cost * alive
             total = step_cost.sum(0)
             if self.terminal_value is not None:

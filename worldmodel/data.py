@@ -203,6 +203,13 @@ class EpisodeStore:
             terminated=torch.from_numpy(data["terminated"][idx]),
         )
 
+    def spaced_windows(self, horizon: int, count: int) -> Window:
+        """Up to `count` windows at evenly spaced valid starts: deterministic, no RNG."""
+        starts = self.window_starts(horizon)
+        if len(starts) > count:
+            starts = starts[np.linspace(0, len(starts) - 1, count).round().astype(np.int64)]
+        return self.windows(starts, horizon)
+
     def sample(self, batch_size: int, horizon: int, rng: np.random.Generator) -> Window:
         """`batch_size` windows of `horizon` steps drawn uniformly among the valid starts."""
         starts = self.window_starts(horizon)

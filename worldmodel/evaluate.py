@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from worldmodel.data import EpisodeStore
@@ -37,12 +36,9 @@ def k_step_errors(
     model.eval()
     results = []
     for k in ks:
-        starts = store.window_starts(k)
-        if len(starts) == 0:
+        if len(store.window_starts(k)) == 0:
             continue
-        if len(starts) > max_windows:
-            starts = starts[np.linspace(0, len(starts) - 1, max_windows).round().astype(np.int64)]
-        window = store.windows(starts, k).to(model.device)
+        window = store.spaced_windows(k, max_windows).to(model.device)
         generator = torch.Generator(device=model.device).manual_seed(seed)
         predicted = model.rollout(window.obs[0], window.action, generator=generator)[-1]
         target = window.obs[k]
@@ -51,7 +47,7 @@ def k_step_errors(
                 k=k,
                 model=normalized_error(model, predicted, target).mean().item(),
                 baseline=normalized_error(model, window.obs[0], target).mean().item(),
-                windows=len(starts),
+                windows=window.obs.shape[1],
             )
         )
     return results

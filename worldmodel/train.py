@@ -117,9 +117,9 @@ class ModelTrainer:
         """
         if min(horizon, batch_size, max_steps, eval_every, patience, val_windows) <= 0:
             raise ValueError("horizon, batch_size, max_steps, eval_every, patience must be > 0")
-        val_set = _fixed_windows(
-            val if len(val.window_starts(horizon)) else train, horizon, val_windows
-        )
+        # A store with one episode has no held-out episode: validate on its own windows.
+        held_out = val if len(val.window_starts(horizon)) else train
+        val_set = held_out.spaced_windows(horizon, val_windows)
         best = self.validate(val_set)["loss"]
         best_state = copy.deepcopy(self.model.state_dict())
         bad_evals, start, steps = 0, time.perf_counter(), 0
@@ -172,11 +172,3 @@ class ModelTrainer:
             seconds=time.perf_counter() - start,
             stopped_early=steps < max_steps,
         )
-
-
-def _fixed_windows(store: EpisodeStore, horizon: int, count: int) -> Window:
-    """Up to `count` windows at evenly spaced valid starts (deterministic, no RNG)."""
-    starts = store.window_starts(horizon)
-    if len(starts) > count:
-        starts = starts[np.linspace(0, len(starts) - 1, count).round().astype(np.int64)]
-    return store.windows(starts, horizon)

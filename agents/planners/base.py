@@ -200,12 +200,6 @@ def sanitize_cost(cost: Tensor) -> Tensor:
     return torch.where(torch.isfinite(cost), cost, math.inf)
 
 
-def _generator_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
-    # A generator only fills tensors on its own device; drawing there and moving keeps a CPU
-    # generator usable (and reproducible) for a planner that lives on an accelerator.
-    return device if generator is None else generator.device
-
-
 def rand(
     shape: tuple[int, ...],
     generator: torch.Generator | None,
@@ -213,8 +207,7 @@ def rand(
     dtype: torch.dtype,
 ) -> Tensor:
     """Uniform ``[0, 1)`` samples drawn with ``generator`` and placed on ``device``."""
-    gen_device = _generator_device(generator, device)
-    return torch.rand(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+    return _draw(torch.rand, shape, generator, device, dtype)
 
 
 def randn(
@@ -224,8 +217,20 @@ def randn(
     dtype: torch.dtype,
 ) -> Tensor:
     """Standard normal samples drawn with ``generator`` and placed on ``device``."""
-    gen_device = _generator_device(generator, device)
-    return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+    return _draw(torch.randn, shape, generator, device, dtype)
+
+
+def _draw(
+    sampler: Callable[..., Tensor],
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Tensor:
+    # A generator only fills tensors on its own device; drawing there and moving keeps a CPU
+    # generator usable (and reproducible) for a planner that lives on an accelerator.
+    gen_device = device if generator is None else generator.device
+    return sampler(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
 
 def merge_top_k(

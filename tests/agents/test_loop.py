@@ -23,6 +23,7 @@ def test_run_loop_counts_steps_logs_and_checkpoints(agent: str, tmp_path: Path, 
     assert {"charts/episodic_return", "charts/eval_return", "train/loss"} <= tags
     if agent != "policy":
         assert "charts/planner_ms_per_action" in tags and "charts/planned_cost" in tags
+        assert "plan/cost_error" in tags
     if agent != "mpc":
         assert {
             "policy/imagined_return",
