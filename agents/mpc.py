@@ -121,14 +121,11 @@ class MPCAgent:
         state = self.perception(obs)
         horizon = self.planner.horizon  # type: ignore[attr-defined]
         z = self.model.sample_prior(horizon, self.latent_samples, generator=self.generator)
-        init = self._plan
-        if self.proposal is not None:
-            init = self.proposal(state, horizon) if init is None else init
+        objective = self.objective(state, z)
         self.model.eval()
         with frozen(self.model):
-            result = self.planner.plan(
-                self.objective(state, z), init=init, generator=self.generator
-            )
+            init = self._warm_start(objective, state, horizon)
+            result = self.planner.plan(objective, init=init, generator=self.generator)
         plan = result.actions
         fallback = not (np.isfinite(result.cost) and torch.isfinite(plan).all())
         if fallback:
@@ -142,7 +139,7 @@ class MPCAgent:
                     self.fallbacks,
                 )
         with torch.no_grad():
-            first = self.objective(state, z)(plan[:1, None]).item() if not fallback else 0.0
+            first = objective(plan[:1, None]).item() if not fallback else 0.0
         self._plan = shift_plan(plan)
         action = plan[0].clamp(-1.0, 1.0).detach().cpu().numpy().astype(np.float32)
         self.last = Decision(
