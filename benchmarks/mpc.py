@@ -47,7 +47,7 @@ def one_run(task: str, planner: str, seed: int, runs_dir: Path, overrides: dict)
             "planner.kind": planner,
             "runs_dir": str(runs_dir),
             "progress": False,
-            "name": planner,
+            "name": f"{planner}-seed{seed}",
             **overrides,
         },
         command="run",
@@ -105,6 +105,8 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="config overrides, e.g. planner.horizon=20 loop.eval_episodes=1",
     )
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="keep the runs here (default: a temporary folder)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mpc.csv"))
     args = parser.parse_args()
     set_threads(args.threads)
@@ -112,11 +114,12 @@ def main() -> None:
     overrides |= parse_overrides(args.set)
     start = time.perf_counter()
     rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as runs_dir:
+    with tempfile.TemporaryDirectory() as scratch:
+        runs_dir = args.runs_dir or Path(scratch)
         for task in args.tasks:
             for planner in args.planners:
                 for seed in args.seeds:
-                    rows += one_run(task, planner, seed, Path(runs_dir), overrides)
+                    rows += one_run(task, planner, seed, runs_dir, overrides)
                     # Written after every run, so a long benchmark cut short keeps what it measured.
                     info = environment_info(args.seeds, time.perf_counter() - start)
                     write_csv(args.out, rows, info)

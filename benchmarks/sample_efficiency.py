@@ -1,12 +1,16 @@
 """Sample efficiency: this project's agents vs stable-baselines3 SAC at the same env-step budgets.
 
-Both are evaluated on the same separate evaluation seeds at the same env-step points; "env steps"
-counts every real training step before the evaluation (random ones included). Reports, per task,
-agent and seed, the evaluation return at each point and the env steps to the task's threshold.
+Both are evaluated on the same separate evaluation seeds; "env steps" counts every real training
+step before the evaluation (random ones included). SAC gets a longer budget (`SAC_STEPS`) than this
+project's agents, so that its steps to the threshold are measured rather than cut off. Reports,
+per task, agent and seed, the evaluation return at each point, the env steps to the task's
+threshold, and for policy agents the imagined-minus-real return of the policy (model exploitation).
 
     pip install -e ".[bench]"
     python -m benchmarks.sample_efficiency                       # all tasks, mpc and sac, 3 seeds
     python -m benchmarks.sample_efficiency --tasks Pendulum-v1 --agents mpc sac --seeds 0
+    python -m benchmarks.sample_efficiency --agents policy --label policy-lu0 \
+        --set policy.uncertainty_weight=0                        # the penalty switched off
 
 Writes benchmarks/results/sample_efficiency.csv and .png (eval return against env steps).
 """
@@ -29,28 +33,32 @@ from envs import make_task
 from worldmodel.rollout import run_episode
 
 TASKS = ("Pendulum-v1", "InvertedPendulum-v5", "Reacher-v5")
-POINTS = {"Pendulum-v1": 5, "InvertedPendulum-v5": 5, "Reacher-v5": 5}
+SAC_STEPS = {"Pendulum-v1": 20_000, "InvertedPendulum-v5": 20_000, "Reacher-v5": 50_000}
+SAC_EVAL_EVERY = {"Pendulum-v1": 1_000, "InvertedPendulum-v5": 1_000, "Reacher-v5": 2_500}
+GAP_TAG = "policy/imagined_minus_real_return"
 
 
-def ours(task: str, agent: str, seed: int, budget: int, overrides: dict) -> list[tuple[int, float]]:
-    """(env steps, mean eval return) of `wm run --agent AGENT` at each evaluation."""
-    with tempfile.TemporaryDirectory() as runs_dir:
-        config = make_config({"env": task, "seed": seed, "agent": agent, "steps": budget,
-                              "runs_dir": runs_dir, "progress": False, "video": False,
-                              **overrides}, command="run")  # fmt: skip
-        return scalars(run(config), "charts/eval_return")
+def ours(
+    task: str, agent: str, seed: int, budget: int, overrides: dict, runs_dir: Path
+) -> tuple[list[tuple[int, float]], dict[int, float]]:
+    """`wm run --agent AGENT`: (env steps, mean eval return) at each evaluation, and the
+    policy's imagined-minus-real return by env step (empty for agents without a policy)."""
+    config = make_config({"env": task, "seed": seed, "agent": agent, "steps": budget,
+                          "runs_dir": str(runs_dir), "progress": False, "video": False,
+                          "name": f"{agent}-seed{seed}", **overrides}, command="run")  # fmt: skip
+    run_dir = run(config)
+    return scalars(run_dir, "charts/eval_return"), dict(scalars(run_dir, GAP_TAG))
 
 
-def sac(
-    task_id: str, seed: int, budget: int, episodes: int, points: int
-) -> list[tuple[int, float]]:
-    """(env steps, mean eval return) of SB3's SAC, evaluated on the loop's evaluation seeds."""
+def sac(task_id: str, seed: int, budget: int, episodes: int, every: int) -> list[tuple[int, float]]:
+    """(env steps, mean eval return) of SB3's SAC every `every` steps, evaluated on the loop's
+    evaluation seeds."""
     from stable_baselines3 import SAC
 
     task = make_task(task_id)
     model = SAC("MlpPolicy", task.make_env(seed=seed), seed=seed, verbose=0, device="cpu")
     curve = []
-    for step in np.linspace(budget / points, budget, points).astype(int):
+    for step in range(min(every, budget), budget + 1, min(every, budget)):
         model.learn(total_timesteps=int(step) - model.num_timesteps, reset_num_timesteps=False)
         env = task.make_env(seed=seed + EVAL_SEED_OFFSET)
         act = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
@@ -93,7 +101,29 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=["mpc", "sac"],
                         help="mpc, policy, mpc+policy (this project) and sac")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=None, help="budget (default: the task's)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="budget of this project's agents (default: the task's)",
+    )
+    parser.add_argument(
+        "--sac-steps",
+        type=int,
+        default=None,
+        help="budget of SAC (default: SAC_STEPS, longer than ours)",
+    )
+    parser.add_argument(
+        "--label",
+        default=None,
+        help="name of this project's agent in the results (default: --agents)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="keep the runs here (default: a temporary folder)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides of this project's agents")  # fmt: skip
@@ -103,23 +133,30 @@ def main() -> None:
     set_threads(args.threads)
     overrides = {"threads": args.threads} | parse_overrides(args.set)
     start, rows = time.perf_counter(), []
-    for task in args.tasks:
-        budget = args.steps or make_config({"env": task}, command="run").steps
-        episodes = make_config({"env": task} | overrides, command="run").loop.eval_episodes
-        for agent in args.agents:
-            for seed in args.seeds:
-                curve = (
-                    sac(task, seed, budget, episodes, POINTS[task])
-                    if agent == "sac"
-                    else ours(task, agent, seed, budget, overrides)
-                )
-                reached = steps_to_threshold(curve, THRESHOLDS[task])
-                print(f"{task:<20} {agent:<10} seed {seed}: final {curve[-1][1]:.1f}, "
-                      f"steps to threshold {reached}")  # fmt: skip
-                rows += [{"task": task, "agent": agent, "seed": seed, "env_steps": step,
-                          "eval_return": round(value, 2), "threshold": THRESHOLDS[task],
-                          "steps_to_threshold": reached} for step, value in curve]  # fmt: skip
-                write_csv(args.out, rows, environment_info(args.seeds, time.perf_counter() - start))
+    with tempfile.TemporaryDirectory() as scratch:
+        runs_dir = args.runs_dir or Path(scratch)
+        for task in args.tasks:
+            budget = args.steps or make_config({"env": task}, command="run").steps
+            episodes = make_config({"env": task} | overrides, command="run").loop.eval_episodes
+            for agent in args.agents:
+                for seed in args.seeds:
+                    gaps: dict[int, float] = {}
+                    if agent == "sac":
+                        sac_budget = args.sac_steps or SAC_STEPS[task]
+                        curve = sac(task, seed, sac_budget, episodes, SAC_EVAL_EVERY[task])
+                    else:
+                        curve, gaps = ours(task, agent, seed, budget, overrides, runs_dir)
+                    reached = steps_to_threshold(curve, THRESHOLDS[task])
+                    label = agent if agent == "sac" else args.label or agent
+                    print(f"{task:<20} {label:<10} seed {seed}: final {curve[-1][1]:.1f}, "
+                          f"steps to threshold {reached}")  # fmt: skip
+                    rows += [{"task": task, "agent": label, "seed": seed, "env_steps": step,
+                              "eval_return": round(value, 2), "threshold": THRESHOLDS[task],
+                              "steps_to_threshold": reached,
+                              "imagined_minus_real": round(gaps[step], 2) if step in gaps else None}
+                             for step, value in curve]  # fmt: skip
+                    info = environment_info(args.seeds, time.perf_counter() - start)
+                    write_csv(args.out, rows, info)
     plot(rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
