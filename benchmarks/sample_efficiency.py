@@ -40,14 +40,17 @@ GAP_TAG = "policy/imagined_minus_real_return"
 
 def ours(
     task: str, agent: str, seed: int, budget: int, overrides: dict, runs_dir: Path
-) -> tuple[list[tuple[int, float]], dict[int, float]]:
-    """`wm run --agent AGENT`: (env steps, mean eval return) at each evaluation, and the
-    policy's imagined-minus-real return by env step (empty for agents without a policy)."""
+) -> tuple[list[tuple[int, float]], dict[int, float], float]:
+    """`wm run --agent AGENT`: (env steps, mean eval return) at each evaluation, the policy's
+    imagined-minus-real return by env step (empty for agents without a policy), and the mean
+    milliseconds per action."""
     config = make_config({"env": task, "seed": seed, "agent": agent, "steps": budget,
                           "runs_dir": str(runs_dir), "progress": False, "video": False,
                           "name": f"{agent}-seed{seed}", **overrides}, command="run")  # fmt: skip
     run_dir = run(config)
-    return scalars(run_dir, "charts/eval_return"), dict(scalars(run_dir, GAP_TAG))
+    ms = [value for _, value in scalars(run_dir, "charts/planner_ms_per_action")]
+    mean_ms = round(sum(ms) / len(ms), 2) if ms else float("nan")
+    return scalars(run_dir, "charts/eval_return"), dict(scalars(run_dir, GAP_TAG)), mean_ms
 
 
 def sac(task_id: str, seed: int, budget: int, episodes: int, every: int) -> list[tuple[int, float]]:
@@ -141,11 +144,12 @@ def main() -> None:
             for agent in args.agents:
                 for seed in args.seeds:
                     gaps: dict[int, float] = {}
+                    ms = float("nan")
                     if agent == "sac":
                         sac_budget = args.sac_steps or SAC_STEPS[task]
                         curve = sac(task, seed, sac_budget, episodes, SAC_EVAL_EVERY[task])
                     else:
-                        curve, gaps = ours(task, agent, seed, budget, overrides, runs_dir)
+                        curve, gaps, ms = ours(task, agent, seed, budget, overrides, runs_dir)
                     reached = steps_to_threshold(curve, THRESHOLDS[task])
                     label = agent if agent == "sac" else args.label or agent
                     print(f"{task:<20} {label:<10} seed {seed}: final {curve[-1][1]:.1f}, "
@@ -153,7 +157,8 @@ def main() -> None:
                     rows += [{"task": task, "agent": label, "seed": seed, "env_steps": step,
                               "eval_return": round(value, 2), "threshold": THRESHOLDS[task],
                               "steps_to_threshold": reached,
-                              "imagined_minus_real": round(gaps[step], 2) if step in gaps else None}
+                              "imagined_minus_real": round(gaps[step], 2) if step in gaps else None,
+                              "ms_per_action": ms}
                              for step, value in curve]  # fmt: skip
                     info = environment_info(args.seeds, time.perf_counter() - start)
                     write_csv(args.out, rows, info)
