@@ -47,6 +47,7 @@ def one_run(task: str, planner: str, seed: int, runs_dir: Path, overrides: dict)
             "planner.kind": planner,
             "runs_dir": str(runs_dir),
             "progress": False,
+            "video": False,
             "name": f"{planner}-seed{seed}",
             **overrides,
         },
