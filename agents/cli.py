@@ -54,15 +54,36 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def _add_resume_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the run of RUN_DIR from its last checkpoint (no other options)",
+    )
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     fields = flat_fields(Config)
     return {k: v for k, v in vars(args).items() if k in fields}
 
 
-def _cmd_train(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
-    from agents.training import train
+def _resume_dir(args: argparse.Namespace, overrides: dict[str, Any]) -> Path:
+    """The run folder of --resume; config options with it are an error (it has its own)."""
+    if overrides:
+        raise ConfigError(
+            f"--resume continues with the run's own config.json; drop --{sorted(overrides)[0]}"
+        )
+    return Path(args.resume)
 
-    train(make_config(overrides))
+
+def _cmd_train(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    from agents.training import resume, train
+
+    if args.resume is None:
+        train(make_config(overrides))
+        return
+    resume(_resume_dir(args, overrides))
 
 
 def _cmd_run(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
@@ -71,11 +92,7 @@ def _cmd_run(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
     if args.resume is None:
         run(make_config(overrides, command="run"))
         return
-    if overrides:
-        raise ConfigError(
-            f"--resume continues with the run's own config.json; drop --{sorted(overrides)[0]}"
-        )
-    resume(Path(args.resume))
+    resume(_resume_dir(args, overrides))
 
 
 def _cmd_mpc(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
@@ -123,16 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="collect random rollouts and train a world model")
     _add_config_options(train)
+    _add_resume_option(train)
     train.set_defaults(func=_cmd_train)
 
     run = sub.add_parser("run", help="the model-based loop: act by MPC, learn, evaluate")
     _add_config_options(run)
-    run.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        default=None,
-        help="continue the run of RUN_DIR from its last checkpoint (no other options)",
-    )
+    _add_resume_option(run)
     run.set_defaults(func=_cmd_run)
 
     mpc = sub.add_parser("mpc", help="run the MPC agent of a run folder and report its return")

@@ -67,7 +67,8 @@ class TrainConfig:
     max_steps: int = 4000
     """Gradient steps per fit at most (a fit stops earlier when validation stalls)."""
     eval_every: int = 200
-    """Gradient steps between validations."""
+    """Gradient steps between validations; `wm train` checkpoints at each (at most these steps
+    are lost to a crash)."""
     patience: int = 4
     """Validations without improvement before the fit stops."""
     val_fraction: float = 0.1

@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.config import Config, to_dict
+from agents.config import Config
 from agents.configurator import PolicyParts
 from agents.evaluation import Agent
 from agents.mpc import MPCAgent
 from agents.policy import PolicyAgent
-from agents.run_folder import CHECKPOINT_FILE, CONFIG_FILE, load_policy_modules
+from agents.run_folder import CHECKPOINT_FILE, check_same_run, load_policy_modules
 from envs import Task
 from worldmodel.checkpoint import (
+    global_rng_state,
+    load_global_rng_state,
     load_module_state,
     load_optimizer_state,
     optimizer_state,
@@ -52,36 +54,7 @@ class Learners:
 def check_resumable(run_dir: Path, config: Config, task: Task, meta: dict) -> LoopState:
     """The loop state of a checkpoint, or a one-line error naming what does not match."""
     where = run_dir / CHECKPOINT_FILE
-    if (meta.get("task"), meta.get("obs_dim"), meta.get("act_dim")) != (
-        task.id,
-        task.obs_dim,
-        task.act_dim,
-    ):
-        raise CheckpointError(
-            f"checkpoint {where} is for {meta.get('task')} with obs/action dims "
-            f"{meta.get('obs_dim')}/{meta.get('act_dim')}, but the run's {CONFIG_FILE} is for "
-            f"{task.id} ({task.obs_dim}/{task.act_dim}); restore the run's own checkpoint"
-        )
-    saved = meta.get("config")
-    if isinstance(saved, dict):
-        ours = to_dict(config)
-        for section, values in ours.items():
-            theirs = saved.get(section)
-            if isinstance(values, dict) and isinstance(theirs, dict):
-                differ = [f"{section}.{k}" for k in values if values[k] != theirs.get(k)]
-            else:
-                differ = [section] if values != theirs else []
-            if differ:
-                raise CheckpointError(
-                    f"checkpoint {where} was made with another config ({differ[0]} is "
-                    f"{_lookup(saved, differ[0])!r} there, {_lookup(ours, differ[0])!r} in "
-                    f"{CONFIG_FILE}); restore the run's own files"
-                )
-    if meta.get("diverged"):
-        raise CheckpointError(
-            f"checkpoint {where} was saved when training diverged; start a new run "
-            "(lower --train.lr)"
-        )
+    check_same_run(run_dir, config, task, meta)
     resume_meta = meta.get("resume")
     if not isinstance(resume_meta, dict):
         raise CheckpointError(
@@ -100,23 +73,6 @@ def check_resumable(run_dir: Path, config: Config, task: Task, meta: dict) -> Lo
         raise CheckpointError(
             f"checkpoint {where} has broken loop counters ({exc}); restore it from a copy"
         ) from exc
-
-
-def _lookup(values: dict, dotted: str) -> object:
-    for key in dotted.split("."):
-        values = values.get(key) if isinstance(values, dict) else None
-    return values
-
-
-class _Tensors(torch.nn.Module):
-    """A plain dict of tensors as a module, so `save_world_model` stores it as one group."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.tensors = tensors
-
-    def state_dict(self, *args, **kwargs):  # type: ignore[override]
-        return self.tensors
 
 
 def _optimizers(learners: Learners) -> dict[str, torch.optim.Optimizer]:
@@ -146,17 +102,16 @@ def _numpy_rngs(learners: Learners) -> dict[str, np.random.Generator]:
     return rngs
 
 
-def snapshot(learners: Learners, state: LoopState) -> tuple[dict[str, torch.nn.Module], dict]:
+def snapshot(
+    learners: Learners, state: LoopState
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """Tensor groups and JSON meta of everything `restore` needs besides the weights."""
-    groups: dict[str, torch.nn.Module] = {}
+    groups: dict[str, dict[str, torch.Tensor]] = {}
     optim_meta = {}
     for name, optimizer in _optimizers(learners).items():
-        tensors, meta = optimizer_state(optimizer)
-        groups[f"optim_{name}"] = _Tensors(tensors)
-        optim_meta[name] = meta
+        groups[f"optim_{name}"], optim_meta[name] = optimizer_state(optimizer)
     rng = {name: g.get_state() for name, g in _generators(learners).items()}
-    rng["torch_global"] = torch.get_rng_state()
-    groups["rng"] = _Tensors(rng)
+    groups["rng"] = rng | global_rng_state()
     trainer, parts = learners.trainer, learners.parts
     counters = {
         "model_total_steps": trainer.total_steps,
@@ -194,7 +149,7 @@ def restore(learners: Learners, groups: dict, meta: dict, run_dir: Path) -> None
         rng = groups["rng"]
         for name, generator in _generators(learners).items():
             generator.set_state(rng[name])
-        torch.set_rng_state(rng["torch_global"])
+        load_global_rng_state(rng)
         for name, r in _numpy_rngs(learners).items():
             r.bit_generator.state = resume_meta["numpy_rng"][name]
         counters = resume_meta["learner_counters"]

@@ -79,15 +79,19 @@ def save_world_model(
     config: Config,
     task: Task,
     model: ForwardModel,
-    extra: dict[str, torch.nn.Module] | None = None,
+    extra: dict[str, torch.nn.Module | dict[str, torch.Tensor]] | None = None,
     **meta: Any,
 ) -> None:
     """Weights (with normalisation buffers) + config + task dimensions, atomically.
 
-    `extra` modules (policy, critic) are saved beside the model under their names.
+    `extra` modules (policy, critic) and tensor groups (optimiser, RNG states) are saved beside
+    the model under their names.
     """
     groups = {"model": model.state_dict()}
-    groups |= {name: module.state_dict() for name, module in (extra or {}).items()}
+    groups |= {
+        name: group.state_dict() if isinstance(group, torch.nn.Module) else group
+        for name, group in (extra or {}).items()
+    }
     save_checkpoint(
         path,
         groups,
@@ -134,6 +138,48 @@ class LoadedModel:
     model: ForwardModel
     meta: dict
     groups: dict[str, dict[str, torch.Tensor]]  #: every tensor group of the checkpoint
+
+
+def check_same_run(run_dir: Path, config: Config, task: Task, meta: dict) -> None:
+    """A one-line error unless the checkpoint `meta` of `run_dir` was made for its config.json
+    (task, dimensions, every config value) by a run that did not diverge: what `--resume` needs."""
+    where = run_dir / CHECKPOINT_FILE
+    if (meta.get("task"), meta.get("obs_dim"), meta.get("act_dim")) != (
+        task.id,
+        task.obs_dim,
+        task.act_dim,
+    ):
+        raise CheckpointError(
+            f"checkpoint {where} is for {meta.get('task')} with obs/action dims "
+            f"{meta.get('obs_dim')}/{meta.get('act_dim')}, but the run's {CONFIG_FILE} is for "
+            f"{task.id} ({task.obs_dim}/{task.act_dim}); restore the run's own checkpoint"
+        )
+    saved = meta.get("config")
+    if isinstance(saved, dict):
+        ours = to_dict(config)
+        for section, values in ours.items():
+            theirs = saved.get(section)
+            if isinstance(values, dict) and isinstance(theirs, dict):
+                differ = [f"{section}.{k}" for k in values if values[k] != theirs.get(k)]
+            else:
+                differ = [section] if values != theirs else []
+            if differ:
+                raise CheckpointError(
+                    f"checkpoint {where} was made with another config ({differ[0]} is "
+                    f"{_lookup(saved, differ[0])!r} there, {_lookup(ours, differ[0])!r} in "
+                    f"{CONFIG_FILE}); restore the run's own files"
+                )
+    if meta.get("diverged"):
+        raise CheckpointError(
+            f"checkpoint {where} was saved when training diverged; start a new run "
+            "(lower --train.lr)"
+        )
+
+
+def _lookup(values: dict, dotted: str) -> object:
+    for key in dotted.split("."):
+        values = values.get(key) if isinstance(values, dict) else None
+    return values
 
 
 def _folder_env(run_dir: Path) -> str | None:

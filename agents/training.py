@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from agents.config import Config
@@ -18,51 +19,118 @@ from agents.inspection import inspect_model, log_config, log_hparams
 from agents.run_folder import (
     CHECKPOINT_FILE,
     DATA_FILE,
+    load_config,
     load_world_model,
     new_run_dir,
     save_config,
     save_world_model,
 )
-from envs import make_task
+from agents.train_state import check_train_resumable, complete_state, restore_fit, snapshot_fit
+from envs import Task, make_task
+from worldmodel.checkpoint import load_checkpoint
 from worldmodel.data import EpisodeStore
 from worldmodel.errors import TrainingDivergedError
 from worldmodel.evaluate import KStepError, k_step_errors
 from worldmodel.logger import Logger
 from worldmodel.rollout import collect, random_policy
+from worldmodel.train import FitState
 
 K_STEPS = (1, 5, 10, 25)
+Restored = tuple[dict[str, dict[str, torch.Tensor]], dict]  #: checkpoint groups, meta['train']
 
 
 def train(config: Config) -> Path:
-    """Collect `config.steps` random steps, fit the model, evaluate it; returns the run folder."""
+    """Collect `config.steps` random steps, fit the model, evaluate it; returns the run folder.
+
+    The run checkpoints at every validation (`train.eval_every` gradient steps), so a crash
+    loses at most that many steps: `resume` continues it.
+    """
     task = make_task(config.env)
     check_for_task(config, task, "train")
     device = resolve_device(config.device)
     set_threads(config.threads)
     run_dir = new_run_dir(config)
     save_config(run_dir, config)
-    logger = Logger(run_dir)
-    log_config(logger, config)
-    try:
-        env = task.make_env(seed=config.seed)
-        store = EpisodeStore(task.obs_dim, task.act_dim)
-        with tqdm(total=config.steps, desc="collect", disable=not config.progress) as bar:
-            collect(
-                env,
-                random_policy(env, config.seed),
-                config.steps,
-                store,
-                config.seed,
-                on_step=lambda t: bar.update(t - bar.n),
-            )
-        env.close()
-        store.save(run_dir / DATA_FILE)
-        train_set, val_set = store.split(config.train.val_fraction, config.seed)
+    return _train(config, task, device, run_dir, None, None, resuming=False)
 
-        model = build_model(config.model, task.obs_dim, task.act_dim)
-        model.set_normalization(train_set.stats())
-        model.to(device)
-        trainer = build_trainer(config.train, model, config.seed)
+
+def resume(run_dir: Path) -> Path:
+    """Continue the `wm train` of `run_dir` from its last checkpoint, with its own config.json.
+
+    Without a checkpoint (killed while collecting, or before the first validation) the fit
+    starts over in the run folder, on its data.npz if that was written; else the data is
+    collected again, which gives the same data (every seed comes from the config). A finished
+    run is left as it is.
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    task = make_task(config.env)
+    device = resolve_device(config.device)
+    restored = None
+    if (run_dir / CHECKPOINT_FILE).exists():
+        groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device="cpu")
+        state = check_train_resumable(run_dir, config, task, meta)
+        if state.get("complete"):
+            print(
+                f"{run_dir} is already complete ({meta.get('model_steps')} gradient steps); "
+                "nothing to resume"
+            )
+            return run_dir
+        restored = groups, state
+    store = (
+        EpisodeStore.load(run_dir / DATA_FILE, obs_dim=task.obs_dim, act_dim=task.act_dim)
+        if (run_dir / DATA_FILE).exists()
+        else None
+    )
+    set_threads(config.threads)
+    for name in (DATA_FILE, CHECKPOINT_FILE):  # leftovers of a write the crash interrupted
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    return _train(config, task, device, run_dir, store, restored, resuming=True)
+
+
+def _train(
+    config: Config,
+    task: Task,
+    device: torch.device,
+    run_dir: Path,
+    store: EpisodeStore | None,
+    restored: Restored | None,
+    resuming: bool,
+) -> Path:
+    """Collect (unless `store` is given), fit (from `restored` if given), evaluate, save."""
+    if store is None:
+        store = _collect(config, task)
+        store.save(run_dir / DATA_FILE)
+    train_set, val_set = store.split(config.train.val_fraction, config.seed)
+    # Model init and dropout draw from torch's global RNG: seeded, a run repeats exactly.
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, task.obs_dim, task.act_dim)
+    model.set_normalization(train_set.stats())
+    model.to(device)
+    trainer = build_trainer(config.train, model, config.seed)
+    fit_state = None if restored is None else restore_fit(trainer, *restored, run_dir)
+    if resuming:
+        done = fit_state.steps if fit_state is not None else 0
+        max_steps = config.train.max_steps
+        print(f"resuming {run_dir} at {done} of {max_steps} gradient steps", flush=True)
+    logger = Logger(run_dir)
+    if fit_state is None:
+        log_config(logger, config)
+
+    def checkpoint(state: FitState) -> None:
+        groups, train_meta = snapshot_fit(trainer, state)
+        save_world_model(
+            run_dir / CHECKPOINT_FILE,
+            config,
+            task,
+            model,
+            extra=groups,
+            model_steps=trainer.total_steps,
+            train=train_meta,
+        )
+
+    try:
         try:
             result = trainer.fit(
                 train_set,
@@ -74,6 +142,8 @@ def train(config: Config) -> Path:
                 patience=config.train.patience,
                 log=logger.scalars,
                 progress=config.progress,
+                resume=fit_state,
+                on_checkpoint=checkpoint,
             )
         except TrainingDivergedError:
             # fit restored the best weights: keep them, so the run folder stays usable.
@@ -89,9 +159,6 @@ def train(config: Config) -> Path:
         errors = k_step_errors(model, val_set, K_STEPS, seed=config.seed)
         _log_errors(logger, errors, trainer.total_steps)
         logger.scalars({"charts/train_seconds": result.seconds}, trainer.total_steps)
-        save_world_model(
-            run_dir / CHECKPOINT_FILE, config, task, model, model_steps=trainer.total_steps
-        )
         inspect_model(
             logger, task, model, val_set, trainer.total_steps, video=config.video, seed=config.seed
         )
@@ -99,11 +166,38 @@ def train(config: Config) -> Path:
         log_hparams(
             logger, config, final | {"best_val_loss": result.best_val_loss}, trainer.total_steps
         )
+        logger.flush()
+        # Last: a crash before it resumes from the last validation and redoes the steps above.
+        save_world_model(
+            run_dir / CHECKPOINT_FILE,
+            config,
+            task,
+            model,
+            model_steps=trainer.total_steps,
+            train=complete_state(),
+        )
         print(f"trained {result.steps} steps in {result.seconds:.0f}s; run folder: {run_dir}")
         print(format_errors(errors))
     finally:
         logger.close()
     return run_dir
+
+
+def _collect(config: Config, task: Task) -> EpisodeStore:
+    """`config.steps` random steps; the same config gives the same data."""
+    env = task.make_env(seed=config.seed)
+    store = EpisodeStore(task.obs_dim, task.act_dim)
+    with tqdm(total=config.steps, desc="collect", disable=not config.progress) as bar:
+        collect(
+            env,
+            random_policy(env, config.seed),
+            config.steps,
+            store,
+            config.seed,
+            on_step=lambda t: bar.update(t - bar.n),
+        )
+    env.close()
+    return store
 
 
 def eval_model(run_dir: Path, device: str = "auto") -> list[KStepError]:

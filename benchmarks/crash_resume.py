@@ -1,14 +1,18 @@
-"""Crash test of `wm run --resume`: SIGKILL a real training run at random moments, resume it.
+"""Crash test of `wm run --resume` and `wm train --resume`: SIGKILL a real run at random moments,
+resume it.
 
     python -m benchmarks.crash_resume                 # 20 kills (a few minutes on 1 core)
     python -m benchmarks.crash_resume --kills 3 --seed 1
+    python -m benchmarks.crash_resume --command train # the same for `wm train`
 
 A short `wm run` (Pendulum-v1, tiny model and planner, one thread) is started as a process and
 killed with SIGKILL after a random delay (seeded); then `wm run --resume RUN_DIR` continues it,
 and that process may be killed in turn, `--kills` times in all; the last resume runs to the end.
 After each kill every file the run writes is checked: config.json (`load_config`), the
 checkpoint (`load_checkpoint`) and data.npz (`EpisodeStore.load`, and it must hold at least the
-checkpoint's episodes). Reported:
+checkpoint's episodes). With `--command train` the run is a short `wm train` (2,000 random
+steps, then a tiny model fitted for 10,000 gradient steps, checkpointed every 100) and its steps
+are gradient steps. Reported:
 
 - resumes that worked: `--resume` processes that restored the checkpoint and went on (killed
   later, or finished with exit status 0), out of those started;
@@ -17,9 +21,12 @@ checkpoint's episodes). Reported:
   TensorBoard events) minus the steps in the checkpoint left behind; at most one checkpoint
   interval, which is one episode (200 steps on Pendulum-v1) plus its retraining. Steps of an
   episode still in progress at the kill are not in the events and are lost too (< one episode).
+  For `wm train`: the last validation logged minus the checkpoint's gradient steps, at most one
+  interval (`--train.eval_every`); the steps since that validation are lost too.
 
 The first process is killed only once it has written its first checkpoint (before that there is
-nothing to resume: a new run starts). Results go to benchmarks/results/crash_resume.csv.
+nothing to resume: a new run starts). Results go to benchmarks/results/crash_resume.csv
+(`crash_resume_train.csv` for `wm train`).
 """
 
 from __future__ import annotations
@@ -48,7 +55,27 @@ RUN_ARGS = [
     "--planner.horizon", "5", "--planner.iterations", "2",
     "--no-video", "--no-progress", "--threads", "1", "--device", "cpu",
 ]  # fmt: skip
-EPISODE_TAG = "charts/episodic_return"
+TRAIN_ARGS = [
+    "--env", "Pendulum-v1", "--steps", "2000", "--train.max_steps", "10000",
+    "--train.eval_every", "100", "--train.patience", "1000", "--train.batch_size", "32",
+    "--model.hidden", "32", "--no-video", "--no-progress", "--threads", "1", "--device", "cpu",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Command:
+    """What the crash test needs to know of one resumable command."""
+
+    args: list[str]  #: options of a short run
+    tag: str  #: TensorBoard tag whose last step is how far a killed process got
+    unit: str  #: what its steps count
+    interval: int  #: its steps between checkpoints
+
+
+COMMANDS = {
+    "run": Command(RUN_ARGS, "charts/episodic_return", "env steps", 200),  # a Pendulum episode
+    "train": Command(TRAIN_ARGS, "val/loss", "gradient steps", 100),  # train.eval_every
+}
 
 
 @dataclass
@@ -69,23 +96,23 @@ def _events_files(run_dir: Path) -> set[Path]:
     return set(run_dir.glob("events.out.tfevents.*"))
 
 
-def _last_episode_step(paths: set[Path]) -> int | None:
-    """The highest step logged under `EPISODE_TAG` in `paths` (truncated records are skipped)."""
+def _last_step(paths: set[Path], tag: str) -> int | None:
+    """The highest step logged under `tag` in `paths` (truncated records are skipped)."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     best = None
     for path in paths:
         try:
             for event in EventFileLoader(str(path)).Load():
-                if any(v.tag == EPISODE_TAG for v in event.summary.value):
+                if any(v.tag == tag for v in event.summary.value):
                     best = event.step if best is None else max(best, event.step)
         except Exception:  # noqa: BLE001 - a record cut by the kill ends the file
             continue
     return best
 
 
-def check_files(run_dir: Path) -> tuple[int, int | None, int]:
-    """(corrupt files, checkpoint env steps, stale temp files) of a run folder."""
+def check_files(run_dir: Path, command: str = "run") -> tuple[int, int | None, int]:
+    """(corrupt files, checkpoint steps, stale temp files) of a run folder of `command`."""
     corrupt, steps, episode = 0, None, None
     try:
         load_config(run_dir)
@@ -93,8 +120,11 @@ def check_files(run_dir: Path) -> tuple[int, int | None, int]:
         corrupt += 1
     try:
         _, meta = load_checkpoint(run_dir / CHECKPOINT_FILE)
-        steps = int(meta["env_steps"])
-        episode = int(meta["resume"]["counters"]["episode"])
+        if command == "run":
+            steps = int(meta["env_steps"])
+            episode = int(meta["resume"]["counters"]["episode"])
+        else:
+            steps = int(meta["model_steps"])
     except (WorldModelError, KeyError, TypeError, ValueError):
         corrupt += 1
     try:
@@ -118,15 +148,29 @@ def _wait_for(proc: subprocess.Popen, ready) -> None:
         time.sleep(0.02)
 
 
+def _restored(log_text: str) -> bool:
+    """A resume that restored its checkpoint (or found its run finished: a kill after the last
+    checkpoint, before the process exited)."""
+    return "resuming" in log_text or "already complete" in log_text
+
+
 def crash_test(
-    kills: int, seed: int, workdir: Path, max_delay: float = 10.0, run_args: list[str] = RUN_ARGS
+    kills: int,
+    seed: int,
+    workdir: Path,
+    max_delay: float = 10.0,
+    run_args: list[str] | None = None,
+    command: str = "run",
 ) -> dict:
-    """Kill and resume runs until `kills` kills, then let the last finish; figures and crashes.
+    """Kill and resume runs of `command` (run or train) until `kills` kills, then let the last
+    finish; figures and crashes. `run_args` default to the command's short run.
 
     Each kill comes a random delay after the process is ready: a new run once its first
     checkpoint exists (before it there is nothing to resume), a resume once it has restored.
     Should a run finish before its kill, the remaining kills go to a new run.
     """
+    spec = COMMANDS[command]
+    run_args = spec.args if run_args is None else run_args
     rng = np.random.default_rng(seed)
     crashes: list[Crash] = []
     resumes_started = resumes_ok = runs_started = 0
@@ -138,16 +182,16 @@ def crash_test(
         if run_dir is None:
             runs = workdir / f"runs{runs_started}"
             runs_started += 1
-            proc = _start(["run", *run_args, "--runs_dir", str(runs)], log)
+            proc = _start([command, *run_args, "--runs_dir", str(runs)], log)
             _wait_for(proc, lambda runs=runs: bool(list(runs.glob(f"*/{CHECKPOINT_FILE}"))))
             (run_dir,) = runs.iterdir()
             before: set[Path] = set()
         else:
             before = _events_files(run_dir)
-            proc = _start(["run", "--resume", str(run_dir)], log)
+            proc = _start([command, "--resume", str(run_dir)], log)
             resumes_started += 1
-            _wait_for(proc, lambda log=log: "resuming" in log.read_text())
-        start_steps = check_files(run_dir)[1] or 0
+            _wait_for(proc, lambda log=log: _restored(log.read_text()))
+        start_steps = check_files(run_dir, command)[1] or 0
         last = len(crashes) == kills
         delay = float(rng.uniform(0.0, max_delay))
         started = time.perf_counter()
@@ -161,7 +205,7 @@ def crash_test(
         if rc not in (None, 0):  # a failed resume (or run): report it and stop
             print(f"attempt {attempt} exited with {rc}:\n{text[-2000:]}", flush=True)
             break
-        if resumed and "resuming" in text:
+        if resumed and _restored(text):
             resumes_ok += 1
         attempt += 1
         if rc == 0:
@@ -170,8 +214,8 @@ def crash_test(
             print("the run finished before its kill; a new run starts", flush=True)
             run_dir = None
             continue
-        corrupt, steps, stale = check_files(run_dir)
-        reached = max(_last_episode_step(_events_files(run_dir) - before) or 0, start_steps)
+        corrupt, steps, stale = check_files(run_dir, command)
+        reached = max(_last_step(_events_files(run_dir) - before, spec.tag) or 0, start_steps)
         lost = max(reached - (steps or 0), 0)
         crashes.append(
             Crash(
@@ -191,7 +235,7 @@ def crash_test(
             f"stale temp files {stale}",
             flush=True,
         )
-    corrupt, steps, _ = check_files(run_dir)
+    corrupt, steps, _ = check_files(run_dir, command)
     return {
         "kills": len(crashes),
         "resumes_started": resumes_started,
@@ -210,24 +254,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-delay", type=float, default=10.0, help="longest wait before a kill")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/crash_resume.csv"))
+    parser.add_argument("--command", choices=sorted(COMMANDS), default="run")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/crash_resume*.csv")
     args = parser.parse_args(argv)
     from benchmarks.common import environment_info, write_csv
 
+    spec = COMMANDS[args.command]
+    suffix = "" if args.command == "run" else f"_{args.command}"
+    out = args.out or Path(f"benchmarks/results/crash_resume{suffix}.csv")
     start = time.perf_counter()
     with TemporaryDirectory(prefix="crash_resume_") as tmp:
-        result = crash_test(args.kills, args.seed, Path(tmp), args.max_delay)
-    interval = 200  # one Pendulum-v1 episode: the loop checkpoints after each
+        result = crash_test(args.kills, args.seed, Path(tmp), args.max_delay, command=args.command)
     print(
         f"resumes that worked: {result['resumes_ok']}/{result['resumes_started']}\n"
         f"corrupt files: {result['corrupt_files']}\n"
         f"steps lost per crash: {result['steps_lost']} (max {result['max_steps_lost']}, "
-        f"checkpoint interval {interval})\n"
-        f"finished at {result['final_steps']} env steps"
+        f"checkpoint interval {spec.interval} {spec.unit})\n"
+        f"finished at {result['final_steps']} {spec.unit}"
     )
     if result["crashes"]:
         info = environment_info([args.seed], time.perf_counter() - start)
-        write_csv(args.out, result["crashes"], info | {k: v for k, v in result.items()
+        write_csv(out, result["crashes"], info | {k: v for k, v in result.items()
                                                        if k != "crashes"})  # fmt: skip
     return result
 

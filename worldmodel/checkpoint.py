@@ -131,3 +131,25 @@ def load_module_state(module: torch.nn.Module, tensors: dict[str, Tensor], what:
                 "diverged model: train again (lower --train.lr)"
             )
     module.load_state_dict(tensors)
+
+
+def global_rng_state() -> dict[str, Tensor]:
+    """torch's global RNG state (CPU, and each CUDA device's once CUDA is in use), as uint8
+    tensors: dropout draws from these, not from the generators a component owns."""
+    states = {"torch_global": torch.get_rng_state()}
+    # Asking for CUDA states would start CUDA in a process that never used it (a CPU run).
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states |= {f"torch_cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    return states
+
+
+def load_global_rng_state(states: dict[str, Tensor]) -> None:
+    """Inverse of `global_rng_state`; CUDA states are skipped where CUDA is not available, and
+    those of devices this machine does not have are dropped."""
+    torch.set_rng_state(states["torch_global"].cpu())
+    if not torch.cuda.is_available():
+        return
+    for key, state in states.items():
+        name, _, index = key.partition(".")
+        if name == "torch_cuda" and int(index) < torch.cuda.device_count():
+            torch.cuda.set_rng_state(state.cpu(), int(index))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from worldmodel.data import EpisodeStore, Window
@@ -24,10 +26,22 @@ MetricsSink = Callable[[Metrics, int], None]
 class FitResult:
     """What one call of `ModelTrainer.fit` did."""
 
-    steps: int  #: gradient steps taken in this call
+    steps: int  #: gradient steps of the fit (those before a resume included)
     best_val_loss: float  #: validation loss of the weights kept
-    seconds: float  #: wall time of the call
+    seconds: float  #: wall time of the fit (that before a resume included)
     stopped_early: bool  #: validation stopped improving before `max_steps`
+
+
+@dataclass
+class FitState:
+    """A fit as of its last validation: with the trainer's weights, optimiser, RNGs and counters
+    (saved beside it by the caller), what `fit(resume=...)` continues from after a crash."""
+
+    steps: int  #: gradient steps of this fit so far
+    best_val_loss: float  #: validation loss of `best_weights`
+    bad_evals: int  #: validations in a row without improvement
+    best_weights: dict[str, Tensor]  #: a copy of the best weights so far
+    seconds: float  #: wall time of this fit so far
 
 
 class ModelTrainer:
@@ -107,6 +121,8 @@ class ModelTrainer:
         val_windows: int = 1024,
         log: MetricsSink | None = None,
         progress: bool = True,
+        resume: FitState | None = None,
+        on_checkpoint: Callable[[FitState], None] | None = None,
     ) -> FitResult:
         """Train until validation loss stops improving for `patience` evaluations.
 
@@ -114,46 +130,59 @@ class ModelTrainer:
         metrics every `eval_every` steps and validation metrics at each evaluation. Raises
         `TrainingDivergedError`, with the best weights restored, once `max_consecutive_skips`
         updates in a row were skipped for a non-finite loss or gradient.
+
+        `on_checkpoint(state)` runs after each validation; a trainer whose weights, optimiser,
+        RNGs and counters are restored to that moment continues the fit exactly with
+        `resume=state` (the same data and arguments).
         """
         if min(horizon, batch_size, max_steps, eval_every, patience, val_windows) <= 0:
             raise ValueError("horizon, batch_size, max_steps, eval_every, patience must be > 0")
         # A store with one episode has no held-out episode: validate on its own windows.
         held_out = val if len(val.window_starts(horizon)) else train
         val_set = held_out.spaced_windows(horizon, val_windows)
-        best = self.validate(val_set)["loss"]
-        best_state = copy.deepcopy(self.model.state_dict())
-        bad_evals, start, steps = 0, time.perf_counter(), 0
-        last_tick, last_steps = start, 0
-        bar = tqdm(total=max_steps, desc="train model", disable=not progress, leave=False)
-        self.consecutive_skips = 0
-        while steps < max_steps:
+        if resume is None:
+            weights = copy.deepcopy(self.model.state_dict())
+            state = FitState(0, self.validate(val_set)["loss"], 0, weights, 0.0)
+            self.consecutive_skips = 0
+        else:
+            state = dataclasses.replace(resume)
+        start = time.perf_counter() - state.seconds
+        last_tick, last_steps = time.perf_counter(), state.steps
+        bar = tqdm(
+            total=max_steps,
+            initial=state.steps,
+            desc="train model",
+            disable=not progress,
+            leave=False,
+        )
+        while state.steps < max_steps and state.bad_evals < patience:
             metrics = self.update(train.sample(batch_size, horizon, self.rng))
-            steps += 1
+            state.steps += 1
             bar.update(1)
             if self.consecutive_skips >= self.max_consecutive_skips:
                 bar.close()
-                self.model.load_state_dict(best_state)
+                self.model.load_state_dict(state.best_weights)
                 if log is not None:
                     log({"charts/skipped_updates": float(self.skipped_updates)}, self.total_steps)
                 raise TrainingDivergedError(
                     f"training diverged: {self.consecutive_skips} updates in a row had a NaN or "
                     f"inf loss or gradient ({self.skipped_updates} skipped in all); the best "
-                    f"weights (validation loss {best:.4g}) were kept; lower --train.lr or "
-                    "--train.grad_clip, or check the data"
+                    f"weights (validation loss {state.best_val_loss:.4g}) were kept; lower "
+                    "--train.lr or --train.grad_clip, or check the data"
                 )
-            if steps % eval_every and steps != max_steps:
+            if state.steps % eval_every and state.steps != max_steps:
                 continue
             now = time.perf_counter()
             val_metrics = self.validate(val_set)
-            improved = val_metrics["loss"] < best - 1e-6 * abs(best)
-            if improved:
-                best, bad_evals = val_metrics["loss"], 0
-                best_state = copy.deepcopy(self.model.state_dict())
+            best = state.best_val_loss
+            if val_metrics["loss"] < best - 1e-6 * abs(best):
+                state.best_val_loss, state.bad_evals = val_metrics["loss"], 0
+                state.best_weights = copy.deepcopy(self.model.state_dict())
             else:
-                bad_evals += 1
-            rate = (steps - last_steps) * batch_size * horizon / max(now - last_tick, 1e-9)
-            last_tick, last_steps = now, steps
-            bar.set_postfix(val=f"{val_metrics['loss']:.4f}", best=f"{best:.4f}")
+                state.bad_evals += 1
+            rate = (state.steps - last_steps) * batch_size * horizon / max(now - last_tick, 1e-9)
+            last_tick, last_steps = now, state.steps
+            bar.set_postfix(val=f"{val_metrics['loss']:.4f}", best=f"{state.best_val_loss:.4f}")
             if log is not None:
                 log(
                     {f"train/{k}": v for k, v in metrics.items()}
@@ -162,13 +191,15 @@ class ModelTrainer:
                     | {"charts/skipped_updates": float(self.skipped_updates)},
                     self.total_steps,
                 )
-            if bad_evals >= patience:
-                break
+            if on_checkpoint is not None:
+                state.seconds = time.perf_counter() - start
+                on_checkpoint(state)
         bar.close()
-        self.model.load_state_dict(best_state)
+        self.model.load_state_dict(state.best_weights)
+        best = state.best_val_loss
         return FitResult(
-            steps=steps,
+            steps=state.steps,
             best_val_loss=best if math.isfinite(best) else float("nan"),
             seconds=time.perf_counter() - start,
-            stopped_early=steps < max_steps,
+            stopped_early=state.steps < max_steps,
         )
