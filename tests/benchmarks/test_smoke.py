@@ -39,6 +39,12 @@ def test_model_accuracy_smoke(tmp_path: Path) -> None:
     rows = read(out)
     assert {r["kind"] for r in rows} == {"cvae", "deterministic"}
     assert {r["k"] for r in rows} == {"1", "5", "10", "25"}
+    for r in rows:
+        # The deterministic model has no z, so its predictions do not spread over z-samples.
+        latent, dropout = float(r["latent_spread"]), float(r["dropout_spread"])
+        assert (latent == 0) if r["kind"] == "deterministic" else (latent > 0)
+        assert dropout > 0  # default dropout 0.05: masks differ
+    assert out.with_suffix(".png").is_file()
 
 
 @pytest.mark.slow
