@@ -138,7 +138,8 @@ def resume(run_dir: Path) -> Path:
     """Continue the `wm run` of `run_dir` from its checkpoint to its `config.steps`.
 
     The run's config.json is read, never rewritten; data.npz may be one episode newer than the
-    checkpoint (it is written first), and its extra episode is dropped.
+    checkpoint (it is written first), and its extra episode is dropped. A finished run is left
+    as it is.
     """
     run_dir = Path(run_dir)
     config = load_config(run_dir)
@@ -146,6 +147,9 @@ def resume(run_dir: Path) -> Path:
     device = resolve_device(config.device)
     groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device="cpu")
     state = check_resumable(run_dir, config, task, meta)
+    if state.steps >= config.steps:
+        print(f"{run_dir} is already complete ({state.steps} env steps); nothing to resume")
+        return run_dir
     store = EpisodeStore.load(
         run_dir / DATA_FILE,
         capacity=config.loop.capacity,

@@ -127,3 +127,11 @@ def test_resume_refuses_a_checkpoint_without_loop_state(tmp_path: Path, monkeypa
 def test_resume_rejects_other_options(tmp_path: Path, capsys) -> None:
     assert main(["run", "--resume", str(tmp_path), "--steps", "5"]) == 2
     assert "drop --steps" in capsys.readouterr().err
+
+
+def test_resume_of_a_finished_run_leaves_it_as_it_is(tmp_path: Path, capsys) -> None:
+    run_dir = _run(tmp_path, "mpc")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    assert main(["run", "--resume", str(run_dir)]) == 0
+    assert "already complete (800 env steps)" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
