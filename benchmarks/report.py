@@ -181,6 +181,7 @@ def sample_efficiency_table(src: Source) -> str:
 def mpc_table(src: Source) -> str:
     ms = "ms_per_action" in src.columns
     header = "task|planner|budget (env steps)|eval return per seed|mean ± std|threshold reached"
+    header += "|steps to threshold per seed|steps / SAC's"
     header = (header + "|ms/action" * ms).split("|")
     by_planner = group(src.rows, ("task", "planner"))
     body = []
@@ -190,13 +191,16 @@ def mpc_table(src: Source) -> str:
         cells = [task, planner, str(max(c.budget for c in curves)),
                  ", ".join(f"{c.final:.1f}" for c in curves), mean_std([c.final for c in curves]),
                  "no threshold" if threshold is None
-                 else f"{reached}/{len(curves)} seeds (≥ {threshold:g})"]  # fmt: skip
+                 else f"{reached}/{len(curves)} seeds (≥ {threshold:g})",
+                 steps_to_threshold(curves)[0],
+                 sac_ratio(curves, src.sac.get(task, []))]  # fmt: skip
         body.append(
             cells + [mean_or_dash(numbers(by_planner[task, planner], "ms_per_action"))] * ms
         )
     return (
         "Eval return at each seed's last evaluation (the task's budget); threshold reached: seeds "
-        "with any evaluation at or above it.\n\n" + table(header, body)
+        "with any evaluation at or above it; steps / SAC's from the sample-efficiency CSV's SAC "
+        "rows (< 1: fewer env steps than SAC).\n\n" + table(header, body)
     )
 
 
@@ -351,9 +355,10 @@ def report(paths: list[Path]) -> str:
     sources.sort(key=lambda s: order[s.kind.name] if s.kind else len(KINDS))
     sac_sources = [s for s in sources if s.kind and s.kind.name == "sample_efficiency"]
     sac_sources = [s for s in sac_sources if not missing(s)]
-    for src in sac_sources:
+    mpc_sources = [s for s in sources if s.kind and s.kind.name == "mpc" and not missing(s)]
+    for src in sac_sources + mpc_sources:
         # Its own SAC rows first, else those of the first other CSV that has the task.
-        for other in [src, *sac_sources]:
+        for other in [src, *sac_sources] if src in sac_sources else sac_sources:
             for (task, agent), curves in seed_curves(other.rows, "agent").items():
                 if agent == SAC:
                     src.sac.setdefault(task, curves)

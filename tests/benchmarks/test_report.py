@@ -102,12 +102,18 @@ def test_report_other_tables_and_missing_columns(tmp_path: Path) -> None:
          "model_mse": 0.5, "baseline_mse": 2.0, "ratio": 0.25, "latent_spread": 0.125,
          "dropout_spread": 0.0}
     ])  # fmt: skip
+    sac = write(tmp_path / "sample_efficiency.csv", [
+        {"task": "Pendulum-v1", "agent": "sac", "seed": 0, "env_steps": step,
+         "eval_return": value, "threshold": -200.0}
+        for step, value in ((2000, -900.0), (4000, -150.0))
+    ])  # fmt: skip
     broken = write(tmp_path / "mpc_broken.csv", [{"task": "Pendulum-v1", "planner": "cem"}])
     other = write(tmp_path / "notes.csv", [{"what": "else"}])
     out = tmp_path / "report.md"
-    main([str(p) for p in (mpc, planners, accuracy, broken, other)] + ["--out", str(out)])
+    main([str(p) for p in (mpc, planners, accuracy, sac, broken, other)] + ["--out", str(out)])
     text = out.read_text()
-    cem = "| cem | 2000 | -150.0, -250.0 | -200.0 ± 70.7 | 1/2 seeds (≥ -200) | 70.0 |"
+    cem = "| cem | 2000 | -150.0, -250.0 | -200.0 ± 70.7 | 1/2 seeds (≥ -200) | 2000, >2000 "
+    cem += "| ≥ 0.50 | 70.0 |"  # one seed missed: its budget bounds the ratio from below
     assert f"| Pendulum-v1 {cem}" in text
     assert "Budget per decision: 100 ms." in text
     assert "| mppi | 30 | 256 | 200 | 3 | -150.0, -151.0 | -150.5 ± 0.7 | 80.0 |" in text
