@@ -114,7 +114,7 @@ def main() -> None:
         "--sac-steps",
         type=int,
         default=None,
-        help="budget of SAC (default: SAC_STEPS, longer than ours)",
+        help="budget of SAC (default: --steps if given, else SAC_STEPS, longer than ours)",
     )
     parser.add_argument(
         "--label",
@@ -146,7 +146,7 @@ def main() -> None:
                     gaps: dict[int, float] = {}
                     ms = float("nan")
                     if agent == "sac":
-                        sac_budget = args.sac_steps or SAC_STEPS[task]
+                        sac_budget = args.sac_steps or args.steps or SAC_STEPS[task]
                         curve = sac(task, seed, sac_budget, episodes, SAC_EVAL_EVERY[task])
                     else:
                         curve, gaps, ms = ours(task, agent, seed, budget, overrides, runs_dir)
