@@ -18,6 +18,7 @@ Writes benchmarks/results/sample_efficiency.csv and .png (eval return against en
 from __future__ import annotations
 
 import argparse
+import csv
 import tempfile
 import time
 from pathlib import Path
@@ -77,6 +78,19 @@ def steps_to_threshold(curve: list[tuple[int, float]], threshold: float) -> int 
     return next((step for step, value in curve if value >= threshold), None)
 
 
+def read_curves(paths: list[Path]) -> list[dict]:
+    """Rows of sample-efficiency CSVs, and of `benchmarks.mpc` CSVs as agent 'mpc (PLANNER)'."""
+    rows = []
+    for path in paths:
+        with path.open() as f:
+            for row in csv.DictReader(f):
+                rows.append({"task": row["task"],
+                             "agent": row.get("agent") or f"mpc ({row['planner']})",
+                             "env_steps": int(row["env_steps"]),
+                             "eval_return": float(row["eval_return"])})  # fmt: skip
+    return rows
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -132,7 +146,14 @@ def main() -> None:
                         help="config overrides of this project's agents")  # fmt: skip
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/sample_efficiency.csv"))  # fmt: skip
+    parser.add_argument("--plot", nargs="+", type=Path, metavar="CSV",
+                        help="only plot these CSVs (this one's and benchmarks.mpc's) to --out's "
+                        ".png, e.g. after merging parts run separately")  # fmt: skip
     args = parser.parse_args()
+    if args.plot:
+        plot(read_curves(args.plot), args.out.with_suffix(".png"))
+        print(f"wrote {args.out.with_suffix('.png')}")
+        return
     set_threads(args.threads)
     overrides = {"threads": args.threads} | parse_overrides(args.set)
     start, rows = time.perf_counter(), []

@@ -87,3 +87,6 @@ def test_sample_efficiency_smoke(tmp_path: Path) -> None:
     rows = read(out)
     assert {r["agent"] for r in rows} == {"mpc", "sac"}
     assert out.with_suffix(".png").is_file()
+    replot = tmp_path / "replot.csv"
+    run("benchmarks.sample_efficiency", "--plot", str(out), "--out", str(replot))
+    assert replot.with_suffix(".png").is_file()
