@@ -144,11 +144,7 @@ def check_same_run(run_dir: Path, config: Config, task: Task, meta: dict) -> Non
     """A one-line error unless the checkpoint `meta` of `run_dir` was made for its config.json
     (task, dimensions, every config value) by a run that did not diverge: what `--resume` needs."""
     where = run_dir / CHECKPOINT_FILE
-    if (meta.get("task"), meta.get("obs_dim"), meta.get("act_dim")) != (
-        task.id,
-        task.obs_dim,
-        task.act_dim,
-    ):
+    if not _made_for(meta, task):
         raise CheckpointError(
             f"checkpoint {where} is for {meta.get('task')} with obs/action dims "
             f"{meta.get('obs_dim')}/{meta.get('act_dim')}, but the run's {CONFIG_FILE} is for "
@@ -174,6 +170,15 @@ def check_same_run(run_dir: Path, config: Config, task: Task, meta: dict) -> Non
             f"checkpoint {where} was saved when training diverged; start a new run "
             "(lower --train.lr)"
         )
+
+
+def _made_for(meta: dict, task: Task) -> bool:
+    """Whether checkpoint `meta` names `task` and its observation and action dimensions."""
+    return (meta.get("task"), meta.get("obs_dim"), meta.get("act_dim")) == (
+        task.id,
+        task.obs_dim,
+        task.act_dim,
+    )
 
 
 def _lookup(values: dict, dotted: str) -> object:
@@ -205,11 +210,7 @@ def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> Loade
             "train again"
         ) from exc
     task = make_task(config.env)
-    if (meta.get("task"), meta.get("obs_dim"), meta.get("act_dim")) != (
-        task.id,
-        task.obs_dim,
-        task.act_dim,
-    ):
+    if not _made_for(meta, task):
         raise CheckpointError(
             f"checkpoint in {run_dir} is for {meta.get('task')} with obs/action dims "
             f"{meta.get('obs_dim')}/{meta.get('act_dim')}, but {task.id} has "

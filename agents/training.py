@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -118,17 +119,14 @@ def _train(
     if fit_state is None:
         log_config(logger, config)
 
+    def save(**meta: Any) -> None:
+        save_world_model(
+            run_dir / CHECKPOINT_FILE, config, task, model, model_steps=trainer.total_steps, **meta
+        )
+
     def checkpoint(state: FitState) -> None:
         groups, train_meta = snapshot_fit(trainer, state)
-        save_world_model(
-            run_dir / CHECKPOINT_FILE,
-            config,
-            task,
-            model,
-            extra=groups,
-            model_steps=trainer.total_steps,
-            train=train_meta,
-        )
+        save(extra=groups, train=train_meta)
 
     try:
         try:
@@ -147,14 +145,7 @@ def _train(
             )
         except TrainingDivergedError:
             # fit restored the best weights: keep them, so the run folder stays usable.
-            save_world_model(
-                run_dir / CHECKPOINT_FILE,
-                config,
-                task,
-                model,
-                model_steps=trainer.total_steps,
-                diverged=True,
-            )
+            save(diverged=True)
             raise
         errors = k_step_errors(model, val_set, K_STEPS, seed=config.seed)
         _log_errors(logger, errors, trainer.total_steps)
@@ -168,14 +159,7 @@ def _train(
         )
         logger.flush()
         # Last: a crash before it resumes from the last validation and redoes the steps above.
-        save_world_model(
-            run_dir / CHECKPOINT_FILE,
-            config,
-            task,
-            model,
-            model_steps=trainer.total_steps,
-            train=complete_state(),
-        )
+        save(train=complete_state())
         print(f"trained {result.steps} steps in {result.seconds:.0f}s; run folder: {run_dir}")
         print(format_errors(errors))
     finally:
