@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import json
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.csv_parts import merge_csvs, read_meta, wall_seconds
 
 Row = dict[str, str]
 SAC = "sac"  # the agent label of stable-baselines3's SAC in sample_efficiency.csv
@@ -289,8 +290,7 @@ def read(path: Path) -> Source:
         reader = csv.DictReader(f)
         rows = list(reader)
         columns = list(reader.fieldnames or [])
-    meta_path = path.with_suffix(".meta.json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_meta(path)
     by_name = [k for k in KINDS if re.match(rf"{k.name}([_-]|$)", path.stem)]
     by_columns = [k for k in KINDS if set(k.required) <= set(columns)]
     return Source(path, columns, rows, meta, (by_name or by_columns or [None])[0])
@@ -307,12 +307,6 @@ def command(module: str) -> str:
     lines = [re.sub(r"\s+#.*$", "", line).strip() for line in (doc or "").splitlines()]
     commands = [line for line in lines if "python -m benchmarks." in line]
     return commands[0] if commands else f"python -m benchmarks.{module}"
-
-
-def wall_seconds(meta: dict[str, Any]) -> float:
-    """A meta's wall seconds; a list (one per process, as merged by hand) counts as its sum."""
-    value = meta.get("wall_seconds", 0.0)
-    return float(sum(value) if isinstance(value, list) else value)
 
 
 def describe(src: Source) -> str:
@@ -366,32 +360,6 @@ def report(paths: list[Path]) -> str:
     return "\n\n".join(parts) + "\n" if parts else "No CSVs found.\n"
 
 
-def merge(out: Path, parts: list[Path]) -> None:
-    """Rows of `parts` into `out` (union of columns), their .meta.json into `out`'s."""
-    columns: dict[str, None] = {}
-    rows: list[Row] = []
-    metas: list[dict[str, Any]] = []
-    for part in parts:
-        src = read(part)
-        columns.update(dict.fromkeys(src.columns))
-        rows += src.rows
-        metas.append(src.meta)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    present = [m for m in metas if m]
-    if present:
-        merged = present[0] | {
-            "seeds": sorted(set().union(*(m.get("seeds", []) for m in present))),
-            "wall_seconds": round(sum(wall_seconds(m) for m in present), 1),
-            # A part that is itself a merge counts as its parts.
-            "parts": sum(m.get("parts", 1) for m in metas),
-        }
-        out.with_suffix(".meta.json").write_text(json.dumps(merged, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("csvs", nargs="*", type=Path,
@@ -404,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge:
         if not args.csvs:
             parser.error("--merge needs the part CSVs")
-        merge(args.merge, args.csvs)
+        merge_csvs(args.merge, args.csvs)
         print(f"wrote {args.merge} ({len(args.csvs)} parts)")
         return
     text = report(args.csvs or sorted(args.results.glob("*.csv")))

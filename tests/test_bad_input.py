@@ -8,7 +8,6 @@ get a private copy of one tiny trained run, which must be byte-identical afterwa
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -17,23 +16,34 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gymnasium as gym
-import numpy as np
 import pytest
 import torch
-from safetensors.torch import save as st_save
+from bad_inputs import (
+    edit_data,
+    fake_tasks,
+    garbage,
+    model_wrong_action_shape,
+    mpc_nan_obs,
+    mpc_wrong_obs_shape,
+    nan_obs,
+    nan_weights,
+    newer_checkpoint,
+    newer_data,
+    other_dims_data,
+    other_task,
+    policy_inf_obs,
+    policy_wrong_obs_shape,
+    resave_checkpoint,
+    rollout_wrong_action_shape,
+    store_nan_episode,
+    store_zero_capacity,
+    thousand_run_folders,
+    truncate,
+)
 
 from agents.cli import main
-from agents.mpc import MPCAgent
-from agents.planners import GradientPlanner
-from agents.policy import Policy, PolicyAgent
 from agents.run_folder import CHECKPOINT_FILE, CONFIG_FILE, DATA_FILE, load_world_model
-from envs import costs, tasks
-from worldmodel.checkpoint import load_checkpoint, save_checkpoint
-from worldmodel.data import EpisodeStore
 from worldmodel.errors import WorldModelError
-from worldmodel.forward import ForwardModel
-from worldmodel.perception import Perception
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 TINY = [
@@ -61,152 +71,6 @@ def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.set_num_threads(before)
     (run,) = runs.iterdir()
     return run
-
-
-# --- ways to break a run folder ----------------------------------------------------------------
-
-
-def _truncate(name: str) -> Callable[[Path], None]:
-    def mutate(run: Path) -> None:
-        payload = (run / name).read_bytes()
-        (run / name).write_bytes(payload[: len(payload) // 2])
-
-    return mutate
-
-
-def _garbage(name: str) -> Callable[[Path], None]:
-    return lambda run: (run / name).write_bytes(b"\x00\x01not a real file" * 64)
-
-
-def _resave_checkpoint(edit: Callable[[dict, dict], None]) -> Callable[[Path], None]:
-    def mutate(run: Path) -> None:
-        groups, meta = load_checkpoint(run / CHECKPOINT_FILE)
-        edit(groups, meta)
-        save_checkpoint(run / CHECKPOINT_FILE, groups, meta)
-
-    return mutate
-
-
-def _other_task(groups: dict, meta: dict) -> None:
-    # A Reacher checkpoint (consistent in itself) dropped into a Pendulum run folder.
-    meta.update(task="Reacher-v5", obs_dim=10, act_dim=2)
-    meta["config"]["env"] = "Reacher-v5"
-
-
-def _nan_weights(groups: dict, meta: dict) -> None:
-    groups["model"]["decoder.0.weight"][0, 0] = float("nan")
-
-
-def _newer_checkpoint(run: Path) -> None:
-    groups, meta = load_checkpoint(run / CHECKPOINT_FILE)
-    flat = {f"{g}/{k}": v for g, tensors in groups.items() for k, v in tensors.items()}
-    header = {"format_version": "99", "meta": json.dumps(meta)}
-    (run / CHECKPOINT_FILE).write_bytes(st_save(flat, metadata=header))
-
-
-def _edit_data(edit: Callable[[dict[str, np.ndarray]], None]) -> Callable[[Path], None]:
-    def mutate(run: Path) -> None:
-        with np.load(run / DATA_FILE) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        edit(arrays)
-        with (run / DATA_FILE).open("wb") as f:
-            np.savez_compressed(f, **arrays)
-
-    return mutate
-
-
-def _nan_obs(arrays: dict[str, np.ndarray]) -> None:
-    arrays["obs"][7, 1] = np.nan
-
-
-def _newer_data(arrays: dict[str, np.ndarray]) -> None:
-    arrays["_meta"][0] = 99
-
-
-def _other_dims_data(run: Path) -> None:
-    store = EpisodeStore(10, 2)
-    n, no = 20, np.zeros(20, bool)
-    store.add_episode(np.zeros((n, 10)), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 10)), no, no)
-    (run / DATA_FILE).unlink()
-    store.save(run / DATA_FILE)
-
-
-def _thousand_run_folders(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agents.run_folder.time.strftime", lambda _fmt: "20250101-000000")
-    base = "Pendulum-v1__train__0__20250101-000000"
-    for i in range(1000):
-        (runs / (base + (f"-{i}" if i else ""))).mkdir(parents=True)
-
-
-# --- tasks whose spaces a world model cannot use -----------------------------------------------
-
-
-def _discrete_task() -> tasks.Task:
-    with tasks._probe("CartPole-v1", {}) as env:
-        return tasks._task(env, {}, "discrete actions", costs.pendulum_cost)
-
-
-class _UnboundedActions(gym.ActionWrapper):
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
-        self.action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-
-    def action(self, action: np.ndarray) -> np.ndarray:
-        return action
-
-
-def _unbounded_task() -> tasks.Task:
-    with tasks._probe("Pendulum-v1", {}) as env:
-        return tasks._task(_UnboundedActions(env), {}, "unbounded", costs.pendulum_cost)
-
-
-def _fake_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(tasks.TASKS, "CartPole-v1", _discrete_task)
-    monkeypatch.setitem(tasks.TASKS, "UnboundedPendulum-v1", _unbounded_task)
-
-
-# --- API entry points --------------------------------------------------------------------------
-
-
-def _mpc_agent() -> MPCAgent:
-    model = ForwardModel(3, 1, hidden=16, layers=1)
-    planner = GradientPlanner(3, -1.0, 1.0, action_dim=1, iterations=2, candidates=2)
-    return MPCAgent(model, Perception(3), tasks.make_task("Pendulum-v1").planning_cost, planner)
-
-
-def _mpc_wrong_obs_shape() -> None:
-    _mpc_agent().act(np.zeros(5, np.float32))
-
-
-def _mpc_nan_obs() -> None:
-    _mpc_agent().act(np.array([0.0, np.nan, 1.0], np.float32))
-
-
-def _policy_wrong_obs_shape() -> None:
-    PolicyAgent(Policy(3, 1)).act(np.zeros(4, np.float32))
-
-
-def _policy_inf_obs() -> None:
-    PolicyAgent(Policy(3, 1)).act(np.array([0.0, np.inf, 1.0], np.float32))
-
-
-def _model_wrong_action_shape() -> None:
-    ForwardModel(3, 1, hidden=16).step(torch.zeros(8, 3), torch.zeros(8, 2))
-
-
-def _rollout_wrong_action_shape() -> None:
-    ForwardModel(3, 1, hidden=16).rollout(torch.zeros(8, 3), torch.zeros(5, 8, 6))
-
-
-def _store_nan_episode() -> None:
-    n, no = 4, np.zeros(4, bool)
-    obs = np.ones((n, 3))
-    obs[2, 0] = np.inf
-    EpisodeStore(3, 1).add_episode(obs, np.zeros((n, 1)), np.zeros(n), obs, no, no)
-
-
-def _store_zero_capacity() -> None:
-    EpisodeStore(3, 1, capacity=0)
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -237,42 +101,42 @@ CASES = [
     Case("unknown-env-run", ("unknown environment", "Nope-v0"),
          ("run", "--runs_dir", "{runs}", "--env", "Nope-v0")),
     Case("discrete-actions", ("Discrete(2) action space", "bounded Box"),
-         (*TRAIN, "--env", "CartPole-v1"), prepare=lambda _r, mp: _fake_tasks(mp)),
+         (*TRAIN, "--env", "CartPole-v1"), prepare=lambda _r, mp: fake_tasks(mp)),
     Case("unbounded-actions", ("unbounded action space", "finite low/high"),
-         (*TRAIN, "--env", "UnboundedPendulum-v1"), prepare=lambda _r, mp: _fake_tasks(mp)),
+         (*TRAIN, "--env", "UnboundedPendulum-v1"), prepare=lambda _r, mp: fake_tasks(mp)),
     # Shapes and values of observations, actions and data (Python API).
     Case("obs-shape-mpc", ("observation has shape (5,)", "expects (3,)"),
-         call=_mpc_wrong_obs_shape),
+         call=mpc_wrong_obs_shape),
     Case("obs-shape-policy", ("observation has shape (4,)", "expects (3,)"),
-         call=_policy_wrong_obs_shape),
-    Case("obs-nan-mpc", ("observation contains NaN or inf",), call=_mpc_nan_obs),
-    Case("obs-inf-policy", ("observation contains NaN or inf",), call=_policy_inf_obs),
+         call=policy_wrong_obs_shape),
+    Case("obs-nan-mpc", ("observation contains NaN or inf",), call=mpc_nan_obs),
+    Case("obs-inf-policy", ("observation contains NaN or inf",), call=policy_inf_obs),
     Case("action-shape-step", ("action has shape (8, 2)", "expects [..., 1]"),
-         call=_model_wrong_action_shape),
+         call=model_wrong_action_shape),
     Case("action-shape-rollout", ("action has shape (5, 8, 6)", "expects [..., 1]"),
-         call=_rollout_wrong_action_shape),
-    Case("episode-inf", ("non-finite values in 'obs'",), call=_store_nan_episode),
-    Case("store-capacity-0", ("capacity must be positive",), call=_store_zero_capacity),
+         call=rollout_wrong_action_shape),
+    Case("episode-inf", ("non-finite values in 'obs'",), call=store_nan_episode),
+    Case("store-capacity-0", ("capacity must be positive",), call=store_zero_capacity),
     # Data files.
     Case("data-nan", ("NaN or inf in 'obs'", "re-collect"), ("eval-model", "{run}"),
-         mutate=_edit_data(_nan_obs)),
+         mutate=edit_data(nan_obs)),
     Case("data-truncated", ("data.npz is corrupt or incomplete", "re-collect"),
-         ("eval-model", "{run}"), mutate=_truncate(DATA_FILE)),
+         ("eval-model", "{run}"), mutate=truncate(DATA_FILE)),
     Case("data-corrupt", ("data.npz is corrupt or incomplete",), ("eval-model", "{run}"),
-         mutate=_garbage(DATA_FILE)),
+         mutate=garbage(DATA_FILE)),
     Case("data-newer-format", ("has format 99", "upgrade worldmodel"), ("eval-model", "{run}"),
-         mutate=_edit_data(_newer_data)),
+         mutate=edit_data(newer_data)),
     Case("data-other-dims", ("obs/action dims 10/2", "expects 3/1"), ("eval-model", "{run}"),
-         mutate=_other_dims_data),
+         mutate=other_dims_data),
     Case("data-missing", ("data file", "does not exist"), ("eval-model", "{run}"),
          mutate=lambda run: (run / DATA_FILE).unlink()),
     # Checkpoints.
     Case("checkpoint-truncated", ("corrupt or truncated", "train again"), ("eval-model", "{run}"),
-         mutate=_truncate(CHECKPOINT_FILE)),
+         mutate=truncate(CHECKPOINT_FILE)),
     Case("checkpoint-truncated-mpc", ("corrupt or truncated",), ("mpc", "{run}", "--episodes", "1"),
-         mutate=_truncate(CHECKPOINT_FILE)),
+         mutate=truncate(CHECKPOINT_FILE)),
     Case("checkpoint-corrupt", ("corrupt or truncated",), ("mpc", "{run}"),
-         mutate=_garbage(CHECKPOINT_FILE)),
+         mutate=garbage(CHECKPOINT_FILE)),
     Case("checkpoint-missing", ("checkpoint", "does not exist"), ("mpc", "{run}"),
          mutate=lambda run: (run / CHECKPOINT_FILE).unlink()),
     Case("resume-train-run", ("holds no loop state", "wm run"), ("run", "--resume", "{run}")),
@@ -280,35 +144,35 @@ CASES = [
          ("run", "--resume", "{run}", "--steps", "900")),
     Case("resume-missing", ("run folder", "does not exist"), ("run", "--resume", "{runs}/nope")),
     Case("train-resume-no-state", ("holds no training state", "wm run --resume"),
-         ("train", "--resume", "{run}"), mutate=_resave_checkpoint(lambda g, m: m.pop("train"))),
+         ("train", "--resume", "{run}"), mutate=resave_checkpoint(lambda g, m: m.pop("train"))),
     Case("train-resume-other-task", ("is for Reacher-v5", "config.json is for Pendulum-v1"),
-         ("train", "--resume", "{run}"), mutate=_resave_checkpoint(_other_task)),
+         ("train", "--resume", "{run}"), mutate=resave_checkpoint(other_task)),
     Case("train-resume-other-config", ("another config", "train.lr is 0.01 there, 0.001 in"),
          ("train", "--resume", "{run}"),
-         mutate=_resave_checkpoint(lambda g, m: m["config"]["train"].update(lr=0.01))),
+         mutate=resave_checkpoint(lambda g, m: m["config"]["train"].update(lr=0.01))),
     Case("train-resume-diverged", ("saved when training diverged", "start a new run"),
          ("train", "--resume", "{run}"),
-         mutate=_resave_checkpoint(lambda g, m: m.update(diverged=True))),
+         mutate=resave_checkpoint(lambda g, m: m.update(diverged=True))),
     Case("train-resume-newer-format", ("training state format 99, newer than 1", "upgrade"),
          ("train", "--resume", "{run}"),
-         mutate=_resave_checkpoint(lambda g, m: m["train"].update(version=99))),
+         mutate=resave_checkpoint(lambda g, m: m["train"].update(version=99))),
     Case("train-resume-with-options", ("--resume continues with the run's own", "drop --steps"),
          ("train", "--resume", "{run}", "--steps", "900")),
     Case("train-resume-missing", ("run folder", "does not exist"),
          ("train", "--resume", "{runs}/nope")),
     Case("checkpoint-other-task", ("is for Reacher-v5", "config.json is for Pendulum-v1"),
-         ("mpc", "{run}"), mutate=_resave_checkpoint(_other_task)),
+         ("mpc", "{run}"), mutate=resave_checkpoint(other_task)),
     Case("checkpoint-other-dims", ("obs/action dims 5/1", "Pendulum-v1 has 3/1"), ("mpc", "{run}"),
-         mutate=_resave_checkpoint(lambda g, m: m.update(obs_dim=5))),
+         mutate=resave_checkpoint(lambda g, m: m.update(obs_dim=5))),
     Case("checkpoint-other-sizes", ("has shape", "expects", "other dimensions"),
          ("eval-model", "{run}"),
-         mutate=_resave_checkpoint(lambda g, m: m["config"]["model"].update(hidden=64))),
+         mutate=resave_checkpoint(lambda g, m: m["config"]["model"].update(hidden=64))),
     Case("checkpoint-newer-format", ("format 99, newer than 1", "upgrade worldmodel"),
-         ("eval-model", "{run}"), mutate=_newer_checkpoint),
+         ("eval-model", "{run}"), mutate=newer_checkpoint),
     Case("checkpoint-nan-weights", ("NaN or inf values", "diverged"), ("mpc", "{run}"),
-         mutate=_resave_checkpoint(_nan_weights)),
+         mutate=resave_checkpoint(nan_weights)),
     Case("checkpoint-no-config", ("no valid config",), ("eval-model", "{run}"),
-         mutate=_resave_checkpoint(lambda g, m: m.pop("config"))),
+         mutate=resave_checkpoint(lambda g, m: m.pop("config"))),
     # Run folders.
     Case("run-folder-missing", ("run folder", "does not exist"), ("eval-model", "{runs}/nope")),
     Case("run-folder-missing-mpc", ("run folder", "does not exist"), ("mpc", "{runs}/nope")),
@@ -317,7 +181,7 @@ CASES = [
     Case("not-a-run-folder", ("checkpoint", "does not exist"), ("eval-model", "{runs}"),
          prepare=lambda _runs, _mp: None),
     Case("run-folders-exhausted", ("could not create a new run folder", "--name"),
-         (*TRAIN, *TINY), prepare=_thousand_run_folders),
+         (*TRAIN, *TINY), prepare=thousand_run_folders),
     Case("runs-dir-is-a-file", ("cannot create a run folder", "--runs_dir"),
          ("train", "--runs_dir", "{file}", *TINY)),
     Case("bad-name", ("name 'a/b'", "another --name"), (*TRAIN, "--name", "a/b")),
@@ -437,7 +301,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_truncated_checkpoint_in_a_real_process_exits_2(good_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
-    _truncate(CHECKPOINT_FILE)(run)
+    truncate(CHECKPOINT_FILE)(run)
     before = _snapshot(run)
     result = subprocess.run(
         [sys.executable, "-m", "agents.cli", "eval-model", str(run), "--device", "cpu"],

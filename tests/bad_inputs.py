@@ -1,0 +1,169 @@
+"""Ways to break a run folder, tasks a world model cannot use, and API calls with bad input:
+the rows of the bad-input table in test_bad_input.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save as st_save
+
+from agents.mpc import MPCAgent
+from agents.planners import GradientPlanner
+from agents.policy import Policy, PolicyAgent
+from agents.run_folder import CHECKPOINT_FILE, DATA_FILE
+from envs import costs, tasks
+from worldmodel.checkpoint import load_checkpoint, save_checkpoint
+from worldmodel.data import EpisodeStore
+from worldmodel.forward import ForwardModel
+from worldmodel.perception import Perception
+
+# --- ways to break a run folder ----------------------------------------------------------------
+
+
+def truncate(name: str) -> Callable[[Path], None]:
+    def mutate(run: Path) -> None:
+        payload = (run / name).read_bytes()
+        (run / name).write_bytes(payload[: len(payload) // 2])
+
+    return mutate
+
+
+def garbage(name: str) -> Callable[[Path], None]:
+    return lambda run: (run / name).write_bytes(b"\x00\x01not a real file" * 64)
+
+
+def resave_checkpoint(edit: Callable[[dict, dict], None]) -> Callable[[Path], None]:
+    def mutate(run: Path) -> None:
+        groups, meta = load_checkpoint(run / CHECKPOINT_FILE)
+        edit(groups, meta)
+        save_checkpoint(run / CHECKPOINT_FILE, groups, meta)
+
+    return mutate
+
+
+def other_task(groups: dict, meta: dict) -> None:
+    # A Reacher checkpoint (consistent in itself) dropped into a Pendulum run folder.
+    meta.update(task="Reacher-v5", obs_dim=10, act_dim=2)
+    meta["config"]["env"] = "Reacher-v5"
+
+
+def nan_weights(groups: dict, meta: dict) -> None:
+    groups["model"]["decoder.0.weight"][0, 0] = float("nan")
+
+
+def newer_checkpoint(run: Path) -> None:
+    groups, meta = load_checkpoint(run / CHECKPOINT_FILE)
+    flat = {f"{g}/{k}": v for g, tensors in groups.items() for k, v in tensors.items()}
+    header = {"format_version": "99", "meta": json.dumps(meta)}
+    (run / CHECKPOINT_FILE).write_bytes(st_save(flat, metadata=header))
+
+
+def edit_data(edit: Callable[[dict[str, np.ndarray]], None]) -> Callable[[Path], None]:
+    def mutate(run: Path) -> None:
+        with np.load(run / DATA_FILE) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        edit(arrays)
+        with (run / DATA_FILE).open("wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    return mutate
+
+
+def nan_obs(arrays: dict[str, np.ndarray]) -> None:
+    arrays["obs"][7, 1] = np.nan
+
+
+def newer_data(arrays: dict[str, np.ndarray]) -> None:
+    arrays["_meta"][0] = 99
+
+
+def other_dims_data(run: Path) -> None:
+    store = EpisodeStore(10, 2)
+    n, no = 20, np.zeros(20, bool)
+    store.add_episode(np.zeros((n, 10)), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 10)), no, no)
+    (run / DATA_FILE).unlink()
+    store.save(run / DATA_FILE)
+
+
+def thousand_run_folders(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agents.run_folder.time.strftime", lambda _fmt: "20250101-000000")
+    base = "Pendulum-v1__train__0__20250101-000000"
+    for i in range(1000):
+        (runs / (base + (f"-{i}" if i else ""))).mkdir(parents=True)
+
+
+# --- tasks whose spaces a world model cannot use -----------------------------------------------
+
+
+def discrete_task() -> tasks.Task:
+    with tasks._probe("CartPole-v1", {}) as env:
+        return tasks._task(env, {}, "discrete actions", costs.pendulum_cost)
+
+
+class UnboundedActions(gym.ActionWrapper):
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.action_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        return action
+
+
+def unbounded_task() -> tasks.Task:
+    with tasks._probe("Pendulum-v1", {}) as env:
+        return tasks._task(UnboundedActions(env), {}, "unbounded", costs.pendulum_cost)
+
+
+def fake_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(tasks.TASKS, "CartPole-v1", discrete_task)
+    monkeypatch.setitem(tasks.TASKS, "UnboundedPendulum-v1", unbounded_task)
+
+
+# --- API entry points --------------------------------------------------------------------------
+
+
+def mpc_agent() -> MPCAgent:
+    model = ForwardModel(3, 1, hidden=16, layers=1)
+    planner = GradientPlanner(3, -1.0, 1.0, action_dim=1, iterations=2, candidates=2)
+    return MPCAgent(model, Perception(3), tasks.make_task("Pendulum-v1").planning_cost, planner)
+
+
+def mpc_wrong_obs_shape() -> None:
+    mpc_agent().act(np.zeros(5, np.float32))
+
+
+def mpc_nan_obs() -> None:
+    mpc_agent().act(np.array([0.0, np.nan, 1.0], np.float32))
+
+
+def policy_wrong_obs_shape() -> None:
+    PolicyAgent(Policy(3, 1)).act(np.zeros(4, np.float32))
+
+
+def policy_inf_obs() -> None:
+    PolicyAgent(Policy(3, 1)).act(np.array([0.0, np.inf, 1.0], np.float32))
+
+
+def model_wrong_action_shape() -> None:
+    ForwardModel(3, 1, hidden=16).step(torch.zeros(8, 3), torch.zeros(8, 2))
+
+
+def rollout_wrong_action_shape() -> None:
+    ForwardModel(3, 1, hidden=16).rollout(torch.zeros(8, 3), torch.zeros(5, 8, 6))
+
+
+def store_nan_episode() -> None:
+    n, no = 4, np.zeros(4, bool)
+    obs = np.ones((n, 3))
+    obs[2, 0] = np.inf
+    EpisodeStore(3, 1).add_episode(obs, np.zeros((n, 1)), np.zeros(n), obs, no, no)
+
+
+def store_zero_capacity() -> None:
+    EpisodeStore(3, 1, capacity=0)
