@@ -34,8 +34,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Random episodes last ~5 steps: longer training windows would leave almost no data. The pole
     # falls within ~10 steps (0.4 s), so a longer plan only adds the error of a model fitted to a
     # few short episodes, while holding it up needs a well-converged plan: 20 iterations of 8
-    # candidates over 10 steps cost about what the default 6 of 3 over 30 do.
+    # candidates over 10 steps cost about what the default 6 of 3 over 30 do. But a 10-step plan
+    # does not keep the cart centred: with the exact linearised dynamics its closed loop is
+    # unstable, and only a terminal cost-to-go fixes that at this horizon
+    # (tests/agents/test_terminal_value.py). Without one the cart drifted into the rail's end
+    # after 250-330 steps, so the plan ends in the critic's value (mpc+policy).
     "InvertedPendulum-v5": {
+        "agent": "mpc+policy",
         "train.horizon": 4,
         "planner.horizon": 10,
         "planner.iterations": 20,

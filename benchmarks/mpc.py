@@ -63,6 +63,7 @@ def one_run(task: str, planner: str, seed: int, runs_dir: Path, overrides: dict)
             {
                 "task": task,
                 "planner": planner,
+                "agent": config.agent,
                 "seed": seed,
                 "env_steps": step,
                 "eval_return": round(value, 2),
