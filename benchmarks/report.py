@@ -217,6 +217,21 @@ def planners_table(src: Source) -> str:
     return note + table(header, body)
 
 
+def policy_seeding_table(src: Source) -> str:
+    def iterations(rows: list[Row]) -> str:
+        return "/".join(sorted({r["iterations"] for r in rows}, key=int))
+
+    header = ["task", "agent", "return per episode", "mean ± std", "ms/action", "iterations"]
+    body = [[env, agent, ", ".join(f"{v:.0f}" for v in numbers(mine, "return")),
+             mean_std(numbers(mine, "return")), mean_or_dash(numbers(mine, "ms_per_action")),
+             iterations(mine) if agent != "policy" else "—"]
+            for (env, agent), mine in group(src.rows, ("env", "agent")).items()]  # fmt: skip
+    budgets = " / ".join(sorted({f"{b:g}" for b in numbers(src.rows, "budget_ms")}))
+    return f"Planning budget per decision: {budgets} ms; iterations as calibrated per run.\n\n" + (
+        table(header, body)
+    )
+
+
 def planner_speed_table(src: Source) -> str:
     devices = {r.get("device", "") for r in src.rows}
     ms: dict[str, dict[str, list[float]]] = {}  # planner -> column -> ms/action
@@ -276,6 +291,8 @@ KINDS = (
          ("task", "planner", "seed", "env_steps", "eval_return"), mpc_table),
     Kind("planners", "Planners", ("env", "planner", "horizon", "return", "ms_per_action"),
          planners_table),
+    Kind("policy_seeding", "mpc+policy vs mpc at equal time",
+         ("env", "agent", "budget_ms", "return", "ms_per_action"), policy_seeding_table),
     Kind("planner_speed", "Planner speed", ("planner", "horizon", "ms_per_action"),
          planner_speed_table),
     Kind("model_accuracy", "World model accuracy",

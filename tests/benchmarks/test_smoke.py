@@ -90,3 +90,20 @@ def test_sample_efficiency_smoke(tmp_path: Path) -> None:
     replot = tmp_path / "replot.csv"
     run("benchmarks.sample_efficiency", "--plot", str(out), "--out", str(replot))
     assert replot.with_suffix(".png").is_file()
+
+
+@pytest.mark.slow
+def test_policy_seeding_smoke(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    tiny = [f"--{pair}" for pair in TINY_MPC if not pair.startswith("video")]
+    run("agents.cli", "run", "--agent", "policy", "--steps", "150", "--runs_dir", str(runs),
+        "--threads", "1", "--no-progress", "--no-video", "--policy.updates", "2",
+        "--policy.horizon", "3", *tiny)  # fmt: skip
+    out = tmp_path / "seeding.csv"
+    (run_dir,) = runs.iterdir()
+    run("benchmarks.policy_seeding", "--run-dirs", str(run_dir), "--seeds", "0",
+        "--episode-steps", "5", "--budget-ms", "5", "--max-iterations", "2", "--threads", "1",
+        "--out", str(out))  # fmt: skip
+    rows = read(out)
+    assert [r["agent"] for r in rows] == ["mpc", "mpc+policy", "policy"]
+    assert all(float(r["ms_per_action"]) > 0 for r in rows)
