@@ -189,7 +189,9 @@ def mpc_table(src: Source) -> str:
     for (task, planner), curves in seed_curves(src.rows, "planner").items():
         threshold = curves[0].threshold
         reached = sum(c.reached is not None for c in curves)
-        cells = [task, planner, str(max(c.budget for c in curves)),
+        agent = by_planner[task, planner][0].get("agent") or "mpc"
+        label = planner if agent == "mpc" else f"{planner} ({agent})"
+        cells = [task, label, str(max(c.budget for c in curves)),
                  ", ".join(f"{c.final:.1f}" for c in curves), mean_std([c.final for c in curves]),
                  "no threshold" if threshold is None
                  else f"{reached}/{len(curves)} seeds (≥ {threshold:g})",

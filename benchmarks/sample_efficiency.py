@@ -79,13 +79,14 @@ def steps_to_threshold(curve: list[tuple[int, float]], threshold: float) -> int 
 
 
 def read_curves(paths: list[Path]) -> list[dict]:
-    """Rows of sample-efficiency CSVs, and of `benchmarks.mpc` CSVs as agent 'mpc (PLANNER)'."""
+    """Rows of sample-efficiency CSVs, and of `benchmarks.mpc` CSVs as agent 'AGENT (PLANNER)'."""
     rows = []
     for path in paths:
         with path.open() as f:
             for row in csv.DictReader(f):
                 rows.append({"task": row["task"],
-                             "agent": row.get("agent") or f"mpc ({row['planner']})",
+                             "agent": f"{row.get('agent') or 'mpc'} ({row['planner']})"
+                             if "planner" in row else row["agent"],
                              "env_steps": int(row["env_steps"]),
                              "eval_return": float(row["eval_return"])})  # fmt: skip
     return rows
