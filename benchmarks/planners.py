@@ -38,6 +38,7 @@ against horizon and candidates, ms/action against horizon).
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import time
 from collections.abc import Callable
@@ -331,7 +332,16 @@ def main() -> None:
         help="config overrides, e.g. model.hidden=128 planner.latent_samples=1",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/planners.csv"))
+    parser.add_argument("--plot", nargs="+", type=Path, default=None, metavar="CSV",
+                        help="only plot these CSVs (merged parts) to --out's .png")  # fmt: skip
     args = parser.parse_args()
+    if args.plot:
+        rows = [{**r, "horizon": int(r["horizon"]), "candidates": int(r["candidates"]),
+                 "return": float(r["return"]), "ms_per_action": float(r["ms_per_action"])}
+                for path in args.plot for r in csv.DictReader(path.open())]  # fmt: skip
+        plot(rows, args, args.out.with_suffix(".png"))
+        print(f"wrote {args.out.with_suffix('.png')}")
+        return
     set_threads(args.threads)
     device = resolve_device(args.device)
     planners = list(args.planners)

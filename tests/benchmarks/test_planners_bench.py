@@ -34,6 +34,10 @@ def test_planners_benchmark_smoke(tmp_path: Path) -> None:
         assert all(1 <= int(r["iterations"]) <= 3 for r in mine)
         assert all(math.isfinite(float(r["return"])) for r in mine)
     assert out.with_suffix(".png").is_file()
+    replot = tmp_path / "replot.csv"
+    run("benchmarks.planners", "--plot", str(out), "--out", str(replot), "--horizons", "3", "5",
+        "--candidates", "1", "2", "--at-candidates", "2", "--at-horizon", "3")  # fmt: skip
+    assert replot.with_suffix(".png").is_file()
 
 
 def test_reference_mppi_scores_like_mpc_agent() -> None:
