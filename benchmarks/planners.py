@@ -88,6 +88,13 @@ def learned_model(args: argparse.Namespace, device: torch.device) -> tuple[Confi
             **overrides,
         }
     )
+    model, _ = fit_on_random_steps(config, device)
+    return config, model
+
+
+def fit_on_random_steps(config: Config, device: torch.device) -> tuple[ForwardModel, EpisodeStore]:
+    """`wm train` in-process: `config.steps` random steps of `config.env`, a model fitted to them
+    (seeded by `config.seed`, in eval mode), and the steps."""
     task = make_task(config.env)
     env = task.make_env(seed=config.seed)
     store = EpisodeStore(task.obs_dim, task.act_dim)
@@ -113,7 +120,7 @@ def learned_model(args: argparse.Namespace, device: torch.device) -> tuple[Confi
         f"model: {result.steps} steps on {config.steps} random steps, "
         f"val loss {result.best_val_loss:.4f}, {result.seconds:.0f}s"
     )
-    return config, model.eval()
+    return model.eval(), store
 
 
 class ReferenceMPPI:

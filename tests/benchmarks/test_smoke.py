@@ -107,3 +107,18 @@ def test_policy_seeding_smoke(tmp_path: Path) -> None:
     rows = read(out)
     assert [r["agent"] for r in rows] == ["mpc", "mpc+policy", "policy"]
     assert all(float(r["ms_per_action"]) > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_exploitation_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "exploitation.csv"
+    run("benchmarks.exploitation", "--seeds", "0", "--data-steps", "400", "--rounds", "2",
+        "--episodes", "1", "--threads", "1", "--out", str(out), "--set", "policy.updates=2",
+        "train.max_steps=5", "train.eval_every=5", "model.hidden=16")  # fmt: skip
+    rows = read(out)
+    assert [(r["uncertainty_weight"], r["updates"]) for r in rows] == [
+        ("0.1", "2"),
+        ("0.1", "4"),
+        ("0.0", "2"),
+        ("0.0", "4"),
+    ]
