@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import main, report, sac_ratio, seed_curves, steps_to_threshold
+from benchmarks.report import main, report
+from benchmarks.tables import sac_ratio, seed_curves, steps_to_threshold
 
 
 def write(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> Path:
