@@ -7,13 +7,23 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium
 import mujoco
 import numpy as np
 import torch
+
+from agents.config import Config
+from agents.configurator import build_model, build_trainer
+from envs import make_task
+from worldmodel.data import EpisodeStore
+from worldmodel.forward import ForwardModel
+from worldmodel.rollout import collect, random_policy
+
+T = TypeVar("T")
 
 
 def environment_info(seeds: list[int], wall_seconds: float) -> dict[str, Any]:
@@ -43,3 +53,47 @@ def write_csv(path: Path, rows: list[dict[str, Any]], info: dict[str, Any]) -> N
         writer.writeheader()
         writer.writerows(rows)
     path.with_suffix(".meta.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def measured_rows(
+    out: Path, seeds: list[int], items: Iterable[T], measure: Callable[[T], list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """`measure(item)`'s rows for every item, with `out` (and its meta) rewritten after each: a
+    long benchmark cut short keeps what it measured."""
+    start = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        rows += measure(item)
+        write_csv(out, rows, environment_info(seeds, time.perf_counter() - start))
+    return rows
+
+
+def fit_on_random_steps(config: Config, device: torch.device) -> tuple[ForwardModel, EpisodeStore]:
+    """`wm train` in-process: `config.steps` random steps of `config.env`, a model fitted to them
+    (seeded by `config.seed`, in eval mode), and the steps."""
+    task = make_task(config.env)
+    env = task.make_env(seed=config.seed)
+    store = EpisodeStore(task.obs_dim, task.act_dim)
+    collect(env, random_policy(env, config.seed), config.steps, store, config.seed)
+    env.close()
+    train_set, val_set = store.split(config.train.val_fraction, config.seed)
+    torch.manual_seed(config.seed)  # model init and dropout: the same seed, the same model
+    model = build_model(config.model, task.obs_dim, task.act_dim)
+    model.set_normalization(train_set.stats())
+    model.to(device)
+    fit = config.train
+    result = build_trainer(fit, model, config.seed).fit(
+        train_set,
+        val_set,
+        horizon=fit.horizon,
+        batch_size=fit.batch_size,
+        max_steps=fit.max_steps,
+        eval_every=min(fit.eval_every, fit.max_steps),
+        patience=fit.patience,
+        progress=False,
+    )
+    print(
+        f"model: {result.steps} steps on {config.steps} random steps, "
+        f"val loss {result.best_val_loss:.4f}, {result.seconds:.0f}s"
+    )
+    return model.eval(), store

@@ -14,6 +14,7 @@ Writes benchmarks/results/mpc.csv: one row per evaluation of each run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents.config import Config, flat_fields
 from agents.configurator import make_config, set_threads
 from agents.loop import run
-from benchmarks.common import environment_info, write_csv
+from benchmarks.common import measured_rows
 
 TASKS = ("Pendulum-v1", "InvertedPendulum-v5", "Reacher-v5")
 PLANNERS = ("gradient", "cem", "mppi", "hybrid")
@@ -114,17 +115,14 @@ def main() -> None:
     set_threads(args.threads)
     overrides = {"threads": args.threads} | ({"steps": args.steps} if args.steps else {})
     overrides |= parse_overrides(args.set)
-    start = time.perf_counter()
-    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         runs_dir = args.runs_dir or Path(scratch)
-        for task in args.tasks:
-            for planner in args.planners:
-                for seed in args.seeds:
-                    rows += one_run(task, planner, seed, runs_dir, overrides)
-                    # Written after every run, so a long benchmark cut short keeps what it measured.
-                    info = environment_info(args.seeds, time.perf_counter() - start)
-                    write_csv(args.out, rows, info)
+        measured_rows(
+            args.out,
+            args.seeds,
+            itertools.product(args.tasks, args.planners, args.seeds),
+            lambda run: one_run(*run, runs_dir, overrides),
+        )
     print(f"wrote {args.out}")
 
 

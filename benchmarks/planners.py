@@ -51,21 +51,18 @@ from torch import Tensor
 from agents.config import Config, with_overrides
 from agents.configurator import (
     build_agent,
-    build_model,
-    build_trainer,
     make_config,
     resolve_device,
     set_threads,
 )
 from agents.evaluation import EVAL_SEED_OFFSET
 from agents.run_folder import load_world_model
-from benchmarks.common import environment_info, write_csv
+from benchmarks.common import environment_info, fit_on_random_steps, write_csv
 from benchmarks.mpc import parse_overrides
 from envs import Task, make_task
-from worldmodel.data import EpisodeStore
 from worldmodel.forward import ForwardModel
 from worldmodel.perception import Perception
-from worldmodel.rollout import collect, random_policy, run_episode
+from worldmodel.rollout import run_episode
 
 OURS = ("gradient", "cem", "mppi", "hybrid")
 REFERENCE = "pytorch-mppi"
@@ -90,37 +87,6 @@ def learned_model(args: argparse.Namespace, device: torch.device) -> tuple[Confi
     )
     model, _ = fit_on_random_steps(config, device)
     return config, model
-
-
-def fit_on_random_steps(config: Config, device: torch.device) -> tuple[ForwardModel, EpisodeStore]:
-    """`wm train` in-process: `config.steps` random steps of `config.env`, a model fitted to them
-    (seeded by `config.seed`, in eval mode), and the steps."""
-    task = make_task(config.env)
-    env = task.make_env(seed=config.seed)
-    store = EpisodeStore(task.obs_dim, task.act_dim)
-    collect(env, random_policy(env, config.seed), config.steps, store, config.seed)
-    env.close()
-    train_set, val_set = store.split(config.train.val_fraction, config.seed)
-    torch.manual_seed(config.seed)  # model init and dropout: the same seed, the same model
-    model = build_model(config.model, task.obs_dim, task.act_dim)
-    model.set_normalization(train_set.stats())
-    model.to(device)
-    fit = config.train
-    result = build_trainer(fit, model, config.seed).fit(
-        train_set,
-        val_set,
-        horizon=fit.horizon,
-        batch_size=fit.batch_size,
-        max_steps=fit.max_steps,
-        eval_every=min(fit.eval_every, fit.max_steps),
-        patience=fit.patience,
-        progress=False,
-    )
-    print(
-        f"model: {result.steps} steps on {config.steps} random steps, "
-        f"val loss {result.best_val_loss:.4f}, {result.seconds:.0f}s"
-    )
-    return model.eval(), store
 
 
 class ReferenceMPPI:

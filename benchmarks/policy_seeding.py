@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from agents.configurator import (
 from agents.evaluation import EVAL_SEED_OFFSET
 from agents.policy import PolicyAgent
 from agents.run_folder import load_policy_modules, load_world_model, model_stats
-from benchmarks.common import environment_info, write_csv
+from benchmarks.common import measured_rows
 from benchmarks.planners import Act, MakeAct, calibrate, episode
 from envs import Task
 from worldmodel.forward import ForwardModel
@@ -106,11 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     device = resolve_device(args.device)
-    start = time.perf_counter()
-    rows: list[dict] = []
-    for run_dir in args.run_dirs:
-        rows += one_run(run_dir, args, device)
-        write_csv(args.out, rows, environment_info(args.seeds, time.perf_counter() - start))
+    rows = measured_rows(args.out, args.seeds, args.run_dirs, lambda d: one_run(d, args, device))
     by_agent = {a: [r["return"] for r in rows if r["agent"] == a] for a in (*PLANNING, "policy")}
     print(", ".join(f"{a} {np.mean(v):.1f}" for a, v in by_agent.items() if v))
     print(f"wrote {args.out}")
