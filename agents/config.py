@@ -115,6 +115,10 @@ class PlannerConfig:
     """Futures (z drawn from the prior) each sequence is averaged over."""
     uncertainty_weight: float = 0.0
     """Weight of the model-uncertainty penalty in the planned cost."""
+    terminal_value: bool = True
+    """mpc+policy: end the plan in the critic's cost-to-go. Off where the horizon already spans
+    the task: the critic values states by what its policy does from them, so a weak policy's
+    critic then only pulls the plan toward that policy's behaviour."""
 
     def __post_init__(self) -> None:
         _check(

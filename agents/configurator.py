@@ -234,7 +234,8 @@ def build_agent(
     parts: PolicyParts | None = None,
 ) -> MPCAgent | PolicyAgent:
     """The actor of `config.agent`: the planner over perception -> model -> cost, the policy,
-    or the planner seeded by the policy with the critic as terminal cost."""
+    or the planner seeded by the policy (with the critic as terminal cost unless
+    `planner.terminal_value` is off)."""
     if config.agent == "policy":
         if parts is None:
             raise ConfigError("agent 'policy' needs a trained policy; run `wm run --agent policy`")
@@ -248,7 +249,9 @@ def build_agent(
         build_planner(planner_config, task.act_dim, device),
         latent_samples=planner_config.latent_samples if model.stochastic else 1,
         terminated=task.terminated,
-        terminal_value=parts.critic_learner.value if with_policy else None,
+        terminal_value=(
+            parts.critic_learner.value if with_policy and planner_config.terminal_value else None
+        ),
         value_discount=config.policy.gamma**planner_config.horizon,
         uncertainty_weight=planner_config.uncertainty_weight,
         proposal=PolicyProposal(parts.policy, model, seed=config.seed) if with_policy else None,

@@ -38,17 +38,27 @@ def evaluate(agent: Agent, task: Task, episodes: int, seed: int) -> list[float]:
 
 def imagination_gap(parts: PolicyParts, task: Task, episodes: int, seed: int) -> float:
     """Model exploitation: the policy's imagined H-step return minus its real H-step return,
-    from the same start states (the eval episodes' first states), averaged."""
+    averaged over the H-step windows of `episodes` real eval episodes (positive: the model
+    promises more than the env gives).
+
+    Every window starts from a state the policy really reached, so the measure covers the states
+    its behaviour leads to, not only the start states: that is where a policy that exploits the
+    model's errors goes. Windows run to the episode's end only where it terminated (the model's
+    termination then ends the imagined one too); a time limit leaves a last window cut short,
+    which is skipped.
+    """
     env = task.make_env(seed=seed + EVAL_SEED_OFFSET)
     agent, horizon = PolicyAgent(parts.policy), parts.policy_learner.horizon
     starts, real = [], []
     for i in range(episodes):
         store = EpisodeStore(task.obs_dim, task.act_dim)
-        run_episode(
-            env, agent.act, seed=seed + EVAL_SEED_OFFSET + i, store=store, max_steps=horizon
-        )
-        starts.append(store.data["obs"][0])
-        real.append(float(store.data["reward"].sum()))
+        run_episode(env, agent.act, seed=seed + EVAL_SEED_OFFSET + i, store=store)
+        rewards, steps = store.data["reward"], len(store)
+        ends_in_termination = bool(store.data["terminated"][-1])
+        for t in range(0, steps, horizon):
+            if t + horizon <= steps or ends_in_termination:
+                starts.append(store.data["obs"][t])
+                real.append(float(rewards[t : t + horizon].sum()))
     env.close()
     device = parts.policy_learner.device
     with torch.no_grad():

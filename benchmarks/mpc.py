@@ -7,8 +7,11 @@ eval return >= -200 within 2,000 steps; InvertedPendulum-v5 all 3 eval episodes 
 
     python -m benchmarks.mpc                                   # all tasks, planners, 3 seeds
     python -m benchmarks.mpc --tasks Pendulum-v1 --seeds 0 --planners gradient   # one run
+    python -m benchmarks.mpc --from-runs runs/Reacher-v5__cem-seed0__0__*   # rows of kept runs
 
-Writes benchmarks/results/mpc.csv: one row per evaluation of each run.
+Writes benchmarks/results/mpc.csv: one row per evaluation of each run. `--from-runs` reads the
+rows from run folders kept with `--runs-dir` instead, including runs stopped before their budget
+(their last row says how far they got; their wall time is unknown).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents.config import Config, flat_fields
 from agents.configurator import make_config, set_threads
 from agents.loop import run
+from agents.run_folder import load_config
 from benchmarks.common import measured_rows
 
 TASKS = ("Pendulum-v1", "InvertedPendulum-v5", "Reacher-v5")
@@ -56,7 +60,12 @@ def one_run(task: str, planner: str, seed: int, runs_dir: Path, overrides: dict)
     )
     start = time.perf_counter()
     run_dir = run(config)
-    seconds = time.perf_counter() - start
+    return run_rows(run_dir, config, time.perf_counter() - start)
+
+
+def run_rows(run_dir: Path, config: Config, seconds: float | None) -> list[dict]:
+    """One row per evaluation logged in `run_dir` (also of a run stopped before its budget)."""
+    task, planner = config.env, config.planner.kind
     ms = [v for _, v in scalars(run_dir, "charts/planner_ms_per_action")]
     rows = []
     for step, value in scalars(run_dir, "charts/eval_return"):
@@ -65,20 +74,20 @@ def one_run(task: str, planner: str, seed: int, runs_dir: Path, overrides: dict)
                 "task": task,
                 "planner": planner,
                 "agent": config.agent,
-                "seed": seed,
+                "seed": config.seed,
                 "env_steps": step,
                 "eval_return": round(value, 2),
                 "threshold": THRESHOLDS.get(task),
                 "reached": value >= THRESHOLDS.get(task, float("inf")),
                 "ms_per_action": round(sum(ms) / len(ms), 1) if ms else None,
-                "run_seconds": round(seconds, 1),
+                "run_seconds": None if seconds is None else round(seconds, 1),
             }
         )
     final = rows[-1] if rows else {}
     print(
-        f"{task:<20} {planner:<9} seed {seed}: eval {final.get('eval_return')} at "
-        f"{final.get('env_steps')} steps, {final.get('ms_per_action')} ms/action, "
-        f"{seconds:.0f}s"
+        f"{task:<20} {planner:<9} seed {config.seed}: eval {final.get('eval_return')} at "
+        f"{final.get('env_steps')} steps, {final.get('ms_per_action')} ms/action"
+        + ("" if seconds is None else f", {seconds:.0f}s")
     )
     return rows
 
@@ -110,8 +119,15 @@ def main() -> None:
     )
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="keep the runs here (default: a temporary folder)")  # fmt: skip
+    parser.add_argument("--from-runs", nargs="+", type=Path, default=None, metavar="RUN_DIR",
+                        help="report these run folders instead of running")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mpc.csv"))
     args = parser.parse_args()
+    if args.from_runs:
+        seeds = sorted({load_config(d).seed for d in args.from_runs})
+        measured_rows(args.out, seeds, args.from_runs, lambda d: run_rows(d, load_config(d), None))
+        print(f"wrote {args.out}")
+        return
     set_threads(args.threads)
     overrides = {"threads": args.threads} | ({"steps": args.steps} if args.steps else {})
     overrides |= parse_overrides(args.set)

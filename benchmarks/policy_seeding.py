@@ -2,12 +2,14 @@
 
     python -m benchmarks.policy_seeding --run-dirs runs/<run with a policy>   # eval seeds 0 1 2
     python -m benchmarks.policy_seeding --run-dirs RUN --budget-ms 50 --seeds 0 --episode-steps 100
+    python -m benchmarks.policy_seeding --run-dirs RUN --set planner.terminal_value=false
 
 Each run folder (from `wm run --agent policy` or `--agent mpc+policy`: it must hold a trained
 policy and critic) gives one world model, policy and critic. On them three actors play the same
 eval episodes (start states of `wm run`'s evaluations): `mpc`, the planner alone; `mpc+policy`,
 the same planner warm-started from the policy's proposal and ending its plan in the critic's
-value; and `policy`, the policy alone. Both planners get the same wall-clock budget per decision:
+value (unless `planner.terminal_value` is off: `--set` overrides the run's config); and
+`policy`, the policy alone. Both planners get the same wall-clock budget per decision:
 their iteration counts are calibrated to `--budget-ms` as in `benchmarks.planners`. Writes
 benchmarks/results/policy_seeding.csv: one row per run, actor and seed.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.config import Config
+from agents.config import Config, with_overrides
 from agents.configurator import (
     PolicyParts,
     build_agent,
@@ -33,6 +35,7 @@ from agents.evaluation import EVAL_SEED_OFFSET
 from agents.policy import PolicyAgent
 from agents.run_folder import load_policy_modules, load_world_model, model_stats
 from benchmarks.common import measured_rows
+from benchmarks.mpc import parse_overrides
 from benchmarks.planners import Act, MakeAct, calibrate, episode
 from envs import Task
 from worldmodel.forward import ForwardModel
@@ -60,6 +63,7 @@ def planning_actor(
 def one_run(run_dir: Path, args: argparse.Namespace, device: torch.device) -> list[dict]:
     loaded = load_world_model(run_dir, device)
     config, task, model = loaded.config, loaded.task, loaded.model
+    config = with_overrides(config, parse_overrides(args.set))
     parts = build_policy_parts(config, task, model, model_stats(model), device)
     load_policy_modules(parts, loaded.groups)
     env = task.make_env()
@@ -82,6 +86,7 @@ def one_run(run_dir: Path, args: argparse.Namespace, device: torch.device) -> li
                     "agent": agent,
                     "iterations": iterations,
                     "horizon": config.planner.horizon,
+                    "terminal_value": config.planner.terminal_value,
                     "budget_ms": args.budget_ms,
                     "seed": seed,
                     "return": round(ret, 2),
@@ -101,6 +106,8 @@ def main() -> None:
     parser.add_argument("--episode-steps", type=int, default=None, help="default: the task's")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="run config overrides, e.g. planner.terminal_value=false")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/policy_seeding.csv"))
     args = parser.parse_args()
     set_threads(args.threads)

@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from agents.config import Config, field_docs, flat_fields, from_dict, to_dict, with_overrides
-from agents.configurator import build_agent, build_model, build_planner, make_config
+from agents.configurator import (
+    build_agent,
+    build_model,
+    build_planner,
+    build_policy_parts,
+    make_config,
+)
 from envs import make_task
+from worldmodel.data import Stats
 from worldmodel.errors import ConfigError
 
 
@@ -31,6 +38,18 @@ def test_cli_override_reaches_the_component_it_names() -> None:
     agent = build_agent(config, task, model, torch.device("cpu"))
     assert agent.planner.horizon == 7 and agent.latent_samples == 3
     assert type(build_planner(config.planner, 1, torch.device("cpu"))).__name__ == "CEMPlanner"
+
+
+@pytest.mark.parametrize("with_value", [True, False])
+def test_terminal_value_switch_reaches_the_mpc_policy_agent(with_value: bool) -> None:
+    config = make_config({"agent": "mpc+policy", "planner.terminal_value": with_value})
+    task = make_task(config.env)
+    model = build_model(config.model, task.obs_dim, task.act_dim)
+    ones, zeros = torch.ones(task.obs_dim), torch.zeros(task.obs_dim)
+    parts = build_policy_parts(config, task, model, Stats(zeros, ones, zeros, ones), model.device)
+    agent = build_agent(config, task, model, torch.device("cpu"), parts)
+    assert agent.proposal is not None
+    assert (agent.terminal_value is not None) == with_value
 
 
 def test_presets_apply_under_the_command_line() -> None:
