@@ -152,6 +152,7 @@ def check_same_run(run_dir: Path, config: Config, task: Task, meta: dict) -> Non
         )
     saved = meta.get("config")
     if isinstance(saved, dict):
+        saved = _with_defaults(saved)
         ours = to_dict(config)
         for section, values in ours.items():
             theirs = saved.get(section)
@@ -170,6 +171,15 @@ def check_same_run(run_dir: Path, config: Config, task: Task, meta: dict) -> Non
             f"checkpoint {where} was saved when training diverged; start a new run "
             "(lower --train.lr)"
         )
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A checkpoint's config with the defaults of options added since it was written (they did
+    not exist, so the run had their defaults); as saved if it no longer makes a Config."""
+    try:
+        return to_dict(from_dict(Config, saved))
+    except (ConfigError, TypeError, ValueError):
+        return saved
 
 
 def _made_for(meta: dict, task: Task) -> bool:

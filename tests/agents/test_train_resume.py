@@ -133,6 +133,20 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path: Path, monkeypat
     assert {p.name: p.read_bytes() for p in stopped.iterdir()} == before
 
 
+def test_a_run_written_before_an_option_existed_still_resumes(tmp_path: Path, monkeypatch):
+    # Options added since the run was written are absent from its files; it ran with their
+    # defaults, so its checkpoint is still its own.
+    stopped = _stopped(tmp_path / "runs", monkeypatch, validations=3)
+    config = json.loads((stopped / "config.json").read_text())
+    del config["planner"]["horizon"]
+    (stopped / "config.json").write_text(json.dumps(config))
+    path = stopped / "checkpoint.safetensors"
+    groups, meta = load_checkpoint(path)
+    del meta["config"]["planner"]["horizon"]
+    save_checkpoint(path, groups, meta)
+    assert main(["train", "--resume", str(stopped)]) == 0
+
+
 def test_train_and_run_resume_refuse_each_others_runs(tmp_path: Path, monkeypatch, capsys):
     stopped = _stopped(tmp_path / "runs", monkeypatch, validations=3)
     capsys.readouterr()
