@@ -202,19 +202,18 @@ def policy_seeding_table(src: Source) -> str:
     def iterations(rows: list[Row]) -> str:
         return "/".join(sorted({r["iterations"] for r in rows}, key=int))
 
-    def actor(row: Row) -> str:
+    def value(row: Row) -> str:
         # Older CSVs have no terminal_value column: their mpc+policy ended in the critic's value.
-        without = row["agent"] == "mpc+policy" and row.get("terminal_value") == "False"
-        return row["agent"] + (" (no terminal value)" if without else "")
+        return "off" if row.get("terminal_value") == "False" else "on"
 
-    rows = [r | {"actor": actor(r)} for r in src.rows]
-    header = ["task", "run seed", "agent", "return per episode", "mean ± std", "ms/action",
-              "iterations"]  # fmt: skip
-    keys = ("env", "run_seed", "actor")
-    body = [[env, run_seed, agent, ", ".join(f"{v:.0f}" for v in numbers(mine, "return")),
+    rows = [r | {"value": value(r)} for r in src.rows]
+    header = ["task", "run seed", "critic's value in mpc+policy", "agent", "return per episode",
+              "mean ± std", "ms/action", "iterations"]  # fmt: skip
+    keys = ("env", "run_seed", "value", "agent")
+    body = [[env, run_seed, on, agent, ", ".join(f"{v:.0f}" for v in numbers(mine, "return")),
              mean_std(numbers(mine, "return")), mean_or_dash(numbers(mine, "ms_per_action")),
              iterations(mine) if agent != "policy" else "—"]
-            for (env, run_seed, agent), mine in group(rows, keys).items()]  # fmt: skip
+            for (env, run_seed, on, agent), mine in group(rows, keys).items()]  # fmt: skip
     budgets = " / ".join(sorted({f"{b:g}" for b in numbers(src.rows, "budget_ms")}))
     return f"Planning budget per decision: {budgets} ms; iterations as calibrated per run.\n\n" + (
         table(header, body)

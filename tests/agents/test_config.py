@@ -56,6 +56,11 @@ def test_presets_apply_under_the_command_line() -> None:
     assert make_config({"env": "InvertedPendulum-v5"}, command="run").steps == 1_000
     assert make_config({"env": "InvertedPendulum-v5", "steps": 5}, command="run").steps == 5
     assert make_config({"env": "InvertedPendulum-v5"}).steps == Config().steps
+    # Pendulum's 30-step plan spans the task; InvertedPendulum's 10-step one needs the value.
+    pendulum = {"env": "Pendulum-v1"}
+    assert not make_config(pendulum).planner.terminal_value
+    assert make_config(pendulum | {"planner.terminal_value": True}).planner.terminal_value
+    assert make_config({"env": "InvertedPendulum-v5"}).planner.terminal_value
 
 
 def test_bad_override_is_a_config_error() -> None:
