@@ -207,17 +207,16 @@ def policy_seeding_table(src: Source) -> str:
         return "off" if row.get("terminal_value") == "False" else "on"
 
     rows = [r | {"value": value(r)} for r in src.rows]
-    header = ["task", "run seed", "critic's value in mpc+policy", "agent", "return per episode",
-              "mean ± std", "ms/action", "iterations"]  # fmt: skip
-    keys = ("env", "run_seed", "value", "agent")
-    body = [[env, run_seed, on, agent, ", ".join(f"{v:.0f}" for v in numbers(mine, "return")),
+    header = ["task", "run seed", "budget ms", "critic's value in mpc+policy", "agent",
+              "return per episode", "mean ± std", "ms/action", "iterations"]  # fmt: skip
+    keys = ("env", "run_seed", "budget_ms", "value", "agent")
+    body = [[env, run_seed, f"{float(budget):g}", on, agent,
+             ", ".join(f"{v:.0f}" for v in numbers(mine, "return")),
              mean_std(numbers(mine, "return")), mean_or_dash(numbers(mine, "ms_per_action")),
              iterations(mine) if agent != "policy" else "—"]
-            for (env, run_seed, on, agent), mine in group(rows, keys).items()]  # fmt: skip
-    budgets = " / ".join(sorted({f"{b:g}" for b in numbers(src.rows, "budget_ms")}))
-    return f"Planning budget per decision: {budgets} ms; iterations as calibrated per run.\n\n" + (
-        table(header, body)
-    )
+            for (env, run_seed, budget, on, agent), mine in group(rows, keys).items()]  # fmt: skip
+    note = "Planning budget per decision in ms; iterations as calibrated per run and budget."
+    return f"{note}\n\n{table(header, body)}"
 
 
 def exploitation_table(src: Source) -> str:
