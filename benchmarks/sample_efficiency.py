@@ -11,8 +11,11 @@ threshold, and for policy agents the imagined-minus-real return of the policy (m
     python -m benchmarks.sample_efficiency --tasks Pendulum-v1 --agents mpc sac --seeds 0
     python -m benchmarks.sample_efficiency --agents policy --label policy-lu0 \
         --set policy.uncertainty_weight=0                        # the penalty switched off
+    python -m benchmarks.sample_efficiency --from-runs runs/InvertedPendulum-v5__policy-seed0__*
 
 Writes benchmarks/results/sample_efficiency.csv and .png (eval return against env steps).
+`--from-runs` reads the rows of this project's agents from run folders kept with `--runs-dir`
+instead, including runs stopped before their budget (their last row says how far they got).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import numpy as np
 from agents.configurator import make_config, set_threads
 from agents.evaluation import EVAL_SEED_OFFSET
 from agents.loop import run
-from benchmarks.common import environment_info, write_csv
+from agents.run_folder import load_config
+from benchmarks.common import environment_info, measured_rows, write_csv
 from benchmarks.mpc import THRESHOLDS, parse_overrides, scalars
 from envs import make_task
 from worldmodel.rollout import run_episode
@@ -48,7 +52,11 @@ def ours(
     config = make_config({"env": task, "seed": seed, "agent": agent, "steps": budget,
                           "runs_dir": str(runs_dir), "progress": False, "video": False,
                           "name": f"{agent}-seed{seed}", **overrides}, command="run")  # fmt: skip
-    run_dir = run(config)
+    return run_curve(run(config))
+
+
+def run_curve(run_dir: Path) -> tuple[list[tuple[int, float]], dict[int, float], float]:
+    """What `ours` returns, read from the TensorBoard events of a kept run folder."""
     ms = [value for _, value in scalars(run_dir, "charts/planner_ms_per_action")]
     mean_ms = round(sum(ms) / len(ms), 2) if ms else float("nan")
     return scalars(run_dir, "charts/eval_return"), dict(scalars(run_dir, GAP_TAG)), mean_ms
@@ -76,6 +84,26 @@ def sac(task_id: str, seed: int, budget: int, episodes: int, every: int) -> list
 
 def steps_to_threshold(curve: list[tuple[int, float]], threshold: float) -> int | None:
     return next((step for step, value in curve if value >= threshold), None)
+
+
+def curve_rows(
+    task: str,
+    label: str,
+    seed: int,
+    curve: list[tuple[int, float]],
+    gaps: dict[int, float],
+    ms: float,
+) -> list[dict]:
+    """CSV rows of one run's evaluations; prints its summary line."""
+    reached = steps_to_threshold(curve, THRESHOLDS[task])
+    print(f"{task:<20} {label:<10} seed {seed}: final {curve[-1][1]:.1f}, "
+          f"steps to threshold {reached}")  # fmt: skip
+    return [{"task": task, "agent": label, "seed": seed, "env_steps": step,
+             "eval_return": round(value, 2), "threshold": THRESHOLDS[task],
+             "steps_to_threshold": reached,
+             "imagined_minus_real": round(gaps[step], 2) if step in gaps else None,
+             "ms_per_action": ms}
+            for step, value in curve]  # fmt: skip
 
 
 def read_curves(paths: list[Path]) -> list[dict]:
@@ -150,7 +178,19 @@ def main() -> None:
     parser.add_argument("--plot", nargs="+", type=Path, metavar="CSV",
                         help="only plot these CSVs (this one's and benchmarks.mpc's) to --out's "
                         ".png, e.g. after merging parts run separately")  # fmt: skip
+    parser.add_argument("--from-runs", nargs="+", type=Path, default=None, metavar="RUN_DIR",
+                        help="report these run folders instead of running")  # fmt: skip
     args = parser.parse_args()
+    if args.from_runs:
+        configs = {d: load_config(d) for d in args.from_runs}
+
+        def kept(run_dir: Path) -> list[dict]:
+            c = configs[run_dir]
+            return curve_rows(c.env, args.label or c.agent, c.seed, *run_curve(run_dir))
+
+        measured_rows(args.out, sorted({c.seed for c in configs.values()}), configs, kept)
+        print(f"wrote {args.out}")
+        return
     if args.plot:
         plot(read_curves(args.plot), args.out.with_suffix(".png"))
         print(f"wrote {args.out.with_suffix('.png')}")
@@ -172,16 +212,8 @@ def main() -> None:
                         curve = sac(task, seed, sac_budget, episodes, SAC_EVAL_EVERY[task])
                     else:
                         curve, gaps, ms = ours(task, agent, seed, budget, overrides, runs_dir)
-                    reached = steps_to_threshold(curve, THRESHOLDS[task])
                     label = agent if agent == "sac" else args.label or agent
-                    print(f"{task:<20} {label:<10} seed {seed}: final {curve[-1][1]:.1f}, "
-                          f"steps to threshold {reached}")  # fmt: skip
-                    rows += [{"task": task, "agent": label, "seed": seed, "env_steps": step,
-                              "eval_return": round(value, 2), "threshold": THRESHOLDS[task],
-                              "steps_to_threshold": reached,
-                              "imagined_minus_real": round(gaps[step], 2) if step in gaps else None,
-                              "ms_per_action": ms}
-                             for step, value in curve]  # fmt: skip
+                    rows += curve_rows(task, label, seed, curve, gaps, ms)
                     info = environment_info(args.seeds, time.perf_counter() - start)
                     write_csv(args.out, rows, info)
     plot(rows, args.out.with_suffix(".png"))

@@ -80,13 +80,17 @@ def test_simulator_speed_smoke() -> None:
 @pytest.mark.slow
 def test_sample_efficiency_smoke(tmp_path: Path) -> None:
     pytest.importorskip("stable_baselines3")
-    out = tmp_path / "eff.csv"
+    out, runs = tmp_path / "eff.csv", tmp_path / "runs"
     run("benchmarks.sample_efficiency", "--tasks", "Pendulum-v1", "--agents", "mpc", "sac",
         "--seeds", "0", "--steps", "150", "--threads", "1", "--out", str(out),
-        "--set", *TINY_MPC)  # fmt: skip
+        "--runs-dir", str(runs), "--set", *TINY_MPC)  # fmt: skip
     rows = read(out)
     assert {r["agent"] for r in rows} == {"mpc", "sac"}
     assert out.with_suffix(".png").is_file()
+    kept = tmp_path / "kept.csv"
+    run("benchmarks.sample_efficiency", "--from-runs", *map(str, runs.iterdir()),
+        "--out", str(kept))  # fmt: skip
+    assert read(kept) == [r for r in rows if r["agent"] == "mpc"]
     replot = tmp_path / "replot.csv"
     run("benchmarks.sample_efficiency", "--plot", str(out), "--out", str(replot))
     assert replot.with_suffix(".png").is_file()
