@@ -150,8 +150,10 @@ class PolicyConfig:
     """Imagined steps per policy update (H)."""
     gamma: float = 0.99
     """Discount of the imagined costs and of the critic."""
-    uncertainty_weight: float = 0.1
-    """Weight of the uncertainty hinge penalty (PPUU's lambda_u); 0 switches it off."""
+    uncertainty_weight: float = 10.0
+    """Weight of the uncertainty hinge penalty (PPUU's lambda_u); 0 switches it off. At 0.1 it
+    cost ~0.03 per step where HalfCheetah's model flattered the policy by ~1.3, and did not reduce
+    that exploitation; 10 did (benchmarks/results/exploitation_halfcheetah.csv)."""
     uncertainty_masks: int = 4
     """Dropout masks the model's uncertainty is measured over."""
     uncertainty_threshold: float = 1.0

@@ -121,8 +121,8 @@ def test_exploitation_smoke(tmp_path: Path) -> None:
         "train.max_steps=5", "train.eval_every=5", "model.hidden=16")  # fmt: skip
     rows = read(out)
     assert [(r["uncertainty_weight"], r["updates"]) for r in rows] == [
-        ("0.1", "2"),
-        ("0.1", "4"),
+        ("10.0", "2"),
+        ("10.0", "4"),
         ("0.0", "2"),
         ("0.0", "4"),
     ]
