@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from agents.configurator import make_config, set_threads
 from agents.evaluation import EVAL_SEED_OFFSET
 from agents.loop import run
 from agents.run_folder import load_config
-from benchmarks.common import environment_info, measured_rows, write_csv
+from benchmarks.common import measured_rows
 from benchmarks.mpc import THRESHOLDS, parse_overrides, scalars
 from envs import make_task
 from worldmodel.rollout import run_episode
@@ -197,25 +197,22 @@ def main() -> None:
         return
     set_threads(args.threads)
     overrides = {"threads": args.threads} | parse_overrides(args.set)
-    start, rows = time.perf_counter(), []
+
+    def measure(item: tuple[str, str, int], runs_dir: Path) -> list[dict]:
+        task, agent, seed = item
+        if agent == "sac":
+            episodes = make_config({"env": task} | overrides, command="run").loop.eval_episodes
+            budget = args.sac_steps or args.steps or SAC_STEPS[task]
+            curve = sac(task, seed, budget, episodes, SAC_EVAL_EVERY[task])
+            return curve_rows(task, agent, seed, curve, {}, float("nan"))
+        budget = args.steps or make_config({"env": task}, command="run").steps
+        curve, gaps, ms = ours(task, agent, seed, budget, overrides, runs_dir)
+        return curve_rows(task, args.label or agent, seed, curve, gaps, ms)
+
     with tempfile.TemporaryDirectory() as scratch:
         runs_dir = args.runs_dir or Path(scratch)
-        for task in args.tasks:
-            budget = args.steps or make_config({"env": task}, command="run").steps
-            episodes = make_config({"env": task} | overrides, command="run").loop.eval_episodes
-            for agent in args.agents:
-                for seed in args.seeds:
-                    gaps: dict[int, float] = {}
-                    ms = float("nan")
-                    if agent == "sac":
-                        sac_budget = args.sac_steps or args.steps or SAC_STEPS[task]
-                        curve = sac(task, seed, sac_budget, episodes, SAC_EVAL_EVERY[task])
-                    else:
-                        curve, gaps, ms = ours(task, agent, seed, budget, overrides, runs_dir)
-                    label = agent if agent == "sac" else args.label or agent
-                    rows += curve_rows(task, label, seed, curve, gaps, ms)
-                    info = environment_info(args.seeds, time.perf_counter() - start)
-                    write_csv(args.out, rows, info)
+        items = itertools.product(args.tasks, args.agents, args.seeds)
+        rows = measured_rows(args.out, args.seeds, items, lambda item: measure(item, runs_dir))
     plot(rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
