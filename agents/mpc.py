@@ -12,75 +12,68 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from agents.critic import alive_weights
-from agents.planners import Planner, shift_plan
-from envs.costs import CostFn, TerminationFn
-from worldmodel.forward import ForwardModel, frozen
+from agents.planners import shift_plan
+from worldmodel.cost.trajectory import Trajectory, TrajectoryCost
+from worldmodel.forward.layers import frozen
+from worldmodel.forward.model import ForwardModel
 from worldmodel.perception import Perception
+from worldmodel.types import Decision, Generators, Objective, Planner
 
 log = logging.getLogger(__name__)
 
-ValueFn = Callable[[Tensor], Tensor]
-"""Terminal value hook: states [..., S] -> predicted cost-to-go [...]."""
 ActionProposal = Callable[[Tensor, int], Tensor]
 """Policy hook: state [S], horizon T -> a proposed action sequence [T, A] to warm-start from."""
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What the agent did at one step (for logging)."""
-
-    action: np.ndarray  #: [A] executed action, normalised units
-    planned_cost: float  #: the planner's predicted cost of the whole plan
-    planned_step_cost: float  #: predicted cost of the first step alone
-    seconds: float  #: wall time of the decision
-    fallback: bool  #: the planner failed (non-finite) and the safe action was used
-
-
 class MPCAgent:
-    """`act(obs) -> action` by planning through `model`; `reset()` between episodes."""
+    """`act(obs) -> action` by planning through `model`; `reset()` between episodes.
+
+    `trajectory_cost` scores the imagined futures (the task's cost, termination, terminal value
+    and uncertainty penalty: `TrajectoryCost`).
+    """
 
     def __init__(
         self,
         model: ForwardModel,
         perception: Perception,
-        cost: CostFn,
+        trajectory_cost: TrajectoryCost,
         planner: Planner,
         *,
         latent_samples: int = 5,
-        terminated: TerminationFn | None = None,
-        terminal_value: ValueFn | None = None,
-        value_discount: float = 1.0,
-        uncertainty_weight: float = 0.0,
-        uncertainty_masks: int = 4,
         proposal: ActionProposal | None = None,
         seed: int = 0,
     ) -> None:
-        if latent_samples <= 0 or uncertainty_weight < 0:
-            raise ValueError("latent_samples must be positive and uncertainty_weight >= 0")
-        self.model, self.perception, self.cost, self.planner = model, perception, cost, planner
-        self.latent_samples, self.terminated = latent_samples, terminated
-        self.terminal_value, self.value_discount = terminal_value, value_discount
-        self.proposal = proposal
-        self.uncertainty_weight, self.uncertainty_masks = uncertainty_weight, uncertainty_masks
-        self.seed = seed
+        if latent_samples <= 0:
+            raise ValueError(f"latent_samples must be positive, got {latent_samples}")
+        self.model, self.perception, self.planner = model, perception, planner
+        self.trajectory_cost = trajectory_cost
+        self.latent_samples, self.proposal, self.seed = latent_samples, proposal, seed
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         self.action_dim = model.action_dim
         self.last: Decision | None = None
         self._plan: Tensor | None = None
         self.fallbacks = 0  #: decisions (since construction) that used the safe action
 
+    @property
+    def horizon(self) -> int:
+        """Actions planned ahead."""
+        return self.planner.horizon
+
+    def generators(self) -> Generators:
+        """The latent draws and restarts (`plan`) and the proposal's, where it has one."""
+        proposal = getattr(self.proposal, "generator", None)
+        return {"plan": self.generator} | ({"proposal": proposal} if proposal is not None else {})
+
     def reset(self) -> None:
         """Forget the previous plan (a new episode starts)."""
         self._plan, self.last = None, None
 
-    def objective(self, state: Tensor, z: Tensor) -> Callable[[Tensor], Tensor]:
+    def objective(self, state: Tensor, z: Tensor) -> Objective:
         """Cost of candidate sequences from `state` [S] under latents z [T, K, Z].
 
         The returned callable maps actions [T', N, A] (T' <= T) to the mean cost [N] over the K
@@ -96,22 +89,8 @@ class MPCAgent:
             zs = z[:horizon].unsqueeze(2).expand(-1, -1, n, -1).reshape(horizon, samples * n, -1)
             s0 = state.expand(samples * n, -1)
             states = self.model.rollout(s0, acts, zs)  # [T, K*N, S]
-            previous = torch.cat([s0[None], states[:-1]])
-            step_cost = self.cost(previous, acts, states)  # [T, K*N]
-            if self.terminated is not None:
-                # After a predicted termination nothing more is earned or paid.
-                ended = self.terminated(states).to(step_cost.dtype)
-                alive = alive_weights(1 - ended)
-                step_cost = step_cost * alive
-            total = step_cost.sum(0)
-            if self.terminal_value is not None:
-                end_alive = alive[-1] * (1 - ended[-1]) if self.terminated is not None else 1.0
-                value = self.terminal_value(states[-1])
-                total = total + self.value_discount * end_alive * value
-            if self.uncertainty_weight > 0:
-                spread = self.model.uncertainty(s0, acts, self.uncertainty_masks, zs)
-                total = total + self.uncertainty_weight * spread.sum(0)
-            return total.view(samples, n).mean(0)
+            trajectory = Trajectory(torch.cat([s0[None], states]), acts, zs)
+            return self.trajectory_cost(trajectory).total.view(samples, n).mean(0)
 
         return evaluate
 
@@ -119,7 +98,7 @@ class MPCAgent:
         """The first action of the best plan from `obs` [S]; always finite and within [-1, 1]."""
         start = time.perf_counter()
         state = self.perception(obs)
-        horizon = self.planner.horizon  # type: ignore[attr-defined]
+        horizon = self.planner.horizon
         z = self.model.sample_prior(horizon, self.latent_samples, generator=self.generator)
         objective = self.objective(state, z)
         self.model.eval()
@@ -151,9 +130,7 @@ class MPCAgent:
         )
         return action
 
-    def _warm_start(
-        self, objective: Callable[[Tensor], Tensor], state: Tensor, horizon: int
-    ) -> Tensor | None:
+    def _warm_start(self, objective: Objective, state: Tensor, horizon: int) -> Tensor | None:
         """The shifted previous plan or the policy's proposal, whichever the objective prefers."""
         starts = [] if self._plan is None else [self._plan]
         if self.proposal is not None:

@@ -16,12 +16,13 @@ import mujoco
 import numpy as np
 import torch
 
-from agents.config import Config
-from agents.configurator import build_model, build_trainer
+from agents.configurator import build_trainer, fit_schedule, new_world_model
+from agents.configurator.config import Config
 from envs import make_task
-from worldmodel.data import EpisodeStore
-from worldmodel.forward import ForwardModel
-from worldmodel.rollout import collect, random_policy
+from worldmodel.data.rollout import collect, random_policy
+from worldmodel.data.store import EpisodeStore
+from worldmodel.forward.fit import fit_world_model, split_episodes
+from worldmodel.forward.model import ForwardModel
 
 T = TypeVar("T")
 
@@ -76,22 +77,10 @@ def fit_on_random_steps(config: Config, device: torch.device) -> tuple[ForwardMo
     store = EpisodeStore(task.obs_dim, task.act_dim)
     collect(env, random_policy(env, config.seed), config.steps, store, config.seed)
     env.close()
-    train_set, val_set = store.split(config.train.val_fraction, config.seed)
-    torch.manual_seed(config.seed)  # model init and dropout: the same seed, the same model
-    model = build_model(config.model, task.obs_dim, task.act_dim)
-    model.set_normalization(train_set.stats())
-    model.to(device)
-    fit = config.train
-    result = build_trainer(fit, model, config.seed).fit(
-        train_set,
-        val_set,
-        horizon=fit.horizon,
-        batch_size=fit.batch_size,
-        max_steps=fit.max_steps,
-        eval_every=min(fit.eval_every, fit.max_steps),
-        patience=fit.patience,
-        progress=False,
-    )
+    train_set, _ = split_episodes(store, config.train.val_fraction, config.seed)
+    model = new_world_model(config.model, task, train_set.stats(), device, config.seed)
+    trainer = build_trainer(config.train, model, config.seed)
+    result = fit_world_model(trainer, store, fit_schedule(config.train), seed=config.seed)
     print(
         f"model: {result.steps} steps on {config.steps} random steps, "
         f"val loss {result.best_val_loss:.4f}, {result.seconds:.0f}s"

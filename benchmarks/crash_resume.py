@@ -43,10 +43,10 @@ from tempfile import TemporaryDirectory
 
 import numpy as np
 
-from agents.run_folder import CHECKPOINT_FILE, DATA_FILE, load_config
-from worldmodel.checkpoint import load_checkpoint
-from worldmodel.data import EpisodeStore
+from agents.app.runs.folder import CHECKPOINT_FILE, DATA_FILE, load_config
+from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import WorldModelError
+from worldmodel.io.checkpoint import load_checkpoint
 
 RUN_ARGS = [
     "--env", "Pendulum-v1", "--steps", "3000", "--loop.seed_steps", "200",
@@ -139,7 +139,7 @@ def check_files(run_dir: Path, command: str = "run") -> tuple[int, int | None, i
 def _start(command: list[str], log: Path) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", *command], stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "agents.app.cli", *command], stdout=out, stderr=subprocess.STDOUT
         )
 
 

@@ -31,11 +31,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch import Tensor
 
-from agents.config import PlannerConfig
 from agents.configurator import build_planner
+from agents.configurator.config import PlannerConfig
 from agents.mpc import MPCAgent
 from agents.policy import Policy, PolicyAgent
-from worldmodel.forward import ForwardModel
+from worldmodel.cost.trajectory import TrajectoryCost
+from worldmodel.forward.model import ForwardModel
 from worldmodel.perception import Perception
 
 STATE_DIM, ACTION_DIM = 3, 2
@@ -97,7 +98,7 @@ def mpc_agent(planner: str, model: str) -> MPCAgent:
     return MPCAgent(
         net.eval(),
         Perception(STATE_DIM),
-        fuzz_cost,
+        TrajectoryCost(fuzz_cost),
         build_planner(config, ACTION_DIM, torch.device("cpu")),
         latent_samples=2,
         seed=0,
@@ -192,7 +193,7 @@ def fuzz_policy(cases: int, strict: bool = True) -> Counts:
         if fresh:
             agent.reset()
         action = agent.act(state)
-        _record(counts, action, agent.last_fallback, strict)
+        _record(counts, action, agent.last.fallback, strict)
 
     case()
     return counts

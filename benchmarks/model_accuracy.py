@@ -26,14 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.config import Config, ModelConfig, TrainConfig
-from agents.configurator import build_model, build_trainer, set_threads
+from agents.configurator import build_trainer, fit_schedule, new_world_model, set_threads
+from agents.configurator.config import Config, ModelConfig, TrainConfig
 from benchmarks.common import environment_info, write_csv
 from envs import make_task
-from worldmodel.data import EpisodeStore
-from worldmodel.evaluate import k_step_errors
-from worldmodel.forward import ForwardModel
-from worldmodel.rollout import collect, random_policy
+from worldmodel.data.rollout import collect, random_policy
+from worldmodel.data.store import EpisodeStore
+from worldmodel.forward.evaluate import k_step_errors
+from worldmodel.forward.fit import fit_world_model, split_episodes
+from worldmodel.forward.model import ForwardModel
 
 TASKS = ("Pendulum-v1", "Reacher-v5", "HalfCheetah-v5")
 KS = (1, 5, 10, 25)
@@ -80,23 +81,14 @@ def benchmark(
     store = EpisodeStore(task.obs_dim, task.act_dim)
     collect(env, random_policy(env, seed), steps, store, seed)
     train_config = TrainConfig(max_steps=max_steps, eval_every=min(200, max_steps))
-    train, val = store.split(train_config.val_fraction, seed)
+    train, val = split_episodes(store, train_config.val_fraction, seed)
     rows = []
     for kind in kinds:
-        torch.manual_seed(seed)
-        model = build_model(ModelConfig(kind=kind), task.obs_dim, task.act_dim)
-        model.set_normalization(train.stats())
-        trainer = build_trainer(train_config, model, seed)
-        fit = trainer.fit(
-            train,
-            val,
-            horizon=train_config.horizon,
-            batch_size=train_config.batch_size,
-            max_steps=train_config.max_steps,
-            eval_every=train_config.eval_every,
-            patience=train_config.patience,
-            progress=False,
+        model = new_world_model(
+            ModelConfig(kind=kind), task, train.stats(), torch.device("cpu"), seed
         )
+        trainer = build_trainer(train_config, model, seed)
+        fit = fit_world_model(trainer, store, fit_schedule(train_config), seed=seed)
         spread = spreads(model, val, KS, seed)
         for e in k_step_errors(model, val, KS, max_windows=MAX_WINDOWS, seed=seed):
             latent, dropout = spread[e.k]

@@ -25,10 +25,10 @@ from typing import Any
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.config import Config, flat_fields
+from agents.app.loop import run
+from agents.app.runs.folder import load_config
 from agents.configurator import make_config, set_threads
-from agents.loop import run
-from agents.run_folder import load_config
+from agents.configurator.config import Config, flat_fields
 from benchmarks.common import measured_rows
 
 TASKS = ("Pendulum-v1", "InvertedPendulum-v5", "Reacher-v5")
@@ -98,7 +98,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         key, _, text = pair.partition("=")
-        kind = fields[key][0] if key in fields else str
+        kind = fields.get(key, str)
         out[key] = text.lower() in ("1", "true", "yes") if kind is bool else kind(text)
     return out
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.config import ModelConfig, PlannerConfig
 from agents.configurator import build_model, build_planner, resolve_device, set_threads
+from agents.configurator.config import ModelConfig, PlannerConfig
 from agents.mpc import MPCAgent
 from benchmarks.common import environment_info, write_csv
 from envs import make_task
+from worldmodel.cost.trajectory import TrajectoryCost
 from worldmodel.perception import Perception
 
 KINDS = ("gradient", "cem", "mppi", "hybrid")
@@ -36,7 +37,7 @@ def time_planner(kind: str, horizon: int, device: torch.device, decisions: int, 
     agent = MPCAgent(
         model,
         Perception(task.obs_dim, device),
-        task.planning_cost,
+        TrajectoryCost(task.planning_cost, task.terminated),
         build_planner(config, task.act_dim, device),
         latent_samples=config.latent_samples,
         seed=seed,

@@ -48,21 +48,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.config import Config, with_overrides
+from agents.app.evaluate import EVAL_SEED_OFFSET
+from agents.app.runs.folder import load_world_model
 from agents.configurator import (
     build_agent,
     make_config,
     resolve_device,
     set_threads,
 )
-from agents.evaluation import EVAL_SEED_OFFSET
-from agents.run_folder import load_world_model
+from agents.configurator.config import Config, with_overrides
 from benchmarks.common import environment_info, fit_on_random_steps, write_csv
 from benchmarks.mpc import parse_overrides
 from envs import Task, make_task
-from worldmodel.forward import ForwardModel
+from worldmodel.data.rollout import run_episode
+from worldmodel.forward.model import ForwardModel
 from worldmodel.perception import Perception
-from worldmodel.rollout import run_episode
 
 OURS = ("gradient", "cem", "mppi", "hybrid")
 REFERENCE = "pytorch-mppi"

@@ -23,22 +23,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.config import Config, with_overrides
+from agents.app.evaluate import EVAL_SEED_OFFSET
+from agents.app.runs.folder import load_policy_modules, load_world_model, model_stats
 from agents.configurator import (
     PolicyParts,
     build_agent,
+    build_penalty,
     build_policy_parts,
     resolve_device,
     set_threads,
 )
-from agents.evaluation import EVAL_SEED_OFFSET
+from agents.configurator.config import Config, with_overrides
 from agents.policy import PolicyAgent
-from agents.run_folder import load_policy_modules, load_world_model, model_stats
 from benchmarks.common import measured_rows
 from benchmarks.mpc import parse_overrides
 from benchmarks.planners import Act, MakeAct, calibrate, episode
 from envs import Task
-from worldmodel.forward import ForwardModel
+from worldmodel.forward.model import ForwardModel
 
 PLANNING = ("mpc", "mpc+policy")
 
@@ -64,7 +65,8 @@ def one_run(run_dir: Path, args: argparse.Namespace, device: torch.device) -> li
     loaded = load_world_model(run_dir, device)
     config, task, model = loaded.config, loaded.task, loaded.model
     config = with_overrides(config, parse_overrides(args.set))
-    parts = build_policy_parts(config, task, model, model_stats(model), device)
+    penalty = build_penalty(config.policy, model)
+    parts = build_policy_parts(config, task, model, model_stats(model), device, penalty)
     load_policy_modules(parts, loaded.groups)
     env = task.make_env()
     obs, _ = env.reset(seed=args.seeds[0] + EVAL_SEED_OFFSET)

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import torch
 
-from agents.config import PolicyConfig
 from agents.configurator import set_threads
+from agents.configurator.config import PolicyConfig
 from agents.policy import Policy, PolicyAgent
 from envs import make_task
 

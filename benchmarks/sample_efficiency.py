@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.app.evaluate import EVAL_SEED_OFFSET
+from agents.app.loop import run
+from agents.app.runs.folder import load_config
 from agents.configurator import make_config, set_threads
-from agents.evaluation import EVAL_SEED_OFFSET
-from agents.loop import run
-from agents.run_folder import load_config
 from benchmarks.common import measured_rows
 from benchmarks.mpc import THRESHOLDS, parse_overrides, scalars
 from envs import make_task
-from worldmodel.rollout import run_episode
+from worldmodel.data.rollout import run_episode
 
 TASKS = ("Pendulum-v1", "InvertedPendulum-v5", "Reacher-v5")
 SAC_STEPS = {"Pendulum-v1": 20_000, "InvertedPendulum-v5": 20_000, "Reacher-v5": 50_000}

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from agents.config import ModelConfig
 from agents.configurator import build_model, set_threads
+from agents.configurator.config import ModelConfig
 from envs import make_task
 from worldmodel.simulator import BatchedWorldModelEnv
 

@@ -1,6 +1,5 @@
 """Supported tasks: gymnasium envs with their rewards as differentiable torch costs."""
 
-from envs.costs import CostFn, TerminationFn
 from envs.tasks import (
     TASKS,
     Task,
@@ -9,6 +8,7 @@ from envs.tasks import (
     make_env,
     make_task,
 )
+from worldmodel.types import CostFn, TerminationFn
 
 __all__ = [
     "TASKS",

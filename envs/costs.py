@@ -12,17 +12,12 @@ that the env hard-codes (rather than exposing as constructor arguments) are hard
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-CostFn = Callable[[Tensor, Tensor, Tensor], Tensor]
-"""``cost(obs [..., obs_dim], action [..., act_dim], next_obs [..., obs_dim]) -> [...]``."""
-
-TerminationFn = Callable[[Tensor], Tensor]
-"""``terminated(next_obs [..., obs_dim]) -> bool [...]``."""
+from worldmodel.types import CostFn
 
 
 def unnormalise_action(action: Tensor, low: tuple[float, ...], high: tuple[float, ...]) -> Tensor:

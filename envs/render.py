@@ -8,9 +8,10 @@ render exactly like real ones.
 Headless OpenGL: MuJoCo picks its GL backend from `MUJOCO_GL` when `mujoco` is first imported, so
 a backend chosen here would come too late whenever an env was made before. The renderer therefore
 makes its own context (EGL on Linux unless `MUJOCO_GL` names another) and draws through the
-low-level API. On a Linux machine without a display, importing this module also defaults
-`MUJOCO_GL` to egl, for gymnasium's own rendering. When no context can be made, `make_renderer`
-warns once and returns None: video is skipped, nothing crashes.
+low-level API. `use_headless_gl()`, which the command line calls first thing, defaults
+`MUJOCO_GL` to egl on a Linux machine without a display, for gymnasium's own rendering. When no
+context can be made, `make_renderer` warns once and returns None: video is skipped, nothing
+crashes.
 """
 
 from __future__ import annotations
@@ -23,18 +24,26 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 from PIL import Image, ImageDraw
 
 from envs.tasks import Task
 
 _LINUX = sys.platform.startswith("linux")
-_HEADLESS = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-# Only where libEGL exists: mujoco's import fails outright when MUJOCO_GL names a missing library.
-if _LINUX and _HEADLESS and ctypes.util.find_library("EGL"):
-    os.environ.setdefault("MUJOCO_GL", "egl")
 
-import mujoco  # noqa: E402  (after MUJOCO_GL so gymnasium's own rendering is headless too)
+
+def use_headless_gl() -> None:
+    """Default `MUJOCO_GL` to egl on a Linux machine without a display, where libEGL exists.
+
+    Call it before any env is made: MuJoCo reads the variable when it first makes a context for
+    gymnasium's own rendering. A process-wide setting, so a call rather than an import's effect;
+    never where libEGL is missing (MuJoCo would then fail outright).
+    """
+    headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if _LINUX and headless and ctypes.util.find_library("EGL"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+
 
 QposQvel = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """state [S] -> (qpos [nq], qvel [nv]) of the task's MuJoCo model."""

@@ -19,8 +19,9 @@ import numpy as np
 from gymnasium.wrappers import RescaleAction
 
 from envs import costs
-from envs.costs import CostFn, RescaledCost, TerminationFn
+from envs.costs import RescaledCost
 from worldmodel.errors import WorldModelError
+from worldmodel.types import CostFn, TerminationFn
 
 
 class UnknownTaskError(WorldModelError, ValueError):

@@ -17,9 +17,11 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3 import SAC
 
-from agents.dream import DREAM_ID
-from agents.run_folder import load_world_model
-from worldmodel.rollout import run_episode
+from agents.app.dream import register_dream_env
+from agents.app.runs.folder import load_world_model
+from worldmodel.data.rollout import run_episode
+
+DREAM_ID = register_dream_env()  # the id gymnasium.make knows the dream env by
 
 
 def train_sac(run_dir: str, steps: int = 300, seed: int = 0) -> SAC:

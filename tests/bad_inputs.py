@@ -13,14 +13,14 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
+from agents.app.runs.folder import CHECKPOINT_FILE, DATA_FILE
 from agents.mpc import MPCAgent
 from agents.planners import GradientPlanner
 from agents.policy import Policy, PolicyAgent
-from agents.run_folder import CHECKPOINT_FILE, DATA_FILE
 from envs import costs, tasks
-from worldmodel.checkpoint import load_checkpoint, save_checkpoint
-from worldmodel.data import EpisodeStore
-from worldmodel.forward import ForwardModel
+from worldmodel.data.store import EpisodeStore
+from worldmodel.forward.model import ForwardModel
+from worldmodel.io.checkpoint import load_checkpoint, save_checkpoint
 from worldmodel.perception import Perception
 
 # --- ways to break a run folder ----------------------------------------------------------------
@@ -92,7 +92,7 @@ def other_dims_data(run: Path) -> None:
 
 
 def thousand_run_folders(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agents.run_folder.time.strftime", lambda _fmt: "20250101-000000")
+    monkeypatch.setattr("agents.app.runs.folder.time.strftime", lambda _fmt: "20250101-000000")
     base = "Pendulum-v1__train__0__20250101-000000"
     for i in range(1000):
         (runs / (base + (f"-{i}" if i else ""))).mkdir(parents=True)

@@ -1,7 +1,7 @@
 """Every row of docs/errors.md: bad input gives one line on stderr naming what is wrong, exit
 status 2, no traceback, and writes or overwrites nothing.
 
-CLI rows run `agents.cli.main` in-process (one row also as a real subprocess); API rows call the
+CLI rows run `agents.app.cli.main` in-process (one row also as a real subprocess); API rows call the
 Python entry point and check it raises a one-line `WorldModelError`. Rows that need a run folder
 get a private copy of one tiny trained run, which must be byte-identical afterwards.
 """
@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,8 +41,8 @@ from bad_inputs import (
     truncate,
 )
 
-from agents.cli import main
-from agents.run_folder import CHECKPOINT_FILE, CONFIG_FILE, DATA_FILE, load_world_model
+from agents.app.cli import main
+from agents.app.runs.folder import CHECKPOINT_FILE, CONFIG_FILE, DATA_FILE, load_world_model
 from worldmodel.errors import WorldModelError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
@@ -50,14 +50,6 @@ TINY = [
     "--steps", "600", "--train.max_steps", "20", "--train.eval_every", "10",
     "--model.hidden", "32", "--train.batch_size", "32", "--no-progress", "--threads", "1",
 ]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +148,9 @@ CASES = [
     Case("train-resume-newer-format", ("training state format 99, newer than 1", "upgrade"),
          ("train", "--resume", "{run}"),
          mutate=resave_checkpoint(lambda g, m: m["train"].update(version=99))),
+    Case("train-resume-older-format", ("training state format 0, older than 1", "start anew"),
+         ("train", "--resume", "{run}"),
+         mutate=resave_checkpoint(lambda g, m: m["train"].update(version=0))),
     Case("train-resume-with-options", ("--resume continues with the run's own", "drop --steps"),
          ("train", "--resume", "{run}", "--steps", "900")),
     Case("train-resume-missing", ("run folder", "does not exist"),
@@ -182,7 +177,7 @@ CASES = [
          prepare=lambda _runs, _mp: None),
     Case("run-folders-exhausted", ("could not create a new run folder", "--name"),
          (*TRAIN, *TINY), prepare=thousand_run_folders),
-    Case("runs-dir-is-a-file", ("cannot create a run folder", "--runs_dir"),
+    Case("runs-dir-is-a-file", ("cannot create a run folder", "--runs-dir"),
          ("train", "--runs_dir", "{file}", *TINY)),
     Case("bad-name", ("name 'a/b'", "another --name"), (*TRAIN, "--name", "a/b")),
     # Sizes and rates.
@@ -304,7 +299,7 @@ def test_truncated_checkpoint_in_a_real_process_exits_2(good_run: Path, tmp_path
     truncate(CHECKPOINT_FILE)(run)
     before = _snapshot(run)
     result = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "eval-model", str(run), "--device", "cpu"],
+        [sys.executable, "-m", "agents.app.cli", "eval-model", str(run), "--device", "cpu"],
         capture_output=True,
         text=True,
         check=False,
@@ -321,7 +316,7 @@ def test_existing_run_folder_gets_a_new_name_and_is_never_overwritten(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Row `run-folder-exists`: not an error (exit 0); the new run goes to '<name>-1'."""
-    monkeypatch.setattr("agents.run_folder.time.strftime", lambda _fmt: "20250101-000000")
+    monkeypatch.setattr("agents.app.runs.folder.time.strftime", lambda _fmt: "20250101-000000")
     runs = tmp_path / "runs"
     taken = runs / "Pendulum-v1__train__0__20250101-000000"
     taken.mkdir(parents=True)

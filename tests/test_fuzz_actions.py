@@ -33,15 +33,12 @@ FAST = 100
 
 
 @pytest.fixture(autouse=True)
-def one_thread_quiet() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def quiet() -> Iterator[None]:
     agents_log = logging.getLogger("agents")
     level = agents_log.level
     agents_log.setLevel(logging.ERROR)  # broken models fall back on every call
     yield
     agents_log.setLevel(level)
-    torch.set_num_threads(before)
 
 
 def _assert_clean(counts, cases: int) -> None:
@@ -100,13 +97,13 @@ def test_policy_with_nan_weights_falls_back_to_previous_then_zero(
     policy = Policy(3, 2, hidden=8)
     agent = PolicyAgent(policy)
     first = agent.act(np.zeros(3, np.float32))
-    assert np.isfinite(first).all() and not agent.last_fallback
+    assert np.isfinite(first).all() and not agent.last.fallback
     with torch.no_grad():
         for p in policy.parameters():
             p.fill_(float("nan"))
     with caplog.at_level(logging.WARNING, logger="agents.policy"):
         np.testing.assert_array_equal(agent.act(np.ones(3, np.float32)), first)
-    assert agent.last_fallback and agent.fallbacks == 1
+    assert agent.last.fallback and agent.fallbacks == 1
     assert "non-finite action" in caplog.text
     agent.reset()
     np.testing.assert_array_equal(agent.act(np.ones(3, np.float32)), np.zeros(2, np.float32))

@@ -3,12 +3,11 @@
 A step draws z from the prior (seeded), predicts the next state with the forward model, pays the
 task's cost (reward = -cost) and ends where the task's termination says so; episodes start from
 states of the real data. Nothing here knows about tasks or run folders: callers pass the parts
-(see `agents.dream` for building one from a run folder, and for the registered gymnasium id).
+(see `agents.app.dream` for building one from a run folder, and for the registered gymnasium id).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,12 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worldmodel.forward import ForwardModel
-
-CostFn = Callable[[Tensor, Tensor, Tensor], Tensor]
-"""cost(state [..., S], action [..., A], next_state [..., S]) -> [...]."""
-TerminationFn = Callable[[Tensor], Tensor]
-"""terminated(next_state [..., S]) -> bool [...]."""
+from worldmodel.forward.model import ForwardModel
+from worldmodel.types import CostFn, TerminationFn
 
 
 class FrameRenderer(Protocol):

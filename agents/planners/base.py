@@ -13,28 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Generator, Tensor
 
-Objective = Callable[[Tensor], Tensor]
-"""Cost of candidate action sequences: actions ``[T, N, A]`` -> cost ``[N]``."""
-
-
-@dataclass(frozen=True)
-class PlanResult:
-    """Outcome of one planning call.
-
-    Attributes:
-        actions: ``[T, A]`` best sequence found, inside the action bounds.
-        cost: objective value of ``actions`` (``inf`` if no candidate had a finite cost).
-        iterations: optimiser iterations actually run (fewer than the maximum on early stop).
-    """
-
-    actions: Tensor
-    cost: float
-    iterations: int
+from worldmodel.types import Objective, PlanResult
 
 
 @dataclass(frozen=True)
@@ -56,46 +39,6 @@ class Population:
         return PlanResult(self.actions[:, 0].contiguous(), float(self.costs[0]), self.iterations)
 
 
-@runtime_checkable
-class Planner(Protocol):
-    """Anything that turns an objective into a plan."""
-
-    def plan(
-        self,
-        objective: Objective,
-        init: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> PlanResult:
-        """Minimise ``objective`` over ``[T, A]`` action sequences.
-
-        Args:
-            objective: actions ``[T, N, A]`` -> cost ``[N]``.
-            init: ``[T, A]`` warm start (e.g. ``shift_plan`` of the previous plan); ``None`` means
-                the middle of the action box.
-            generator: source of all randomness; the same seed gives the same plan.
-        """
-        ...
-
-
-@runtime_checkable
-class PopulationPlanner(Planner, Protocol):
-    """A planner that can hand back its ``k`` best candidates (used by ``HybridPlanner``)."""
-
-    horizon: int
-    action_low: Tensor
-    action_high: Tensor
-
-    def plan_population(
-        self,
-        objective: Objective,
-        k: int,
-        init: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Population:
-        """Like ``plan`` but return the ``k`` best distinct candidates (fewer if fewer exist)."""
-        ...
-
-
 def shift_plan(actions: Tensor, fill: Tensor | None = None) -> Tensor:
     """Warm start for the next control step: drop the first action and append one at the end.
 
@@ -111,7 +54,8 @@ def shift_plan(actions: Tensor, fill: Tensor | None = None) -> Tensor:
 
 
 class BoundedPlanner:
-    """Common constructor logic: horizon, box bounds, device and dtype.
+    """A planner over a box of actions: constructor logic (horizon, box bounds, device, dtype),
+    and `plan_population`, the `k` best candidates of a search (what `HybridPlanner` refines).
 
     Args:
         horizon: number of actions ``T`` in a plan.
@@ -153,13 +97,27 @@ class BoundedPlanner:
         self.action_high = high
 
     def plan(
-        self,
-        objective: Objective,
-        init: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        self, objective: Objective, init: Tensor | None = None, generator: Generator | None = None
     ) -> PlanResult:
         """The best of ``plan_population``; see ``Planner.plan``."""
-        return self.plan_population(objective, 1, init, generator).best()  # type: ignore[attr-defined]
+        return self.plan_population(objective, 1, init, generator).best()
+
+    def plan_population(
+        self,
+        objective: Objective,
+        k: int,
+        init: Tensor | None = None,
+        generator: Generator | None = None,
+    ) -> Population:
+        """The ``k`` best distinct candidates found from the warm start ``init`` (``None``: the
+        middle of the box), sorted by cost; see ``PopulationPlanner``."""
+        return self._search(objective, k, self._initial(init), generator)
+
+    def _search(
+        self, objective: Objective, k: int, start: Tensor, generator: Generator | None
+    ) -> Population:
+        """The search itself, from the start sequence ``[T, A]`` (inside the box)."""
+        raise NotImplementedError
 
     @property
     def _shape(self) -> tuple[int, int]:
@@ -189,7 +147,7 @@ class BoundedPlanner:
             )
         return sanitize_cost(cost.to(self.dtype))
 
-    def _uniform(self, n: int, generator: torch.Generator | None) -> Tensor:
+    def _uniform(self, n: int, generator: Generator | None) -> Tensor:
         """``[T, n, A]`` sequences drawn uniformly from the box."""
         u = rand((self.horizon, n, self.action_dim), generator, self.device, self.dtype)
         return self.action_low + u * (self.action_high - self.action_low)
@@ -201,20 +159,14 @@ def sanitize_cost(cost: Tensor) -> Tensor:
 
 
 def rand(
-    shape: tuple[int, ...],
-    generator: torch.Generator | None,
-    device: torch.device,
-    dtype: torch.dtype,
+    shape: tuple[int, ...], generator: Generator | None, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
     """Uniform ``[0, 1)`` samples drawn with ``generator`` and placed on ``device``."""
     return _draw(torch.rand, shape, generator, device, dtype)
 
 
 def randn(
-    shape: tuple[int, ...],
-    generator: torch.Generator | None,
-    device: torch.device,
-    dtype: torch.dtype,
+    shape: tuple[int, ...], generator: Generator | None, device: torch.device, dtype: torch.dtype
 ) -> Tensor:
     """Standard normal samples drawn with ``generator`` and placed on ``device``."""
     return _draw(torch.randn, shape, generator, device, dtype)
@@ -223,7 +175,7 @@ def randn(
 def _draw(
     sampler: Callable[..., Tensor],
     shape: tuple[int, ...],
-    generator: torch.Generator | None,
+    generator: Generator | None,
     device: torch.device,
     dtype: torch.dtype,
 ) -> Tensor:
@@ -252,3 +204,7 @@ def merge_top_k(
         costs = torch.cat([best[1], costs], dim=0)
     top = torch.topk(costs, min(k, costs.numel()), largest=False, sorted=True)
     return actions[:, top.indices], top.values
+
+
+PopulationPlanner = BoundedPlanner
+"""The planners that can hand back their ``k`` best candidates (``HybridPlanner``'s samplers)."""

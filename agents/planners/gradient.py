@@ -2,7 +2,7 @@
 
 When the objective unrolls a differentiable model, backpropagating through it is
 backpropagation through time, i.e. the Kelley-Bryson adjoint recursion of optimal control
-(``tests/agents/test_planners.py`` checks the two agree).
+(``tests/agents/planners/test_planners.py`` checks the two agree).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Generator, Tensor
 
 from agents.planners.base import (
     BoundedPlanner,
@@ -54,11 +54,7 @@ class GradientPlanner(BoundedPlanner):
     also warps the cost landscape (an LQR problem stops being quadratic in ``z``). Projection
     reaches bound-active optima exactly and keeps interior problems untouched.
 
-    Args:
-        horizon: number of actions ``T``.
-        action_low: ``[A]`` lower bounds (or a float with ``action_dim``).
-        action_high: ``[A]`` upper bounds (or a float with ``action_dim``).
-        action_dim: ``A`` when both bounds are floats.
+    Args (besides the shape and box of ``BoundedPlanner``):
         iterations: maximum number of Adam steps.
         candidates: ``N`` sequences optimised in parallel; the best one is returned.
         lr: Adam step size, in action units.
@@ -72,8 +68,6 @@ class GradientPlanner(BoundedPlanner):
             on progress that is merely oscillating.
         tol: stop once the best cost improved by less than ``tol`` (relative) over ``patience``
             steps.
-        device: where all tensors are created.
-        dtype: floating dtype of actions and costs.
     """
 
     def __init__(
@@ -104,16 +98,12 @@ class GradientPlanner(BoundedPlanner):
         self.patience = patience
         self.tol = tol
 
-    def plan_population(
-        self,
-        objective: Objective,
-        k: int,
-        init: Tensor | None = None,
-        generator: torch.Generator | None = None,
+    def _search(
+        self, objective: Objective, k: int, start: Tensor, generator: Generator | None
     ) -> Population:
         """The ``k`` best of the ``candidates`` optimised sequences."""
         starts = torch.cat(
-            [self._initial(init).unsqueeze(1), self._uniform(self.candidates - 1, generator)],
+            [start.unsqueeze(1), self._uniform(self.candidates - 1, generator)],
             dim=1,
         )
         pop = self.optimize(objective, starts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from torch import Tensor
+from torch import Generator, Tensor
 
 from agents.planners.base import Objective, PlanResult, PopulationPlanner
 from agents.planners.gradient import GradientPlanner
@@ -26,11 +26,7 @@ class HybridPlanner:
     """
 
     def __init__(
-        self,
-        sampler: PopulationPlanner,
-        refiner: GradientPlanner | None = None,
-        *,
-        top_k: int = 4,
+        self, sampler: PopulationPlanner, refiner: GradientPlanner | None = None, *, top_k: int = 4
     ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
@@ -67,10 +63,7 @@ class HybridPlanner:
         return self.sampler.action_high
 
     def plan(
-        self,
-        objective: Objective,
-        init: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        self, objective: Objective, init: Tensor | None = None, generator: Generator | None = None
     ) -> PlanResult:
         """Sample, refine the best ``top_k``, return the overall best; see ``Planner.plan``.
 

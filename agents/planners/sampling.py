@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Generator, Tensor
 
 from agents.planners.base import (
     BoundedPlanner,
@@ -25,7 +25,7 @@ def colored_noise(
     beta: float,
     horizon: int,
     shape: tuple[int, ...],
-    generator: torch.Generator | None = None,
+    generator: Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
@@ -82,11 +82,7 @@ class CEMPlanner(BoundedPlanner):
     The objective is assumed deterministic: kept elites are not re-evaluated, their known cost
     is reused.
 
-    Args:
-        horizon: number of actions ``T``.
-        action_low: ``[A]`` lower bounds (or a float with ``action_dim``).
-        action_high: ``[A]`` upper bounds (or a float with ``action_dim``).
-        action_dim: ``A`` when both bounds are floats.
+    Args (besides the shape and box of ``BoundedPlanner``):
         iterations: CEM iterations.
         population: fresh samples in the first iteration.
         elites: size of the elite set the Gaussian is fitted to.
@@ -96,8 +92,6 @@ class CEMPlanner(BoundedPlanner):
         beta: coloured-noise exponent (0 = white).
         alpha: momentum: ``mean <- alpha * mean + (1 - alpha) * elite_mean`` (same for ``std``).
         init_std: ``[A]`` or float initial std in action units (default: a quarter of the range).
-        device: where all tensors are created.
-        dtype: floating dtype of actions and costs.
     """
 
     def __init__(
@@ -135,15 +129,11 @@ class CEMPlanner(BoundedPlanner):
         self.init_std = _std(init_std, self)
 
     @torch.no_grad()
-    def plan_population(
-        self,
-        objective: Objective,
-        k: int,
-        init: Tensor | None = None,
-        generator: torch.Generator | None = None,
+    def _search(
+        self, objective: Objective, k: int, start: Tensor, generator: Generator | None
     ) -> Population:
         """The ``k`` best sequences ever evaluated, sorted by cost."""
-        mean = self._initial(init)
+        mean = start
         std = self.init_std.expand(self._shape).clone()
         n_keep = round(self.keep_elites * self.elites)
         kept: tuple[Tensor, Tensor] | None = None
@@ -176,18 +166,12 @@ class MPPIPlanner(BoundedPlanner):
     with non-finite cost get zero weight; if all are non-finite the mean is left unchanged.
     The result is the best of the final weighted mean and the best sample ever evaluated.
 
-    Args:
-        horizon: number of actions ``T``.
-        action_low: ``[A]`` lower bounds (or a float with ``action_dim``).
-        action_high: ``[A]`` upper bounds (or a float with ``action_dim``).
-        action_dim: ``A`` when both bounds are floats.
+    Args (besides the shape and box of ``BoundedPlanner``):
         iterations: MPPI updates of the nominal sequence.
         samples: perturbed sequences per iteration.
         sigma: ``[A]`` or float noise std in action units (default: a quarter of the range).
         temperature: ``lambda`` in cost units; lower is greedier.
         beta: coloured-noise exponent of the perturbations (0 = white, classic MPPI).
-        device: where all tensors are created.
-        dtype: floating dtype of actions and costs.
     """
 
     def __init__(
@@ -215,15 +199,11 @@ class MPPIPlanner(BoundedPlanner):
         self.beta = beta
 
     @torch.no_grad()
-    def plan_population(
-        self,
-        objective: Objective,
-        k: int,
-        init: Tensor | None = None,
-        generator: torch.Generator | None = None,
+    def _search(
+        self, objective: Objective, k: int, start: Tensor, generator: Generator | None
     ) -> Population:
         """The ``k`` best of all samples and the final weighted mean, sorted by cost."""
-        mean = self._initial(init)
+        mean = start
         archive: tuple[Tensor, Tensor] | None = None
         for _ in range(self.iterations):
             noise = colored_noise(

@@ -4,23 +4,17 @@ frozen model weights, and the fast agent / planner proposal."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
 
-from agents.policy import (
-    Policy,
-    PolicyAgent,
-    PolicyLearner,
-    PolicyProposal,
-    UncertaintyPenalty,
-)
-from worldmodel.data import EpisodeStore, Stats
-from worldmodel.forward import ForwardModel
-from worldmodel.train import ModelTrainer
+from agents.policy import Policy, PolicyAgent, PolicyLearner, PolicyProposal
+from worldmodel.cost.trajectory import TrajectoryCost
+from worldmodel.cost.uncertainty import UncertaintyPenalty
+from worldmodel.data.store import EpisodeStore, Stats
+from worldmodel.forward.fit import ModelTrainer
+from worldmodel.forward.model import ForwardModel
 
 # Data system: a damped 2-D linear system started inside [-1, 1]^2, driven by small actions
 # (|a| <= A_MAX), so that both large states and large actions lie off the data.
@@ -28,15 +22,6 @@ A_DATA = np.array([[0.9, 0.1], [0.0, 0.9]], np.float32)
 B_DATA = np.array([[0.0], [0.1]], np.float32)
 A_MAX = 0.3
 HORIZON = 5
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny tensors: on a shared 2-core machine thread synchronisation costs ~50x the compute.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +107,8 @@ def test_uncertainty_penalty_keeps_the_policy_near_the_data(
         torch.manual_seed(0)
         policy = Policy(2, 1, hidden=32)
         policy.set_normalization(store.stats())
-        learner = PolicyLearner(policy, model, cost, uncertainty=penalty, horizon=HORIZON,
-                                uncertainty_weight=weight, lr=3e-3, seed=0)  # fmt: skip
+        objective = TrajectoryCost(cost, gamma=0.99, penalty=penalty, penalty_weight=weight)
+        learner = PolicyLearner(policy, model, objective, horizon=HORIZON, lr=3e-3, seed=0)
         for _ in range(60):
             metrics[weight] = learner.update(start[torch.randint(len(start), (128,), generator=g)])
     assert metrics[0.0]["action_abs"] > 0.9, metrics
@@ -172,7 +157,8 @@ def test_policy_learner_approaches_the_discounted_lqr_cost() -> None:
     policy.set_normalization(
         Stats(torch.zeros(2), torch.full((2,), 0.2), torch.zeros(2), torch.ones(2))
     )
-    learner = PolicyLearner(policy, model, cost, critic=value, horizon=5, gamma=gamma, lr=3e-3)
+    objective = TrajectoryCost(cost, value=value, gamma=gamma)
+    learner = PolicyLearner(policy, model, objective, horizon=5, lr=3e-3)
     test_states = torch.rand(512, 2, generator=g) * 0.6 - 0.3
 
     def objective(act: object) -> float:
@@ -207,8 +193,8 @@ def test_terminated_states_stop_accumulating_cost_and_terminal_value() -> None:
         return torch.full(states.shape[:-1], 10.0)
 
     def run(terminated: object) -> dict[str, float]:
-        learner = PolicyLearner(Policy(2, 1), model, unit_cost, terminated, critic=ten,  # type: ignore[arg-type]
-                                horizon=4, gamma=gamma)  # fmt: skip
+        objective = TrajectoryCost(unit_cost, terminated, ten, gamma=gamma)  # type: ignore[arg-type]
+        learner = PolicyLearner(Policy(2, 1), model, objective, horizon=4)
         return learner.update(torch.randn(8, 2))
 
     ended = run(lambda s: torch.ones(s.shape[:-1], dtype=torch.bool))
@@ -233,8 +219,10 @@ def test_update_moves_only_the_policy_and_skips_non_finite_losses(
         return next_obs.square().sum(-1)
 
     policy = Policy(2, 1, hidden=16)
-    learner = PolicyLearner(policy, model, cost, lambda s: s[..., 0] > 0.9, uncertainty=penalty,
-                            horizon=HORIZON, uncertainty_weight=0.5, lr=1e-2)  # fmt: skip
+    objective = TrajectoryCost(
+        cost, lambda s: s[..., 0] > 0.9, gamma=0.99, penalty=penalty, penalty_weight=0.5
+    )
+    learner = PolicyLearner(policy, model, objective, horizon=HORIZON, lr=1e-2)
     policy_before = [x.clone() for x in policy.parameters()]
     metrics = learner.update(torch.from_numpy(store.data["obs"][:64]))
     assert all(np.isfinite(v) for v in metrics.values())
@@ -247,9 +235,9 @@ def test_update_moves_only_the_policy_and_skips_non_finite_losses(
         not torch.equal(x, y) for x, y in zip(policy_before, policy.parameters(), strict=True)
     )
     assert learner.last_rollout is not None
-    assert learner.last_rollout.states.shape == (HORIZON + 1, 64, 2)
+    assert learner.last_rollout[0].states.shape == (HORIZON + 1, 64, 2)
 
-    learner.cost = lambda o, a, n: torch.full(o.shape[:-1], float("nan"))
+    objective.cost = lambda o, a, n: torch.full(o.shape[:-1], float("nan"))
     policy_before = [x.clone() for x in policy.parameters()]
     assert learner.update(torch.zeros(4, 2)) == {"skipped_updates": 1.0}
     assert all(torch.equal(x, y) for x, y in zip(policy_before, policy.parameters(), strict=True))

@@ -100,7 +100,7 @@ def test_sample_efficiency_smoke(tmp_path: Path) -> None:
 def test_policy_seeding_smoke(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     tiny = [f"--{pair}" for pair in TINY_MPC if not pair.startswith("video")]
-    run("agents.cli", "run", "--agent", "policy", "--steps", "150", "--runs_dir", str(runs),
+    run("agents.app.cli", "run", "--agent", "policy", "--steps", "150", "--runs_dir", str(runs),
         "--threads", "1", "--no-progress", "--no-video", "--policy.updates", "2",
         "--policy.horizon", "3", *tiny)  # fmt: skip
     out = tmp_path / "seeding.csv"

@@ -3,11 +3,11 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from agents.config import ModelConfig
 from agents.configurator import build_model
+from agents.configurator.config import ModelConfig
 from envs import TASKS, Task, make_task
 from envs.render import make_renderer
-from worldmodel.forward import ForwardModel
+from worldmodel.forward.model import ForwardModel
 from worldmodel.simulator import BatchedWorldModelEnv, WorldModelEnv
 
 TINY = ModelConfig(hidden=16, layers=1)

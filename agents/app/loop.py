@@ -1,0 +1,314 @@
+"""The model-based loop of `wm run`: random seed steps, then act by MPC, record, retrain, evaluate.
+
+Every real step taken counts towards the budget (random ones included); evaluation episodes run
+on their own env and seeds, are not training data, and are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.app.episodes import log_episode, run_episode_traced
+from agents.app.evaluate import evaluate, imagination_gap
+from agents.app.media.inspection import inspect_model, log_config, log_hparams
+from agents.app.media.logger import Logger
+from agents.app.runs.folder import (
+    CHECKPOINT_FILE,
+    DATA_FILE,
+    load_config,
+    new_run_dir,
+    policy_modules,
+    save_config,
+    save_world_model,
+)
+from agents.app.runs.loop_state import Learners, LoopState, check_resumable, restore, snapshot
+from agents.configurator.assemble import (
+    PolicyParts,
+    build_agent,
+    build_penalty,
+    build_policy_parts,
+    build_trainer,
+    fit_schedule,
+    new_world_model,
+    penalty_horizon,
+    resolve_device,
+    set_threads,
+)
+from agents.configurator.config import Config
+from agents.configurator.presets import check_for_task
+from agents.policy import PolicyAgent
+from envs import Task, make_task
+from worldmodel.data.rollout import collect, random_policy
+from worldmodel.data.store import EpisodeStore
+from worldmodel.errors import CheckpointError, ConfigError, TrainingDivergedError
+from worldmodel.forward.fit import ModelTrainer, fit_world_model
+from worldmodel.io.checkpoint import load_checkpoint
+
+
+def train_policy(
+    parts: PolicyParts, store: EpisodeStore, config: Config, rng: np.random.Generator
+) -> dict[str, float]:
+    """Policy and critic updates from real start states, the critic on the policy's rollouts."""
+    pc = config.policy
+    metrics: dict[str, list[float]] = {}
+    obs = store.data["obs"]
+    device = parts.policy_learner.device
+    for _ in range(pc.updates):
+        starts = torch.from_numpy(obs[rng.integers(len(obs), size=pc.batch_size)]).to(device)
+        policy_metrics = parts.policy_learner.update(starts)
+        rollout = parts.policy_learner.last_rollout
+        critic_metrics = {}
+        if rollout is not None:
+            trajectory, terms = rollout
+            critic_metrics = parts.critic_learner.update_imagined(
+                trajectory.states, terms.costs, terms.continues
+            )
+        for prefix, values in (("policy", policy_metrics), ("critic", critic_metrics)):
+            for key, value in values.items():
+                metrics.setdefault(f"{prefix}/{key}", []).append(value)
+    return {key: float(np.mean(values)) for key, values in metrics.items()}
+
+
+def run(config: Config) -> Path:
+    """Run the loop until `config.steps` real env steps; returns the run folder."""
+    task = make_task(config.env)
+    loop = config.loop
+    check_for_task(config, task, "run")
+    if loop.seed_steps > config.steps:
+        raise ConfigError(
+            f"loop.seed_steps {loop.seed_steps} exceeds the budget {config.steps}; "
+            "lower --loop.seed-steps or raise --steps"
+        )
+    device = resolve_device(config.device)
+    set_threads(config.threads)
+    torch.manual_seed(config.seed)
+    run_dir = new_run_dir(config)
+    save_config(run_dir, config)
+    return _loop(config, task, device, run_dir, None)
+
+
+def resume(run_dir: Path) -> Path:
+    """Continue the `wm run` of `run_dir` from its checkpoint to its `config.steps`.
+
+    The run's config.json is read, never rewritten; data.npz may be one episode newer than the
+    checkpoint (it is written first), and its extra episode is dropped. A finished run is left
+    as it is.
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    task = make_task(config.env)
+    device = resolve_device(config.device)
+    groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device="cpu")
+    state = check_resumable(run_dir, config, task, meta)
+    if state.steps >= config.steps:
+        print(f"{run_dir} is already complete ({state.steps} env steps); nothing to resume")
+        return run_dir
+    store = EpisodeStore.load(
+        run_dir / DATA_FILE,
+        capacity=config.loop.capacity,
+        obs_dim=task.obs_dim,
+        act_dim=task.act_dim,
+    )
+    if store.next_episode < state.episode:
+        raise CheckpointError(
+            f"data file {run_dir / DATA_FILE} holds {store.next_episode} episodes but the "
+            f"checkpoint counts {state.episode}; the data is older than the checkpoint: restore "
+            "the run's own data.npz or start anew"
+        )
+    store.drop_newer(state.episode)
+    set_threads(config.threads)
+    learners = _build_learners(config, task, store, device)
+    restore(learners, groups, meta, run_dir)  # every check passes before anything is written
+    for name in (DATA_FILE, CHECKPOINT_FILE):  # leftovers of a write the crash interrupted
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    return _loop(config, task, device, run_dir, (store, state, learners))
+
+
+def _loop(
+    config: Config,
+    task: Task,
+    device: torch.device,
+    run_dir: Path,
+    restored: tuple[EpisodeStore, LoopState, Learners] | None,
+) -> Path:
+    """The loop body shared by a fresh run (`restored` None) and a resumed one."""
+    logger = Logger(run_dir)
+    env = task.make_env(seed=config.seed)
+    bar = tqdm(total=config.steps, desc=f"wm run {task.id}", disable=not config.progress)
+    try:
+        if restored is None:
+            log_config(logger, config)
+            run = _seed_run(config, task, device, run_dir, env, logger, bar)
+            run.iterate()
+        else:
+            run = _Run(config, task, run_dir, *restored, logger, bar)
+            bar.update(run.state.steps)
+            print(
+                f"resuming {run_dir} at {run.state.steps} of {config.steps} env steps", flush=True
+            )
+        state, learners = run.state, run.learners
+        while state.steps < config.steps:
+            seed, budget = config.seed + state.episode, config.steps - state.steps
+            result, trace = run_episode_traced(env, learners.collector, run.store, seed, budget)
+            state.steps, state.episode = state.steps + result.length, state.episode + 1
+            bar.update(result.length)
+            bar.set_postfix(ret=f"{result.episode_return:.1f}")
+            log_episode(logger, result, trace, run.store, learners.collector, state.steps)
+            logger.flush()
+            run.iterate()
+    finally:
+        bar.close()
+        env.close()
+        logger.close()
+    print(f"run folder: {run_dir}")
+    return run_dir
+
+
+def _seed_run(
+    config: Config,
+    task: Task,
+    device: torch.device,
+    run_dir: Path,
+    env: gym.Env,
+    logger: Logger,
+    bar: tqdm,
+) -> _Run:
+    """A new run after its random seed steps, with the learners built on their statistics."""
+    loop = config.loop
+    store = EpisodeStore(task.obs_dim, task.act_dim, capacity=loop.capacity)
+    results = collect(env, random_policy(env, config.seed), loop.seed_steps, store, config.seed)
+    state = LoopState(steps=loop.seed_steps, episode=len(results), iteration=0)
+    for result in results:
+        logger.scalars({"charts/episodic_return": result.episode_return}, state.steps)
+    bar.update(state.steps)
+    learners = _build_learners(config, task, store, device)
+    return _Run(config, task, run_dir, store, state, learners, logger, bar)
+
+
+def _build_learners(
+    config: Config, task: Task, store: EpisodeStore, device: torch.device
+) -> Learners:
+    stats = store.stats()
+    model = new_world_model(config.model, task, stats, device, config.seed)
+    trainer = build_trainer(config.train, model, config.seed)
+    penalty = build_penalty(config.policy, model)
+    parts = (
+        build_policy_parts(config, task, model, stats, device, penalty)
+        if config.agent != "mpc"
+        else None
+    )
+    agent = build_agent(config, task, model, device, parts, penalty)
+    collector = (
+        PolicyAgent(parts.policy, noise=config.policy.noise, seed=config.seed)
+        if parts is not None and config.agent == "policy"
+        else agent
+    )
+    rng = np.random.default_rng(config.seed)
+    return Learners(model, trainer, penalty, parts, agent, collector, rng)
+
+
+@dataclass
+class _Run:
+    """One `wm run` in progress: what each round of retrain, evaluate, checkpoint works on."""
+
+    config: Config
+    task: Task
+    run_dir: Path
+    store: EpisodeStore
+    state: LoopState
+    learners: Learners
+    logger: Logger
+    bar: tqdm
+
+    def iterate(self) -> None:
+        """Retrain, (maybe) evaluate and inspect, then checkpoint: data first, then the rest."""
+        config, state, learners = self.config, self.state, self.learners
+        try:
+            fit = _retrain(learners.trainer, self.store, config, self.logger, state.iteration == 0)
+        except TrainingDivergedError:
+            # fit restored the best weights: keep them and the data, so the run stays usable.
+            self.checkpoint(diverged=True)
+            raise
+        self.logger.scalars({"charts/model_fit_seconds": fit}, state.steps)
+        horizon = penalty_horizon(config)
+        calibrated = not horizon or learners.penalty.calibrate_from(
+            self.store, horizon, learners.policy_rng
+        )
+        if learners.parts is not None and calibrated:
+            policy = train_policy(learners.parts, self.store, config, learners.policy_rng)
+            self.logger.scalars(policy, state.steps)
+        state.iteration += 1
+        last = state.steps >= config.steps
+        if last or state.iteration % config.loop.eval_every == 0:
+            self.evaluate(last)
+        if last or state.iteration % config.loop.video_every == 0:
+            inspect_model(
+                self.logger,
+                self.task,
+                learners.model,
+                self.store,
+                state.steps,
+                video=config.video,
+                seed=config.seed,
+            )
+        self.logger.flush()
+        self.checkpoint()
+
+    def evaluate(self, last: bool) -> None:
+        """Eval returns (and the policy's model exploitation), logged; hparams at the end.
+
+        The same start states at every evaluation (and for the benchmarks' baselines): how
+        hard a start state is must not masquerade as progress or regress between evaluations.
+        """
+        config, steps, parts = self.config, self.state.steps, self.learners.parts
+        episodes, seed = config.loop.eval_episodes, config.seed
+        returns = evaluate(self.learners.agent, self.task, episodes, seed)
+        self.logger.scalars({"charts/eval_return": float(np.mean(returns))}, steps)
+        if parts is not None:
+            gap = imagination_gap(parts, self.task, episodes, seed)
+            self.logger.scalars({"policy/imagined_minus_real_return": gap}, steps)
+        self.bar.set_postfix(eval=f"{np.mean(returns):.1f}")
+        if last:
+            final = {"eval_return": float(np.mean(returns)), "env_steps": float(steps)}
+            log_hparams(self.logger, config, final, steps)
+
+    def checkpoint(self, diverged: bool = False) -> None:
+        """data.npz first: a crash between the two writes leaves data one episode ahead of the
+        checkpoint, which `resume` trims; the other order would lose an episode's data."""
+        self.store.save(self.run_dir / DATA_FILE)
+        learners, state = self.learners, self.state
+        extra = policy_modules(learners.parts)
+        if diverged:
+            meta = {"env_steps": state.steps, "diverged": True}
+        else:
+            groups, resume_meta = snapshot(learners, state)
+            extra |= groups
+            meta = {
+                "env_steps": state.steps,
+                "iteration": state.iteration,
+                "model_steps": learners.trainer.total_steps,
+                "resume": resume_meta,
+            }
+        save_world_model(
+            self.run_dir / CHECKPOINT_FILE, self.config, self.task, learners.model, extra, **meta
+        )
+
+
+def _retrain(
+    trainer: ModelTrainer, store: EpisodeStore, config: Config, logger: Logger, first: bool
+) -> float:
+    """Warm-started fit on everything collected so far; the first fit gets the full step budget."""
+    loop = config.loop
+    schedule = fit_schedule(
+        config.train,
+        max_steps=loop.first_train_steps if first else loop.train_steps,
+        eval_every=min(config.train.eval_every, loop.train_steps),
+    )
+    return fit_world_model(trainer, store, schedule, seed=config.seed, log=logger.scalars).seconds

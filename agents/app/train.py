@@ -1,0 +1,224 @@
+"""`wm train` and `wm eval-model`: collect random rollouts, fit the world model, measure it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from agents.app.media.inspection import inspect_model, log_config, log_hparams
+from agents.app.media.logger import Logger
+from agents.app.runs.folder import (
+    CHECKPOINT_FILE,
+    DATA_FILE,
+    load_config,
+    load_world_model,
+    new_run_dir,
+    save_config,
+    save_world_model,
+)
+from agents.app.runs.train_state import (
+    check_train_resumable,
+    complete_state,
+    restore_fit,
+    snapshot_fit,
+)
+from agents.configurator.assemble import (
+    build_trainer,
+    fit_schedule,
+    new_world_model,
+    resolve_device,
+    set_threads,
+)
+from agents.configurator.config import Config
+from agents.configurator.presets import check_for_task
+from envs import Task, make_task
+from worldmodel.data.rollout import collect, random_policy
+from worldmodel.data.store import EpisodeStore
+from worldmodel.errors import TrainingDivergedError
+from worldmodel.forward.evaluate import KStepError, k_step_errors
+from worldmodel.forward.fit import FitResult, FitState, fit_world_model, split_episodes
+from worldmodel.forward.model import ForwardModel
+from worldmodel.io.checkpoint import load_checkpoint
+
+K_STEPS = (1, 5, 10, 25)
+Restored = tuple[dict[str, dict[str, torch.Tensor]], dict]  #: checkpoint groups, meta['train']
+
+
+def train(config: Config) -> Path:
+    """Collect `config.steps` random steps, fit the model, evaluate it; returns the run folder.
+
+    The run checkpoints at every validation (`train.eval_every` gradient steps), so a crash
+    loses at most that many steps: `resume` continues it.
+    """
+    task = make_task(config.env)
+    check_for_task(config, task, "train")
+    device = resolve_device(config.device)
+    set_threads(config.threads)
+    run_dir = new_run_dir(config)
+    save_config(run_dir, config)
+    return _train(config, task, device, run_dir, None, None, resuming=False)
+
+
+def resume(run_dir: Path) -> Path:
+    """Continue the `wm train` of `run_dir` from its last checkpoint, with its own config.json.
+
+    Without a checkpoint (killed while collecting, or before the first validation) the fit
+    starts over in the run folder, on its data.npz if that was written; else the data is
+    collected again, which gives the same data (every seed comes from the config). A finished
+    run is left as it is.
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    task = make_task(config.env)
+    device = resolve_device(config.device)
+    restored = None
+    if (run_dir / CHECKPOINT_FILE).exists():
+        groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device="cpu")
+        state = check_train_resumable(run_dir, config, task, meta)
+        if state.get("complete"):
+            print(
+                f"{run_dir} is already complete ({meta.get('model_steps')} gradient steps); "
+                "nothing to resume"
+            )
+            return run_dir
+        restored = groups, state
+    store = (
+        EpisodeStore.load(run_dir / DATA_FILE, obs_dim=task.obs_dim, act_dim=task.act_dim)
+        if (run_dir / DATA_FILE).exists()
+        else None
+    )
+    set_threads(config.threads)
+    for name in (DATA_FILE, CHECKPOINT_FILE):  # leftovers of a write the crash interrupted
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    return _train(config, task, device, run_dir, store, restored, resuming=True)
+
+
+def _train(
+    config: Config,
+    task: Task,
+    device: torch.device,
+    run_dir: Path,
+    store: EpisodeStore | None,
+    restored: Restored | None,
+    resuming: bool,
+) -> Path:
+    """Collect (unless `store` is given), fit (from `restored` if given), evaluate, save."""
+    if store is None:
+        store = _collect(config, task)
+        store.save(run_dir / DATA_FILE)
+    train_set, val_set = split_episodes(store, config.train.val_fraction, config.seed)
+    model = new_world_model(config.model, task, train_set.stats(), device, config.seed)
+    trainer = build_trainer(config.train, model, config.seed)
+    fit_state = None if restored is None else restore_fit(trainer, *restored, run_dir)
+    if resuming:
+        done = fit_state.steps if fit_state is not None else 0
+        max_steps = config.train.max_steps
+        print(f"resuming {run_dir} at {done} of {max_steps} gradient steps", flush=True)
+    logger = Logger(run_dir)
+    if fit_state is None:
+        log_config(logger, config)
+
+    def save(**meta: Any) -> None:
+        save_world_model(
+            run_dir / CHECKPOINT_FILE, config, task, model, model_steps=trainer.total_steps, **meta
+        )
+
+    def checkpoint(state: FitState) -> None:
+        groups, train_meta = snapshot_fit(trainer, state)
+        save(extra=groups, train=train_meta)
+
+    try:
+        try:
+            result = fit_world_model(
+                trainer,
+                store,
+                fit_schedule(config.train),
+                seed=config.seed,
+                log=logger.scalars,
+                progress=config.progress,
+                resume=fit_state,
+                on_checkpoint=checkpoint,
+            )
+        except TrainingDivergedError:
+            # fit restored the best weights: keep them, so the run folder stays usable.
+            save(diverged=True)
+            raise
+        errors = _log_fitted(logger, config, task, model, val_set, result, trainer.total_steps)
+        logger.flush()
+        # Last: a crash before it resumes from the last validation and redoes the steps above.
+        save(train=complete_state())
+        print(f"trained {result.steps} steps in {result.seconds:.0f}s; run folder: {run_dir}")
+        print(format_errors(errors))
+    finally:
+        logger.close()
+    return run_dir
+
+
+def _log_fitted(
+    logger: Logger,
+    config: Config,
+    task: Task,
+    model: ForwardModel,
+    val_set: EpisodeStore,
+    result: FitResult,
+    step: int,
+) -> list[KStepError]:
+    """The fitted model's k-step errors, imagination and hparams in TensorBoard."""
+    errors = k_step_errors(model, val_set, K_STEPS, seed=config.seed)
+    _log_errors(logger, errors, step)
+    logger.scalars({"charts/train_seconds": result.seconds}, step)
+    inspect_model(logger, task, model, val_set, step, video=config.video, seed=config.seed)
+    final = {f"k_step_mse_{e.k}": e.model for e in errors}
+    log_hparams(logger, config, final | {"best_val_loss": result.best_val_loss}, step)
+    return errors
+
+
+def _collect(config: Config, task: Task) -> EpisodeStore:
+    """`config.steps` random steps; the same config gives the same data."""
+    env = task.make_env(seed=config.seed)
+    store = EpisodeStore(task.obs_dim, task.act_dim)
+    with tqdm(total=config.steps, desc="collect", disable=not config.progress) as bar:
+        collect(
+            env,
+            random_policy(env, config.seed),
+            config.steps,
+            store,
+            config.seed,
+            on_step=lambda t: bar.update(t - bar.n),
+        )
+    env.close()
+    return store
+
+
+def eval_model(run_dir: Path, device: str = "auto") -> list[KStepError]:
+    """k-step error of a trained model on the run's held-out episodes, printed and logged."""
+    loaded = load_world_model(run_dir, resolve_device(device))
+    config = loaded.config
+    task = loaded.task
+    store = EpisodeStore.load(Path(run_dir) / DATA_FILE, obs_dim=task.obs_dim, act_dim=task.act_dim)
+    _, val_set = split_episodes(store, config.train.val_fraction, config.seed)
+    errors = k_step_errors(loaded.model, val_set, K_STEPS, seed=config.seed)
+    logger = Logger(Path(run_dir) / "eval")
+    _log_errors(logger, errors, int(loaded.meta.get("model_steps", 0)))
+    logger.close()
+    print(format_errors(errors))
+    return errors
+
+
+def _log_errors(logger: Logger, errors: list[KStepError], step: int) -> None:
+    for e in errors:
+        logger.scalars(
+            {f"val/k_step_mse_{e.k}": e.model, f"val/k_step_mse_{e.k}_baseline": e.baseline}, step
+        )
+
+
+def format_errors(errors: list[KStepError]) -> str:
+    """A small table of k-step normalised MSE, model vs the constant baseline."""
+    lines = [f"{'k':>4} {'model':>10} {'baseline':>10} {'ratio':>7}"]
+    for e in errors:
+        lines.append(f"{e.k:>4} {e.model:>10.4f} {e.baseline:>10.4f} {e.model / e.baseline:>7.3f}")
+    return "\n".join(lines)

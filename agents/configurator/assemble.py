@@ -1,0 +1,212 @@
+"""Assembly: the one place that reads a whole `Config` and builds the modules from it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+import torch
+
+from agents.configurator.config import Config, ModelConfig, PlannerConfig, PolicyConfig, TrainConfig
+from agents.mpc import MPCAgent
+from agents.planners import PlannerSettings, make_planner
+from agents.policy import Policy, PolicyAgent, PolicyLearner, PolicyProposal
+from envs import Task
+from worldmodel.cost.critic import Critic, CriticLearner
+from worldmodel.cost.trajectory import TrajectoryCost
+from worldmodel.cost.uncertainty import UncertaintyPenalty
+from worldmodel.data.store import Stats
+from worldmodel.errors import ConfigError
+from worldmodel.forward.fit import FitSchedule, ModelTrainer
+from worldmodel.forward.model import ForwardModel
+from worldmodel.perception import Perception
+from worldmodel.types import Actor, Planner
+
+
+def set_threads(threads: int) -> None:
+    """Torch's CPU threads: `threads`, or (0) the cores this process may run on.
+
+    torch defaults to every core of the machine, which oversubscribes a process confined to a
+    few (taskset, containers) and makes small-tensor work many times slower.
+    """
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else must be a usable torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+def build_model(config: ModelConfig, state_dim: int, action_dim: int) -> ForwardModel:
+    """The forward model named by `config.kind`."""
+    return ForwardModel(
+        state_dim=state_dim,
+        action_dim=action_dim,
+        latent_dim=config.latent_dim if config.kind == "cvae" else 0,
+        hidden=config.hidden,
+        layers=config.layers,
+        dropout=config.dropout,
+        latent_dropout=config.latent_dropout,
+        latent_dropout_mode=config.latent_dropout_mode,
+        beta=config.beta,
+    )
+
+
+def new_world_model(
+    config: ModelConfig, task: Task, stats: Stats, device: torch.device, seed: int
+) -> ForwardModel:
+    """A fresh model normalised by `stats`; its init (and later dropout) drawn from torch's
+    global RNG seeded with `seed`, so a run repeats exactly."""
+    torch.manual_seed(seed)
+    model = build_model(config, task.obs_dim, task.act_dim)
+    model.set_normalization(stats)
+    return model.to(device)
+
+
+def build_trainer(config: TrainConfig, model: ForwardModel, seed: int) -> ModelTrainer:
+    return ModelTrainer(
+        model, lr=config.lr, weight_decay=config.weight_decay, grad_clip=config.grad_clip, seed=seed
+    )
+
+
+def fit_schedule(
+    config: TrainConfig, max_steps: int | None = None, eval_every: int | None = None
+) -> FitSchedule:
+    """The fit's schedule; `max_steps` and `eval_every` replace the config's (the loop's refits)."""
+    steps = config.max_steps if max_steps is None else max_steps
+    every = config.eval_every if eval_every is None else eval_every
+    return FitSchedule(
+        horizon=config.horizon,
+        batch_size=config.batch_size,
+        max_steps=steps,
+        eval_every=min(every, steps),
+        patience=config.patience,
+        val_fraction=config.val_fraction,
+    )
+
+
+def build_planner(config: PlannerConfig, action_dim: int, device: torch.device) -> Planner:
+    """The planner named by `config.kind` (from the registry), over the action box [-1, 1]."""
+    # PlannerConfig names each setting as PlannerSettings does: pass on the ones it has.
+    shared = {
+        f.name: getattr(config, f.name) for f in fields(PlannerSettings) if hasattr(config, f.name)
+    }
+    settings = PlannerSettings(**shared | {"action_dim": action_dim, "device": device})
+    try:
+        return make_planner(config.kind, settings)
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; pass another --planner.kind") from exc
+
+
+def build_penalty(config: PolicyConfig, model: ForwardModel) -> UncertaintyPenalty:
+    """The uncertainty penalty the planner and the policy share (calibrate it after each fit)."""
+    return UncertaintyPenalty(
+        model, masks=config.uncertainty_masks, threshold=config.uncertainty_threshold
+    )
+
+
+def penalty_horizon(config: Config) -> int:
+    """Steps the penalty must be calibrated over (the longest rollout it scores); 0 where
+    neither the planner nor the policy pays it."""
+    policy = config.agent != "mpc" and config.policy.uncertainty_weight > 0
+    planner = config.agent != "policy" and config.planner.uncertainty_weight > 0
+    return max(config.policy.horizon if policy else 0, config.planner.horizon if planner else 0)
+
+
+@dataclass(frozen=True)
+class PolicyParts:
+    """The policy, the critic and their learners, built for one task and model."""
+
+    policy: Policy
+    critic: Critic
+    policy_learner: PolicyLearner
+    critic_learner: CriticLearner
+
+
+def build_policy_parts(
+    config: Config,
+    task: Task,
+    model: ForwardModel,
+    stats: Stats,
+    device: torch.device,
+    penalty: UncertaintyPenalty,
+) -> PolicyParts:
+    """Policy and critic normalised by the data statistics, and the learners that train them."""
+    pc = config.policy
+    policy = Policy(task.obs_dim, task.act_dim, hidden=pc.hidden, layers=pc.layers)
+    policy.set_normalization(stats)
+    critic = Critic(task.obs_dim, hidden=pc.critic_hidden, layers=2)
+    # One step's cost is O(1) on these tasks; the scale keeps the critic's output O(1).
+    critic.set_normalization(stats, value_scale=1.0 / (1.0 - pc.gamma))
+    policy.to(device)
+    critic.to(device)
+    critic_learner = CriticLearner(
+        critic,
+        gamma=pc.gamma,
+        lambda_=pc.critic_lambda,
+        tau=pc.critic_tau,
+        lr=pc.critic_lr,
+        device=device,
+    )
+    objective = TrajectoryCost(
+        task.planning_cost,
+        task.terminated,
+        critic_learner.value,
+        gamma=pc.gamma,
+        penalty=penalty if pc.uncertainty_weight > 0 else None,
+        penalty_weight=pc.uncertainty_weight,
+    )
+    policy_learner = PolicyLearner(
+        policy, model, objective, horizon=pc.horizon, lr=pc.lr, seed=config.seed, device=device
+    )
+    return PolicyParts(policy, critic, policy_learner, critic_learner)
+
+
+def build_agent(
+    config: Config,
+    task: Task,
+    model: ForwardModel,
+    device: torch.device,
+    parts: PolicyParts | None = None,
+    penalty: UncertaintyPenalty | None = None,
+) -> Actor:
+    """The actor of `config.agent`: the planner over perception -> model -> cost, the policy,
+    or the planner seeded by the policy (with the critic as terminal cost unless
+    `planner.terminal_value` is off)."""
+    perception = Perception(task.obs_dim, device)
+    if config.agent == "policy":
+        if parts is None:
+            raise ConfigError("agent 'policy' needs a trained policy; run `wm run --agent policy`")
+        return PolicyAgent(parts.policy, perception, seed=config.seed)
+    pc = config.planner
+    with_policy = config.agent == "mpc+policy" and parts is not None
+    if pc.uncertainty_weight > 0 and penalty is None:
+        raise ConfigError("planner.uncertainty_weight > 0 needs the run's data to calibrate on")
+    value = parts.critic_learner.value if with_policy and pc.terminal_value else None
+    # The plan's own costs are summed undiscounted; the critic's value, a discounted
+    # cost-to-go from s[H], is discounted by the H steps before it.
+    objective = TrajectoryCost(
+        task.planning_cost,
+        task.terminated,
+        value,
+        value_discount=config.policy.gamma**pc.horizon,
+        penalty=penalty if pc.uncertainty_weight > 0 else None,
+        penalty_weight=pc.uncertainty_weight,
+    )
+    return MPCAgent(
+        model,
+        perception,
+        objective,
+        build_planner(pc, task.act_dim, device),
+        latent_samples=pc.latent_samples if model.stochastic else 1,
+        proposal=PolicyProposal(parts.policy, model, seed=config.seed) if with_policy else None,
+        seed=config.seed,
+    )

@@ -1,0 +1,328 @@
+"""Configuration: frozen dataclasses; each field's docstring is its `--help` text.
+
+`wm` (agents.app.cli) reads the options and their help from these classes with tyro, so each
+docstring says what its option does, on one line (tyro keeps the breaks of indented lines). Only
+the configurator reads a whole `Config`; components get explicit arguments. A config goes to
+JSON and back unchanged (`to_dict` / `from_dict`), and `{"group.field": value}` overrides reach
+the field they name (`with_overrides`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.planners.registry import PLANNERS
+from worldmodel.errors import ConfigError
+
+AGENTS = ("mpc", "policy", "mpc+policy")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The forward model s[t+1] = G(s[t], a[t], z[t])."""
+
+    kind: str = "cvae"
+    """'cvae' (latent variable with latent dropout) or 'deterministic' (no z)."""
+    latent_dim: int = 4
+    """Size of z for the cvae."""
+    hidden: int = 256
+    """Width of the MLP layers."""
+    layers: int = 3
+    """Hidden layers of the decoder MLP."""
+    dropout: float = 0.05
+    """Dropout rate in the MLP; also what MC-dropout uncertainty samples."""
+    latent_dropout: float = 0.5
+    """Probability, per sample and step, that z comes from the prior and no KL is charged."""
+    latent_dropout_mode: str = "prior"
+    """What replaces a dropped z: 'prior' (a sample of N(0, I), PPUU) or 'zero'."""
+    beta: float = 1.0
+    """Weight of the KL term."""
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("hidden", "layers"), non_negative=("latent_dim", "beta"))
+        _check_choice(self, "kind", ("cvae", "deterministic"))
+        _check_choice(self, "latent_dropout_mode", ("prior", "zero"))
+        _check_range(self, "latent_dropout", 0.0, 1.0)
+        _check_range(self, "dropout", 0.0, 0.99)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fitting the forward model to the collected data."""
+
+    horizon: int = 10
+    """Steps unrolled on the model's own predictions in the multi-step loss."""
+    batch_size: int = 256
+    """Windows per gradient step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 1e-5
+    """AdamW weight decay."""
+    grad_clip: float = 10.0
+    """Gradient-norm clipping."""
+    max_steps: int = 4000
+    """Gradient steps per fit at most (a fit stops earlier when validation stalls)."""
+    eval_every: int = 200
+    """Gradient steps between validations; `wm train` checkpoints at each (what a crash loses)."""
+    patience: int = 4
+    """Validations without improvement before the fit stops."""
+    val_fraction: float = 0.1
+    """Share of episodes held out for validation."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            positive=(
+                "horizon",
+                "batch_size",
+                "lr",
+                "grad_clip",
+                "max_steps",
+                "eval_every",
+                "patience",
+            ),
+            non_negative=("weight_decay",),
+        )
+        _check_range(self, "val_fraction", 0.01, 0.9)
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """The MPC actor: how action sequences are optimised through the model."""
+
+    kind: str = "gradient"
+    """'gradient' (Adam through the model: the adjoint method), 'cem', 'mppi' or 'hybrid'."""
+    horizon: int = 30
+    """Actions planned ahead."""
+    iterations: int = 6
+    """Optimiser iterations per decision: Adam steps or CEM/MPPI rounds (hybrid: per stage)."""
+    candidates: int = 3
+    """Gradient: parallel sequences (warm start + restarts); hybrid: CEM sequences it refines."""
+    lr: float = 0.1
+    """Gradient planner and hybrid's gradient stage: Adam step size in normalised action units."""
+    population: int = 200
+    """CEM/MPPI and hybrid's CEM stage: sequences sampled per round."""
+    elites: int = 20
+    """CEM and hybrid's CEM stage: sequences the sampling distribution is refitted to."""
+    temperature: float = 1.0
+    """MPPI: temperature of the exponential weights, in cost units."""
+    latent_samples: int = 2
+    """Futures (z drawn from the prior) each sequence is averaged over."""
+    uncertainty_weight: float = 0.0
+    """Weight of the model-uncertainty penalty in the planned cost."""
+    terminal_value: bool = True
+    """mpc+policy: add the critic's cost-to-go from the plan's last state to the planned cost."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            positive=(
+                "horizon",
+                "iterations",
+                "candidates",
+                "lr",
+                "population",
+                "elites",
+                "temperature",
+                "latent_samples",
+            ),
+            non_negative=("uncertainty_weight",),
+        )
+        _check_choice(self, "kind", tuple(PLANNERS))
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The policy learned through the model, and the critic that ends its imagined rollouts."""
+
+    hidden: int = 64
+    """Width of the policy MLP."""
+    layers: int = 2
+    """Hidden layers of the policy MLP."""
+    horizon: int = 15
+    """Imagined steps per policy update (H)."""
+    gamma: float = 0.99
+    """Discount of the imagined costs and of the critic."""
+    uncertainty_weight: float = 10.0
+    """Weight of the uncertainty hinge penalty (PPUU's lambda_u); 0 switches it off."""
+    uncertainty_masks: int = 4
+    """Dropout masks the model's uncertainty is measured over."""
+    uncertainty_threshold: float = 1.0
+    """Standard deviations above the uncertainty on real data before the penalty starts."""
+    lr: float = 1e-3
+    """Adam learning rate of the policy."""
+    updates: int = 200
+    """Policy and critic updates after each model refit."""
+    batch_size: int = 256
+    """Real start states per policy update."""
+    noise: float = 0.3
+    """Gaussian exploration noise of the policy while collecting (not when evaluated)."""
+    critic_hidden: int = 128
+    """Width of the critic MLP."""
+    critic_lambda: float = 0.95
+    """lambda of the critic's TD(lambda) targets."""
+    critic_tau: float = 0.02
+    """Polyak rate of the critic's slow target copy."""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the critic."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            positive=(
+                "hidden",
+                "layers",
+                "horizon",
+                "uncertainty_masks",
+                "lr",
+                "updates",
+                "batch_size",
+                "critic_hidden",
+                "critic_tau",
+                "critic_lr",
+            ),
+            non_negative=("uncertainty_weight", "uncertainty_threshold", "noise"),
+        )
+        _check_range(self, "gamma", 0.0, 1.0)
+        _check_range(self, "critic_lambda", 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The model-based loop of `wm run`: act, record, retrain, evaluate."""
+
+    seed_steps: int = 200
+    """Random-action steps before the first model is trained (counted in the budget)."""
+    first_train_steps: int = 1500
+    """Gradient steps at most of the first fit, on the random seed steps."""
+    train_steps: int = 300
+    """Gradient steps at most of each warm-started retraining after an episode."""
+    eval_every: int = 5
+    """Iterations (episodes) between evaluations; the last iteration is always evaluated."""
+    eval_episodes: int = 3
+    """Episodes per evaluation, on their own seeds; they are not training data."""
+    capacity: int = 1_000_000
+    """Most transitions kept; the oldest whole episodes are dropped beyond it."""
+    video_every: int = 3
+    """Iterations between real-vs-imagined videos and prediction figures (with --video)."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            positive=(
+                "seed_steps",
+                "first_train_steps",
+                "train_steps",
+                "eval_every",
+                "eval_episodes",
+                "capacity",
+                "video_every",
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything one command needs; saved as config.json in its run folder."""
+
+    env: str = "Pendulum-v1"
+    """Task id (see `wm tasks`)."""
+    seed: int = 0
+    """Seed of every random number generator in the run."""
+    name: str = "train"
+    """Experiment name, part of the run folder name (by default the command: train or run)."""
+    device: str = "auto"
+    """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'."""
+    threads: int = 0
+    """Torch CPU threads; 0: one per CPU core this process may run on."""
+    steps: int = 20_000
+    """Env-step budget: random steps for `wm train`; all real steps for `wm run`."""
+    runs_dir: str = "runs"
+    """Folder that holds the run folders."""
+    progress: bool = True
+    """Show progress bars."""
+    video: bool = True
+    """Log real-vs-imagined videos and prediction figures to TensorBoard."""
+    agent: str = "mpc"
+    """How `wm run` acts: 'mpc' (plan), 'policy' (the learned policy) or 'mpc+policy' (both)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("steps",), non_negative=("seed", "threads"))
+        _check_choice(self, "agent", AGENTS)
+
+
+def _check(config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:
+    for name in positive:
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
+    for name in non_negative:
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{name} must be zero or positive, got {getattr(config, name)}")
+
+
+def _check_range(config: Any, name: str, low: float, high: float) -> None:
+    if not low <= getattr(config, name) <= high:
+        raise ConfigError(f"{name} must be in [{low}, {high}], got {getattr(config, name)}")
+
+
+def _check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(config, name) not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {getattr(config, name)!r}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Nested plain dict of a config dataclass (JSON-able)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build `cls` from a (possibly partial) nested dict; unknown keys are an error."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown} for {cls.__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        kind = hints[name]
+        kwargs[name] = from_dict(kind, value) if dataclasses.is_dataclass(kind) else value
+    return cls(**kwargs)
+
+
+def flat_fields(cls: type, prefix: str = "") -> dict[str, type]:
+    """'group.field' -> type of every leaf field of a config dataclass."""
+    out: dict[str, type] = {}
+    for name, kind in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(kind):
+            out |= flat_fields(kind, f"{prefix}{name}.")
+        else:
+            out[f"{prefix}{name}"] = kind
+    return out
+
+
+def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of `config` with 'group.field' keys replaced; types are checked."""
+    fields = flat_fields(type(config))
+    values = to_dict(config)
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ConfigError(f"unknown option '{key}'; see --help for the options")
+        kind = fields[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind):
+            raise ConfigError(f"option '{key}' needs a {kind.__name__}, got {value!r}")
+        node = values
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return from_dict(type(config), values)

@@ -1,0 +1,93 @@
+"""Per-task presets and `make_config`: defaults, then the task's presets, then the user's options.
+
+Why each preset is what it is, with the measurements behind it: docs/results.md ("Presets").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from agents.configurator.config import Config, to_dict, with_overrides
+from envs import Task, make_task
+from worldmodel.errors import ConfigError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The 30-step plan spans the swing-up: the critic's coarse value would only rank plans.
+    "Pendulum-v1": {"planner.terminal_value": False},
+    # Episodes of random actions last ~5 steps, and a 10-step plan needs a terminal cost-to-go
+    # to keep the cart centred (tests/agents/test_mpc_terminal_value.py): the critic's.
+    "InvertedPendulum-v5": {
+        "agent": "mpc+policy",
+        "train.horizon": 4,
+        "planner.horizon": 10,
+        "planner.iterations": 20,
+        "planner.candidates": 8,
+    },
+    # 50-step episodes: fewer gradient steps per refit for the same updates per env step.
+    "Reacher-v5": {"model.hidden": 128, "loop.train_steps": 100, "loop.eval_every": 20},
+    "HalfCheetah-v5": {},
+    "Hopper-v5": {},
+}
+"""Applied over the defaults and under the command line's options."""
+RUN_PRESETS: dict[str, dict[str, Any]] = {
+    "Pendulum-v1": {"steps": 2_000},
+    "InvertedPendulum-v5": {"steps": 1_000},
+    "Reacher-v5": {"steps": 15_000},
+    "HalfCheetah-v5": {"steps": 50_000},
+    "Hopper-v5": {"steps": 50_000},
+}
+"""Presets of `wm run` on top of those: the env-step budget each task is judged at."""
+
+
+def make_config(overrides: dict[str, Any], command: str = "train") -> Config:
+    """Defaults, then the task's presets (and the command's), then `overrides`."""
+    env = overrides.get("env", Config.env)
+    task = make_task(env)  # an unknown task fails here, before anything is written
+    preset = PRESETS.get(env, {}) | (RUN_PRESETS.get(env, {}) if command == "run" else {})
+    defaults = {"env": env, "name": command}
+    config = with_overrides(with_overrides(Config(), defaults | preset), overrides)
+    _check_finite(to_dict(config))
+    check_for_task(config, task, command)
+    return config
+
+
+def option(key: str) -> str:
+    """The command-line spelling of config key `key` ('loop.seed_steps' -> 'loop.seed-steps')."""
+    return key.replace("_", "-")
+
+
+def _check_finite(values: dict[str, Any], prefix: str = "") -> None:
+    """Every float option finite: inf passes `> 0` checks but is no usable size or rate."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _check_finite(value, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"{prefix}{key} must be a finite number, got {value}; "
+                f"pass a finite --{option(prefix + key)}"
+            )
+
+
+def check_for_task(config: Config, task: Task, command: str = "train") -> None:
+    """Sizes valid alone but not for `task`: one-line errors before any run folder is made.
+
+    `command` 'train' collects `config.steps` random steps before fitting; 'run' only
+    `config.loop.seed_steps`.
+    """
+    horizon = config.train.horizon
+    if horizon > task.max_episode_steps:
+        raise ConfigError(
+            f"train.horizon {horizon} is longer than an episode of {task.id} "
+            f"({task.max_episode_steps} steps); lower --train.horizon"
+        )
+    name, first = (
+        ("steps", config.steps)
+        if command == "train"
+        else ("loop.seed_steps", config.loop.seed_steps)
+    )
+    if first < horizon:
+        raise ConfigError(
+            f"{name} {first} is fewer than train.horizon {horizon}, so no training window fits; "
+            f"raise --{option(name)} or lower --train.horizon"
+        )

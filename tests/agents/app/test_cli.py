@@ -1,0 +1,176 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.app.cli import main
+from agents.app.runs.folder import CHECKPOINT_FILE, DATA_FILE, load_world_model
+from agents.app.train import eval_model
+from agents.configurator import PRESETS
+from agents.configurator.config import Config
+
+TINY = [
+    "--steps",
+    "600",
+    "--train.max-steps",
+    "30",
+    "--train.eval-every",
+    "10",
+    "--model.hidden",
+    "32",
+    "--train.batch-size",
+    "32",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    assert (
+        main(["train", "--env", "Pendulum-v1", "--seed", "1", "--runs-dir", str(runs), *TINY]) == 0
+    )
+    (run,) = runs.iterdir()
+    return run
+
+
+def test_train_writes_a_run_folder_with_data_config_checkpoint(run_dir: Path) -> None:
+    assert run_dir.name.startswith("Pendulum-v1__train__1__")
+    for name in ("config.json", DATA_FILE, CHECKPOINT_FILE):
+        assert (run_dir / name).is_file(), name
+
+
+def test_events_file_reads_back_with_tensorboard_and_has_the_expected_tags(run_dir: Path) -> None:
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    expected = {
+        "train/loss",
+        "train/reconstruction",
+        "train/kl",
+        "val/loss",
+        "charts/learning_rate",
+        "charts/samples_per_s",
+    }
+    expected |= {f"val/k_step_mse_{k}" for k in (1, 5, 10, 25)}
+    assert expected <= tags, expected - tags
+    assert len(acc.Scalars("val/loss")) == 3
+
+
+def test_save_then_load_gives_identical_predictions(run_dir: Path) -> None:
+    first = load_world_model(run_dir).model
+    second = load_world_model(run_dir).model
+    s0, actions = torch.randn(8, 3), torch.rand(12, 8, 1) * 2 - 1
+    z = first.sample_prior(12, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        first.rollout(s0, actions, z), second.rollout(s0, actions, z), rtol=0, atol=0
+    )
+    assert first.state_dict().keys() == second.state_dict().keys()
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[key]), key
+
+
+def test_eval_model_reports_every_k_and_beats_nothing_silently(run_dir: Path, capsys) -> None:
+    errors = eval_model(run_dir, device="cpu")
+    assert [e.k for e in errors] == [1, 5, 10, 25]
+    assert all(e.model >= 0 and e.baseline > 0 for e in errors)
+    assert "baseline" in capsys.readouterr().out
+
+
+def test_unknown_env_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents.app.cli",
+            "train",
+            "--env",
+            "Nope-v0",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Nope-v0" in lines[0] and "Pendulum-v1" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists(), "nothing may be written on bad input"
+
+
+def test_bad_value_is_exit_2_without_traceback(capsys, tmp_path: Path) -> None:
+    assert main(["train", "--train.lr", "-1", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "lr must be positive" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
+    """The configs `wm train` and `wm run` start (nothing is trained or run)."""
+    configs: list[Config] = []
+    monkeypatch.setattr("agents.app.train.train", configs.append)
+    monkeypatch.setattr("agents.app.loop.run", configs.append)
+    return configs
+
+
+@pytest.mark.parametrize("option", ["--runs-dir", "--runs_dir"])
+def test_dashed_and_underscored_options_reach_the_config(option: str, started) -> None:
+    assert main(["train", option, "elsewhere", "--train.max_steps", "7", "--no-video"]) == 0
+    (config,) = started
+    assert config.runs_dir == "elsewhere"
+    assert config.train.max_steps == 7 and config.video is False and config.progress is True
+
+
+def test_options_given_override_the_task_presets_and_the_rest_stay(started) -> None:
+    preset = PRESETS["InvertedPendulum-v5"]
+    assert preset["planner.horizon"] != Config().planner.horizon  # else the test shows nothing
+    assert main(["run", "--env", "InvertedPendulum-v5", "--train.max-steps", "7"]) == 0
+    # A given value equal to the default still beats the preset: only the default may not.
+    args = ["--planner.horizon", str(Config().planner.horizon), "--planner.no-terminal-value"]
+    assert main(["run", "--env", "InvertedPendulum-v5", *args]) == 0
+    kept, overridden = started
+    assert kept.train.max_steps == 7
+    assert kept.planner.horizon == preset["planner.horizon"]
+    assert kept.planner.iterations == preset["planner.iterations"] and kept.steps == 1_000
+    assert kept.name == "run" and kept.planner.terminal_value
+    assert overridden.planner.horizon == Config().planner.horizon
+    assert not overridden.planner.terminal_value
+
+
+def test_run_help_shows_the_field_docstrings_and_exits_0(capsys) -> None:
+    assert main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "--train.max-steps INT Gradient steps per fit at most" in text
+    assert "--resume RUN_DIR continue the run of RUN_DIR" in text
+    assert "--video, --no-video Log real-vs-imagined videos" in text
+    assert "--loop.seed-steps INT Random-action steps before the first model" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run", "--modle.hidden", "8"], "wm run: error: unrecognized arguments: --modle.hidden 8"),
+        (["run", "--steps", "ten"], "wm run: error: argument --steps: invalid int value: 'ten'"),
+        (["train", "--train.lr", "fast"], "argument --train.lr: invalid float value: 'fast'"),
+        (["train", "--seed"], "wm train: error: argument --seed: expected one argument"),
+        (["run", "--resume"], "argument --resume: expected one argument"),
+        (["tasks", "--steps", "3"], "wm: error: unrecognized arguments: --steps 3"),
+        (["fly"], "wm: error: argument command: invalid choice: 'fly'"),
+        (["mpc"], "wm mpc: error: the following arguments are required: run_dir"),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_status_2(argv: list[str], words: str, capsys) -> None:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert len(err.splitlines()) == 1, err
+    assert words in err and err.rstrip().endswith("--help`") and not out
+
+
+def test_resume_with_a_config_option_names_it_as_typed(started, tmp_path: Path, capsys) -> None:
+    assert main(["run", "--resume", str(tmp_path), "--loop.seed_steps", "5"]) == 2
+    assert "drop --loop.seed-steps" in capsys.readouterr().err and not started

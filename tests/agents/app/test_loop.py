@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tiny_run import TINY_LOOP
+
+from agents.app.cli import main
+from agents.app.episodes import planned_vs_realised
+
+TINY = ["--env", "Pendulum-v1", "--steps", "250", "--loop.seed_steps", "150", *TINY_LOOP]
+
+
+@pytest.mark.parametrize("agent", ["mpc", "policy", "mpc+policy"])
+def test_run_loop_counts_steps_logs_and_checkpoints(agent: str, tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    assert main(["run", *TINY, "--agent", agent, "--runs_dir", str(runs), "--threads", "1"]) == 0
+    (run_dir,) = runs.iterdir()
+    assert (run_dir / "checkpoint.safetensors").is_file() and (run_dir / "data.npz").is_file()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"charts/episodic_return", "charts/eval_return", "train/loss"} <= tags
+    if agent != "policy":
+        assert "charts/planner_ms_per_action" in tags and "charts/planned_cost" in tags
+        assert "plan/cost_error" in tags
+    if agent != "mpc":
+        assert {
+            "policy/imagined_return",
+            "critic/loss",
+            "policy/imagined_minus_real_return",
+        } <= tags
+    returns = events.Scalars("charts/episodic_return")
+    assert returns[-1].step == 250, "the budget counts every real step, random ones included"
+    assert main(["mpc", str(run_dir), "--episodes", "1", "--device", "cpu"]) == 0
+    assert "mean return" in capsys.readouterr().out
+
+
+def test_planned_vs_realised_compares_the_same_window() -> None:
+    costs = np.arange(6, dtype=float)
+    planned, realised = planned_vs_realised([10.0, 20.0, 30.0, 40.0, 50.0, 60.0], costs, 3)
+    assert realised == pytest.approx(np.mean([0 + 1 + 2, 1 + 2 + 3, 2 + 3 + 4, 3 + 4 + 5]))
+    assert planned == pytest.approx(np.mean([10, 20, 30, 40]))
+    assert np.isnan(planned_vs_realised([1.0], np.ones(1), 3)[0])
+
+
+def test_main_job_run_shows_scalars_video_figures_and_hparams(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    args = [a for a in TINY if a != "--no-video"]
+    assert main(["run", *args, "--runs_dir", str(runs), "--threads", "1"]) == 0
+    (run_dir,) = runs.iterdir()
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert {"imagination/real_vs_imagined", "imagination/predictions"} <= set(
+        events.Tags()["images"]
+    )
+    assert "charts/eval_return" in events.Tags()["scalars"]
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")

@@ -1,0 +1,152 @@
+"""Critic: TD(lambda) targets against brute force, the value of a discounted linear-quadratic
+problem (known from the Lyapunov equation), the slow target copy and the real-data entry point."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from worldmodel.cost.critic import Critic, CriticLearner, td_lambda_targets
+from worldmodel.data.store import Stats, Window
+
+
+def brute_force_lambda_return(
+    costs: Tensor, values: Tensor, continues: Tensor, gamma: float, lambda_: float
+) -> Tensor:
+    """Textbook form: (1 - lambda) sum_n lambda^(n-1) G^(n) + lambda^(T-t-1) G^(T-t)."""
+    horizon, batch = costs.shape
+    out = torch.zeros(horizon, batch, dtype=costs.dtype)
+    for t in range(horizon):
+        for b in range(batch):
+
+            def n_step(n: int, t: int = t, b: int = b) -> float:
+                total, alive = 0.0, 1.0
+                for k in range(n):
+                    total += gamma**k * alive * float(costs[t + k, b])
+                    alive *= float(continues[t + k, b])
+                return total + gamma**n * alive * float(values[t + n, b])
+
+            rest = horizon - t
+            mix = sum((1 - lambda_) * lambda_ ** (n - 1) * n_step(n) for n in range(1, rest))
+            out[t, b] = mix + lambda_ ** (rest - 1) * n_step(rest)
+    return out
+
+
+@pytest.mark.parametrize("lambda_", [0.0, 0.6, 1.0])
+def test_td_lambda_targets_equal_brute_force_with_a_termination(lambda_: float) -> None:
+    g = torch.Generator().manual_seed(0)
+    horizon, batch, gamma = 6, 3, 0.9
+    costs = torch.randn(horizon, batch, generator=g, dtype=torch.float64)
+    values = torch.randn(horizon + 1, batch, generator=g, dtype=torch.float64)
+    continues = torch.ones(horizon, batch, dtype=torch.float64)
+    continues[2, 0] = 0.0  # s[3] of sample 0 is terminal: nothing after step 2 may count
+    continues[5, 1] = 0.0  # terminal on the last step: no bootstrap from v[T]
+
+    targets = td_lambda_targets(costs, values, continues, gamma, lambda_)
+
+    torch.testing.assert_close(
+        targets, brute_force_lambda_return(costs, values, continues, gamma, lambda_)
+    )
+    if lambda_ == 0.0:
+        torch.testing.assert_close(targets, costs + gamma * continues * values[1:])
+    if lambda_ == 1.0:
+        discount = gamma ** torch.arange(3, dtype=torch.float64)
+        torch.testing.assert_close(targets[0, 0], (discount * costs[:3, 0]).sum())
+
+
+def test_td_lambda_targets_reject_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="T\\+1"):
+        td_lambda_targets(torch.zeros(4, 2), torch.zeros(4, 2), torch.ones(4, 2), 0.9, 0.5)
+
+
+def test_critic_learns_the_value_of_a_discounted_linear_quadratic_problem() -> None:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    a = torch.tensor([[0.9, 0.2], [-0.1, 0.8]])  # closed loop (policy folded in), |eig| ~ 0.86
+    q = torch.diag(torch.tensor([1.0, 0.5]))
+    gamma = 0.9
+    # V(x) = x'Px with P = Q + gamma A'PA (discounted Lyapunov equation), by fixed-point iteration.
+    p = q.clone()
+    for _ in range(500):
+        p = q + gamma * a.T @ p @ a
+
+    critic = Critic(2, hidden=64, layers=2)
+    critic.set_normalization(
+        Stats(torch.zeros(2), torch.full((2,), 0.6), torch.zeros(2), torch.ones(2)),
+        value_scale=2.0,
+    )
+    learner = CriticLearner(critic, gamma=gamma, lambda_=0.8, tau=0.05, lr=3e-3)
+    horizon, batch = 8, 128
+    for _ in range(400):
+        x = torch.rand(batch, 2, generator=g) * 2 - 1
+        states = [x]
+        for _ in range(horizon):
+            states.append(states[-1] @ a.T)
+        traj = torch.stack(states)  # [T+1, B, 2]
+        costs = ((traj[:-1] @ q) * traj[:-1]).sum(-1)
+        metrics = learner.update_imagined(traj, costs, torch.ones(horizon, batch))
+    assert "skipped_updates" not in metrics
+
+    angle = torch.linspace(0, 2 * torch.pi, 64)
+    radius = torch.rand(64, generator=g) * 0.5 + 0.5
+    test = torch.stack([angle.cos(), angle.sin()], -1) * radius[:, None]
+    exact = ((test @ p) * test).sum(-1)
+    with torch.no_grad():
+        error = ((learner.value(test) - exact).abs() / exact).mean().item()
+    assert error < 0.05, f"mean relative error of V {error:.3f}"
+
+
+def test_target_is_a_polyak_copy_and_value_passes_gradients_to_states_only() -> None:
+    torch.manual_seed(0)
+    learner = CriticLearner(Critic(3, hidden=16), gamma=0.9, tau=0.25, lr=1e-2)
+    before = [p.clone() for p in learner.target.parameters()]
+    learner.update_imagined(torch.randn(5, 8, 3), torch.randn(4, 8), torch.ones(4, 8))
+    for old, new, online in zip(
+        before, learner.target.parameters(), learner.critic.parameters(), strict=True
+    ):
+        torch.testing.assert_close(new, 0.75 * old + 0.25 * online)
+
+    states = torch.randn(6, 3, requires_grad=True)
+    learner.value(states).sum().backward()
+    assert states.grad is not None and torch.isfinite(states.grad).all()
+    assert all(p.grad is None for p in learner.target.parameters())
+
+
+def test_update_real_equals_update_imagined_on_the_same_transitions() -> None:
+    g = torch.Generator().manual_seed(0)
+    horizon, batch = 4, 8
+    terminated = torch.zeros(horizon, batch, dtype=torch.bool)
+    terminated[-1, :3] = True
+    window = Window(
+        obs=torch.randn(horizon + 1, batch, 3, generator=g),
+        action=torch.rand(horizon, batch, 1, generator=g) * 2 - 1,
+        reward=torch.randn(horizon, batch, generator=g),
+        terminated=terminated,
+    )
+
+    def cost(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
+        return next_obs.square().sum(-1) + action.square().sum(-1)
+
+    learners = []
+    for _ in range(3):
+        torch.manual_seed(0)
+        learners.append(CriticLearner(Critic(3, hidden=16), gamma=0.9, lr=1e-2))
+    learners[0].update_real(window)
+    learners[1].update_imagined(window.obs, -window.reward, (~terminated).float())
+    learners[2].update_real(window, cost=cost)
+    first, second, third = (list(lr.critic.parameters()) for lr in learners)
+    for x, y in zip(first, second, strict=True):
+        torch.testing.assert_close(x, y)
+    assert any(not torch.equal(x, z) for x, z in zip(first, third, strict=True))
+
+
+def test_non_finite_costs_skip_the_update() -> None:
+    torch.manual_seed(0)
+    learner = CriticLearner(Critic(2, hidden=16))
+    before = [p.clone() for p in learner.critic.parameters()]
+    costs = torch.ones(3, 4)
+    costs[1, 2] = float("nan")
+    metrics = learner.update_imagined(torch.randn(4, 4, 2), costs, torch.ones(3, 4))
+    assert metrics == {"skipped_updates": 1.0}
+    assert all(torch.equal(x, y) for x, y in zip(before, learner.critic.parameters(), strict=True))

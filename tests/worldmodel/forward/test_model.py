@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from worldmodel.data.store import EpisodeStore, Stats, Window
+from worldmodel.forward.fit import FitSchedule, ModelTrainer
+from worldmodel.forward.model import ForwardModel, mc_dropout
+
+S, A = 3, 2
+
+
+def window(horizon: int = 5, batch: int = 16, seed: int = 0) -> Window:
+    g = torch.Generator().manual_seed(seed)
+    return Window(
+        obs=torch.randn(horizon + 1, batch, S, generator=g),
+        action=torch.rand(horizon, batch, A, generator=g) * 2 - 1,
+        reward=torch.zeros(horizon, batch),
+        terminated=torch.zeros(horizon, batch, dtype=torch.bool),
+    )
+
+
+def test_shapes_of_step_rollout_and_uncertainty() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(S, A, latent_dim=4, hidden=32, layers=2)
+    s0, actions = torch.randn(7, S), torch.rand(11, 7, A)
+    assert model.step(s0, actions[0]).shape == (7, S)
+    assert model.rollout(s0, actions).shape == (11, 7, S)
+    assert model.uncertainty(s0, actions, n=4).shape == (11, 7)
+    assert model.sample_prior(11, 7).shape == (11, 7, 4)
+
+
+def test_rollout_equals_repeated_step_with_the_same_latents() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(S, A, hidden=32, layers=2).eval()
+    s0, actions = torch.randn(5, S), torch.rand(6, 5, A)
+    z = model.sample_prior(6, 5)
+    s, states = s0, []
+    for t in range(6):
+        s = model.step(s, actions[t], z[t])
+        states.append(s)
+    torch.testing.assert_close(model.rollout(s0, actions, z), torch.stack(states))
+
+
+@pytest.mark.parametrize("mode", ["prior", "zero"])
+def test_latent_dropout_one_charges_no_kl_and_zero_charges_every_step(mode: str) -> None:
+    torch.manual_seed(0)
+    always = ForwardModel(S, A, hidden=32, latent_dropout=1.0, latent_dropout_mode=mode)
+    assert always.loss(window()).kl.item() == 0.0
+
+    never = ForwardModel(S, A, hidden=32, latent_dropout=0.0, latent_dropout_mode=mode)
+    kls = []
+    for _ in range(5):
+        _, kl = never._training_latent(
+            torch.randn(16, S), torch.rand(16, A), torch.randn(16, S), None
+        )
+        kls.append(kl)
+    assert all((kl > 0).all() for kl in kls), "every sample and step must pay KL when p = 0"
+    assert never.loss(window()).kl.item() > 0
+
+
+def test_half_latent_dropout_charges_kl_for_about_half_the_samples() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(S, A, hidden=32, latent_dropout=0.5)
+    g = torch.Generator().manual_seed(0)
+    _, kl = model._training_latent(
+        torch.randn(4000, S), torch.rand(4000, A), torch.randn(4000, S), g
+    )
+    assert 0.45 < (kl > 0).float().mean().item() < 0.55
+
+
+def test_deterministic_variant_has_no_latent_and_no_kl() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(S, A, latent_dim=0, hidden=32)
+    assert model.encoder is None and not model.stochastic
+    assert model.loss(window()).kl.item() == 0.0
+    s0, actions = torch.randn(4, S), torch.rand(3, 4, A)
+    torch.testing.assert_close(model.eval().rollout(s0, actions), model.rollout(s0, actions))
+
+
+def test_mc_dropout_switches_only_dropout_layers_and_restores_them() -> None:
+    model = ForwardModel(S, A, hidden=32, dropout=0.2).eval()
+    with mc_dropout(model):
+        modes = {type(m): m.training for m in model.modules() if type(m) is not nn.Sequential}
+        assert modes[nn.Dropout] and not modes[nn.LayerNorm] and not modes[ForwardModel]
+    assert not any(m.training for m in model.modules())
+
+
+def test_uncertainty_is_zero_without_dropout_and_positive_with_it() -> None:
+    torch.manual_seed(0)
+    s0, actions = torch.randn(4, S), torch.rand(3, 4, A)
+    assert ForwardModel(S, A, hidden=32, dropout=0.0).uncertainty(s0, actions).abs().max() == 0
+    assert (ForwardModel(S, A, hidden=32, dropout=0.2).uncertainty(s0, actions) > 0).all()
+
+
+def test_normalization_buffers_travel_in_the_state_dict() -> None:
+    model = ForwardModel(S, A, hidden=32)
+    stats = Stats(*(torch.full((S,), v) for v in (1.0, 2.0, 3.0, 4.0)))
+    model.set_normalization(stats)
+    state = model.state_dict()
+    assert state["state_std"].tolist() == [2.0] * S and state["delta_std"].tolist() == [4.0] * S
+
+
+def linear_system_store(episodes: int, length: int, seed: int) -> EpisodeStore:
+    """Noisy-free damped linear dynamics: a model must learn it far better than s' = s."""
+    rng = np.random.default_rng(seed)
+    a_mat = np.array([[0.95, 0.2, 0.0], [-0.2, 0.95, 0.0], [0.0, 0.1, 0.9]], np.float32)
+    b_mat = rng.normal(size=(S, A)).astype(np.float32) * 0.3
+    store = EpisodeStore(S, A)
+    for _ in range(episodes):
+        obs = np.zeros((length, S), np.float32)
+        acts = rng.uniform(-1, 1, (length, A)).astype(np.float32)
+        s = rng.normal(size=S).astype(np.float32)
+        nxt = np.zeros_like(obs)
+        for t in range(length):
+            obs[t] = s
+            s = a_mat @ s + b_mat @ acts[t]
+            nxt[t] = s
+        store.add_episode(obs, acts, np.zeros(length), nxt, np.zeros(length), np.zeros(length))
+    return store
+
+
+@pytest.mark.parametrize("latent_dim", [4, 0])
+def test_short_training_run_lowers_validation_loss(latent_dim: int) -> None:
+    torch.manual_seed(0)
+    train, val = linear_system_store(40, 30, seed=0).split(0.2, seed=0)
+    model = ForwardModel(S, A, latent_dim=latent_dim, hidden=64, layers=2)
+    model.set_normalization(train.stats())
+    trainer = ModelTrainer(model, lr=3e-3, seed=0)
+    val_set = val.windows(val.window_starts(5), 5)
+    before = trainer.validate(val_set)["loss"]
+    schedule = FitSchedule(horizon=5, batch_size=64, max_steps=300, eval_every=50, patience=10)
+    result = trainer.fit(train, val, schedule)
+    after = trainer.validate(val_set)["loss"]
+    assert after < 0.2 * before, (before, after)
+    assert result.best_val_loss == pytest.approx(after, rel=1e-5)
+
+
+def test_non_finite_loss_skips_the_update() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(S, A, hidden=32)
+    trainer = ModelTrainer(model, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = window()
+    bad = Window(bad.obs.clone().fill_(float("nan")), bad.action, bad.reward, bad.terminated)
+    metrics = trainer.update(bad)
+    assert metrics["skipped_updates"] == 1 and trainer.total_steps == 0
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])

@@ -1,0 +1,281 @@
+"""Training of the forward model: multi-step loss, Adam, validation early stopping."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from worldmodel.data.store import EpisodeStore, Window
+from worldmodel.errors import TrainingDivergedError
+from worldmodel.forward.model import ForwardModel
+
+Metrics = dict[str, float]
+MetricsSink = Callable[[Metrics, int], None]
+
+
+@dataclass(frozen=True)
+class FitSchedule:
+    """How long and on what a fit trains."""
+
+    horizon: int = 10  #: steps unrolled on the model's own predictions in the multi-step loss
+    batch_size: int = 256  #: windows per gradient step
+    max_steps: int = 4000  #: gradient steps at most
+    eval_every: int = 200  #: gradient steps between validations (and checkpoints)
+    patience: int = 4  #: validations without improvement before the fit stops
+    val_fraction: float = 0.1  #: share of episodes held out for validation
+    val_windows: int = 1024  #: validation windows, evenly spaced over the held-out episodes
+
+    def __post_init__(self) -> None:
+        sizes = (self.horizon, self.batch_size, self.max_steps, self.eval_every, self.patience)
+        if min(*sizes, self.val_windows) <= 0:
+            raise ValueError("horizon, batch_size, max_steps, eval_every, patience must be > 0")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What one call of `ModelTrainer.fit` did."""
+
+    steps: int  #: gradient steps of the fit (those before a resume included)
+    best_val_loss: float  #: validation loss of the weights kept
+    seconds: float  #: wall time of the fit (that before a resume included)
+    stopped_early: bool  #: validation stopped improving before `max_steps`
+
+
+@dataclass
+class FitState:
+    """A fit as of its last validation: with the trainer's weights, optimiser, RNGs and counters
+    (saved beside it by the caller), what `fit(resume=...)` continues from after a crash."""
+
+    steps: int  #: gradient steps of this fit so far
+    best_val_loss: float  #: validation loss of `best_weights`
+    bad_evals: int  #: validations in a row without improvement
+    best_weights: dict[str, Tensor]  #: a copy of the best weights so far
+    seconds: float  #: wall time of this fit so far
+
+
+class ModelTrainer:
+    """Owns the optimiser and RNGs of one forward model; `fit` may be called again to warm-start.
+
+    A non-finite loss or gradient skips the update (weights unchanged) and is counted
+    (`skipped_updates`, logged as `charts/skipped_updates`). After `max_consecutive_skips` skipped
+    updates in a row `fit` restores the best weights it saw and raises `TrainingDivergedError`.
+    """
+
+    def __init__(
+        self,
+        model: ForwardModel,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        grad_clip: float = 10.0,
+        seed: int = 0,
+        max_consecutive_skips: int = 50,
+    ) -> None:
+        if lr <= 0 or grad_clip <= 0 or weight_decay < 0:
+            raise ValueError("lr and grad_clip must be positive and weight_decay non-negative")
+        if max_consecutive_skips <= 0:
+            raise ValueError(f"max_consecutive_skips must be positive, got {max_consecutive_skips}")
+        self.max_consecutive_skips = max_consecutive_skips
+        self.model, self.grad_clip = model, grad_clip
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.total_steps = 0
+        self.skipped_updates = 0
+        self.consecutive_skips = 0
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def update(self, window: Window) -> Metrics:
+        """One gradient step on a batch of windows ([H+1, B, S] states)."""
+        self.model.train()
+        terms = self.model.loss(window.to(self.model.device), generator=self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if not (torch.isfinite(terms.loss) and torch.isfinite(grad_norm)):
+            self.skipped_updates += 1
+            self.consecutive_skips += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"skipped_updates": float(self.skipped_updates)}
+        self.optimizer.step()
+        self.total_steps += 1
+        self.consecutive_skips = 0
+        return {
+            "loss": terms.loss.item(),
+            "reconstruction": terms.reconstruction.item(),
+            "kl": terms.kl.item(),
+            "grad_norm": grad_norm.item(),
+        }
+
+    @torch.no_grad()
+    def validate(self, windows: Window) -> Metrics:
+        """Loss on fixed windows with dropout off and a fixed latent seed, so evals compare."""
+        self.model.eval()
+        generator = torch.Generator(device=self.model.device).manual_seed(0)
+        terms = self.model.loss(windows.to(self.model.device), generator=generator)
+        return {"loss": terms.loss.item(), "reconstruction": terms.reconstruction.item()}
+
+    def fit(
+        self,
+        train: EpisodeStore,
+        val: EpisodeStore,
+        schedule: FitSchedule,
+        *,
+        log: MetricsSink | None = None,
+        progress: bool = False,
+        resume: FitState | None = None,
+        on_checkpoint: Callable[[FitState], None] | None = None,
+    ) -> FitResult:
+        """Train until validation loss stops improving for `schedule.patience` evaluations; the
+        best weights seen are restored at the end (also when `TrainingDivergedError` is raised).
+
+        `log(metrics, step)` receives train and validation metrics at each evaluation.
+
+        `on_checkpoint(state)` runs after each validation; a trainer whose weights, optimiser,
+        RNGs and counters are restored to that moment continues the fit exactly with
+        `resume=state` (the same data and arguments).
+        """
+        # A store with one episode has no held-out episode: validate on its own windows.
+        held_out = val if len(val.window_starts(schedule.horizon)) else train
+        val_set = held_out.spaced_windows(schedule.horizon, schedule.val_windows)
+        state = self._start(val_set) if resume is None else dataclasses.replace(resume)
+        clock = _Clock(state, schedule)
+        bar = tqdm(total=schedule.max_steps, initial=state.steps, disable=not progress, **_BAR)
+        try:
+            while state.steps < schedule.max_steps and state.bad_evals < schedule.patience:
+                metrics = self.update(train.sample(schedule.batch_size, schedule.horizon, self.rng))
+                state.steps += 1
+                bar.update(1)
+                if self.consecutive_skips >= self.max_consecutive_skips:
+                    self._diverged(state, log)
+                if state.steps % schedule.eval_every and state.steps != schedule.max_steps:
+                    continue
+                val_metrics = self._validate_and_keep_best(state, val_set)
+                bar.set_postfix(val=f"{val_metrics['loss']:.4f}", best=f"{state.best_val_loss:.4f}")
+                if log is not None:
+                    log(
+                        self._eval_metrics(metrics, val_metrics, clock.rate(state)),
+                        self.total_steps,
+                    )
+                if on_checkpoint is not None:
+                    state.seconds = clock.seconds()
+                    on_checkpoint(state)
+        finally:
+            bar.close()
+        self.model.load_state_dict(state.best_weights)
+        best = state.best_val_loss
+        return FitResult(
+            steps=state.steps,
+            best_val_loss=best if math.isfinite(best) else float("nan"),
+            seconds=clock.seconds(),
+            stopped_early=state.steps < schedule.max_steps,
+        )
+
+    def _start(self, val_set: Window) -> FitState:
+        """The state of a new fit: the current weights are the best so far."""
+        self.consecutive_skips = 0
+        weights = copy.deepcopy(self.model.state_dict())
+        return FitState(0, self.validate(val_set)["loss"], 0, weights, 0.0)
+
+    def _validate_and_keep_best(self, state: FitState, val_set: Window) -> Metrics:
+        """Validate; keep a copy of the weights if they beat the best, else count a bad eval."""
+        val_metrics = self.validate(val_set)
+        best = state.best_val_loss
+        if val_metrics["loss"] < best - 1e-6 * abs(best):
+            state.best_val_loss, state.bad_evals = val_metrics["loss"], 0
+            state.best_weights = copy.deepcopy(self.model.state_dict())
+        else:
+            state.bad_evals += 1
+        return val_metrics
+
+    def _eval_metrics(self, train: Metrics, val: Metrics, samples_per_s: float) -> Metrics:
+        return (
+            {f"train/{k}": v for k, v in train.items()}
+            | {f"val/{k}": v for k, v in val.items()}
+            | {"charts/learning_rate": self.lr, "charts/samples_per_s": samples_per_s}
+            | {"charts/skipped_updates": float(self.skipped_updates)}
+        )
+
+    def _diverged(self, state: FitState, log: MetricsSink | None) -> NoReturn:
+        """Restore the best weights and raise: too many updates in a row were non-finite."""
+        self.model.load_state_dict(state.best_weights)
+        if log is not None:
+            log({"charts/skipped_updates": float(self.skipped_updates)}, self.total_steps)
+        raise TrainingDivergedError(
+            f"training diverged: {self.consecutive_skips} updates in a row had a NaN or "
+            f"inf loss or gradient ({self.skipped_updates} skipped in all); the best "
+            f"weights (validation loss {state.best_val_loss:.4g}) were kept; lower "
+            "--train.lr or --train.grad-clip, or check the data"
+        )
+
+
+_BAR = {"desc": "train model", "leave": False}
+
+
+class _Clock:
+    """Wall time of a fit (a resumed one's earlier time included) and its sample rate."""
+
+    def __init__(self, state: FitState, schedule: FitSchedule) -> None:
+        self.start = time.perf_counter() - state.seconds
+        self.last_tick, self.last_steps = time.perf_counter(), state.steps
+        self.samples_per_step = schedule.batch_size * schedule.horizon
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    def rate(self, state: FitState) -> float:
+        """Training samples (window steps) per second since the previous call."""
+        now = time.perf_counter()
+        rate = (
+            (state.steps - self.last_steps)
+            * self.samples_per_step
+            / max(now - self.last_tick, 1e-9)
+        )
+        self.last_tick, self.last_steps = now, state.steps
+        return rate
+
+
+def split_episodes(
+    store: EpisodeStore, val_fraction: float, seed: int
+) -> tuple[EpisodeStore, EpisodeStore]:
+    """Train and validation stores with disjoint episodes; one episode is both."""
+    if store.num_episodes <= 1:
+        return store, store
+    return store.split(val_fraction, seed)
+
+
+def fit_world_model(
+    trainer: ModelTrainer,
+    store: EpisodeStore,
+    schedule: FitSchedule | None = None,
+    *,
+    seed: int = 0,
+    log: MetricsSink | None = None,
+    progress: bool = False,
+    resume: FitState | None = None,
+    on_checkpoint: Callable[[FitState], None] | None = None,
+) -> FitResult:
+    """Fit `trainer`'s model to the episodes of `store`, validating on held-out episodes.
+
+    The split is `split_episodes(store, schedule.val_fraction, seed)`, the same for the same
+    store and seed; the model keeps its normalisation (set it once, before the first fit).
+    """
+    schedule = FitSchedule() if schedule is None else schedule
+    train, val = split_episodes(store, schedule.val_fraction, seed)
+    return trainer.fit(
+        train, val, schedule, log=log, progress=progress, resume=resume, on_checkpoint=on_checkpoint
+    )

@@ -1,0 +1,93 @@
+"""Building blocks of the networks: MLPs, their functional form for hot loops, and context
+managers that switch dropout or gradients for a while and put the modules back as they were."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def mlp(inp: int, hidden: int, out: int, layers: int, dropout: float) -> nn.Sequential:
+    """`layers` hidden blocks Linear -> LayerNorm -> SiLU -> Dropout, then a linear head."""
+    blocks: list[nn.Module] = []
+    for i in range(layers):
+        blocks += [nn.Linear(inp if i == 0 else hidden, hidden), nn.LayerNorm(hidden), nn.SiLU()]
+        if dropout > 0:
+            blocks.append(nn.Dropout(dropout))
+    blocks.append(nn.Linear(hidden if layers else inp, out))
+    return nn.Sequential(*blocks)
+
+
+def functional(blocks: nn.Sequential) -> list[Callable[[Tensor], Tensor]]:
+    """The blocks as plain functions, for the planner's hot loop.
+
+    Calling `nn.Module`s costs a few microseconds of hook handling each, about a fifth of a
+    planning decision; dropout in eval mode is the identity and is left out altogether.
+    """
+    layers: list[Callable[[Tensor], Tensor]] = []
+    for block in blocks:
+        if isinstance(block, nn.Linear):
+            layers.append(partial(F.linear, weight=block.weight, bias=block.bias))
+        elif isinstance(block, nn.LayerNorm):
+            layers.append(
+                partial(
+                    F.layer_norm,
+                    normalized_shape=block.normalized_shape,
+                    weight=block.weight,
+                    bias=block.bias,
+                    eps=block.eps,
+                )
+            )
+        elif isinstance(block, nn.SiLU):
+            layers.append(F.silu)
+        elif isinstance(block, nn.Dropout):
+            if block.training and block.p > 0:
+                layers.append(partial(F.dropout, p=block.p, training=True))
+        else:
+            layers.append(block)
+    return layers
+
+
+@contextmanager
+def _modes(modules: list[nn.Module], training: bool) -> Iterator[None]:
+    """Set `training` on `modules` (not their children) and restore each one's mode after."""
+    before = [m.training for m in modules]
+    for m in modules:
+        m.training = training
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, before, strict=True):
+            m.training = mode
+
+
+def mc_dropout(module: nn.Module) -> contextlib.AbstractContextManager[None]:
+    """Switch on the dropout layers only (LayerNorm and the rest keep their mode)."""
+    return _modes([m for m in module.modules() if isinstance(m, nn.Dropout)], True)
+
+
+def eval_mode(model: object) -> contextlib.AbstractContextManager[None]:
+    """Dropout off (the mean model) while imagining; every module's mode restored afterwards.
+
+    The model is shared with its trainer, so modes are put back exactly as they were. A model
+    that is not an `nn.Module` (a hand-written dynamics) is left alone.
+    """
+    return _modes(list(model.modules()) if isinstance(model, nn.Module) else [], False)
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """No gradients for the weights, so backpropagating to inputs (actions) skips their work."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
