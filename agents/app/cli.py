@@ -22,6 +22,7 @@ import tyro
 from agents.configurator import make_config
 from agents.configurator.config import Config, flat_fields
 from envs import TASKS, UnknownTaskError, make_task
+from envs.render import use_headless_gl
 from worldmodel.errors import ConfigError, WorldModelError
 
 Command = Callable[[argparse.Namespace, list[str]], None]
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    use_headless_gl()  # before any env is made: MuJoCo reads MUJOCO_GL once
     parser = build_parser()
     try:
         # Only train and run take options argparse does not know: their config options.
