@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from worldmodel.cost.trajectory import Trajectory, TrajectoryCost, TrajectoryTerms, imagine
 from worldmodel.data.store import Stats
 from worldmodel.forward.layers import eval_mode, mlp
+from worldmodel.optim import guarded_step
 from worldmodel.perception import Perception
 from worldmodel.types import Decision, Generators, WorldModel
 
@@ -203,14 +204,10 @@ class PolicyLearner:
                 "(e.g. InvertedPendulum's alive reward); use the task's planning_cost"
             )
         params = list(self.policy.parameters())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=params)
-        grad_norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        grad_norm = guarded_step(loss, params, self.optimizer, self.grad_clip)
+        if grad_norm is None:
             self.skipped_updates += 1
-            self.optimizer.zero_grad(set_to_none=True)
             return {"skipped_updates": float(self.skipped_updates)}
-        self.optimizer.step()
         self.total_steps += 1
         self.last_rollout = trajectory.detach(), _detached(terms)
         return _metrics(terms, trajectory) | {"loss": loss.item(), "grad_norm": grad_norm.item()}

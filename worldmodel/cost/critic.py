@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from worldmodel.cost.trajectory import alive_weights
 from worldmodel.data.store import Stats, Window
 from worldmodel.forward.layers import mlp
+from worldmodel.optim import guarded_step
 from worldmodel.types import CostFn
 
 Metrics = dict[str, float]
@@ -144,14 +145,11 @@ class CriticLearner:
         predicted = self.critic(states[:-1])
         mean = lambda x: (weights * x).sum() / weights.sum().clamp_min(1.0)  # noqa: E731
         loss = mean(((predicted - targets) / self.critic.value_scale).square())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
-        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        params = list(self.critic.parameters())
+        grad_norm = guarded_step(loss, params, self.optimizer, self.grad_clip)
+        if grad_norm is None:
             self.skipped_updates += 1
-            self.optimizer.zero_grad(set_to_none=True)
             return {"skipped_updates": float(self.skipped_updates)}
-        self.optimizer.step()
         self._polyak()
         self.total_steps += 1
         return {

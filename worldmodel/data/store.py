@@ -161,10 +161,6 @@ class EpisodeStore:
             if len(idx):
                 yield {k: v[idx] for k, v in data.items()}
 
-    def episode_returns(self) -> np.ndarray:
-        """Sum of rewards of each episode, [E]."""
-        return np.array([ep["reward"].sum() for ep in self.episodes()], np.float64)
-
     def split(self, val_fraction: float, seed: int) -> tuple[EpisodeStore, EpisodeStore]:
         """Train and validation stores with disjoint episodes (at least one in each if possible)."""
         if not 0.0 < val_fraction < 1.0:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from worldmodel.data.store import EpisodeStore, Window
 from worldmodel.errors import TrainingDivergedError
 from worldmodel.forward.model import ForwardModel
+from worldmodel.optim import guarded_step
 
 Metrics = dict[str, float]
 MetricsSink = Callable[[Metrics, int], None]
@@ -103,15 +104,12 @@ class ModelTrainer:
         """One gradient step on a batch of windows ([H+1, B, S] states)."""
         self.model.train()
         terms = self.model.loss(window.to(self.model.device), generator=self.generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        if not (torch.isfinite(terms.loss) and torch.isfinite(grad_norm)):
+        params = list(self.model.parameters())
+        grad_norm = guarded_step(terms.loss, params, self.optimizer, self.grad_clip)
+        if grad_norm is None:
             self.skipped_updates += 1
             self.consecutive_skips += 1
-            self.optimizer.zero_grad(set_to_none=True)
             return {"skipped_updates": float(self.skipped_updates)}
-        self.optimizer.step()
         self.total_steps += 1
         self.consecutive_skips = 0
         return {
