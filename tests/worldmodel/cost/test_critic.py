@@ -150,3 +150,19 @@ def test_non_finite_costs_skip_the_update() -> None:
     metrics = learner.update_imagined(torch.randn(4, 4, 2), costs, torch.ones(3, 4))
     assert metrics == {"skipped_updates": 1.0}
     assert all(torch.equal(x, y) for x, y in zip(before, learner.critic.parameters(), strict=True))
+
+
+def test_td_targets_bootstrap_from_the_slow_target_not_the_online_net() -> None:
+    torch.manual_seed(0)
+    critic = Critic(2, hidden=8)
+    learner = CriticLearner(critic, gamma=0.9, lambda_=0.0, tau=0.01)
+    with torch.no_grad():
+        critic.net[-1].bias.fill_(5.0)  # the online net now says V = 5 where the target says 0
+    g = torch.Generator().manual_seed(1)
+    states, costs = torch.randn(4, 16, 2, generator=g), torch.rand(3, 16, generator=g)
+    continues = torch.ones(3, 16)
+    with torch.no_grad():
+        expected = costs + 0.9 * learner.target(states[1:])  # one-step TD on the slow copy
+    metrics = learner.update_imagined(states, costs, continues)
+    assert metrics["target"] == pytest.approx(expected.mean().item(), rel=1e-6)
+    assert abs(metrics["target"] - (costs + 0.9 * 5.0).mean().item()) > 1.0

@@ -147,3 +147,65 @@ def test_non_finite_loss_skips_the_update() -> None:
     assert metrics["skipped_updates"] == 1 and trainer.total_steps == 0
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k])
+
+
+def _cvae(latent_dropout: float, mode: str = "prior") -> ForwardModel:
+    torch.manual_seed(0)
+    return ForwardModel(
+        3, 2, latent_dim=4, hidden=16, layers=1, dropout=0.0,
+        latent_dropout=latent_dropout, latent_dropout_mode=mode,
+    )  # fmt: skip
+
+
+def test_kl_is_the_gaussian_kl_to_the_prior() -> None:
+    model = _cvae(latent_dropout=0.0)
+    g = torch.Generator().manual_seed(1)
+    s, a = torch.randn(64, 3, generator=g), torch.randn(64, 2, generator=g)
+    s_next = s + torch.randn(64, 3, generator=g)
+    with torch.no_grad():
+        model.encoder[-1].bias.copy_(torch.linspace(-2.0, 2.0, 8))  # mu != 0, logvar != 0
+        mu, logvar = model._posterior(s, a, s_next)
+        _, kl = model._training_latent(s, a, s_next, g)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    torch.testing.assert_close(kl, torch.distributions.kl_divergence(q, p).sum(-1))
+
+
+def test_latent_dropout_draws_z_from_the_prior_not_the_posterior() -> None:
+    g = torch.Generator().manual_seed(2)
+    s, a = torch.randn(4096, 3, generator=g), torch.randn(4096, 2, generator=g)
+    s_next = s + 1.0
+    for dropout, expect_prior in ((1.0, True), (0.0, False)):
+        model = _cvae(latent_dropout=dropout)
+        with torch.no_grad():
+            model.encoder[-1].bias.copy_(torch.tensor([5.0] * 4 + [-6.0] * 4))  # q far from p
+            z, kl = model._training_latent(s, a, s_next, g)
+        if expect_prior:  # N(0, I) draws, whatever the posterior says; no KL charged
+            assert abs(z.mean().item()) < 0.05 and abs(z.std().item() - 1.0) < 0.05
+            assert torch.all(kl == 0)
+        else:
+            assert z.mean().item() > 4.0 and torch.all(kl > 0)
+    zero = _cvae(latent_dropout=1.0, mode="zero")
+    with torch.no_grad():
+        z, _ = zero._training_latent(s, a, s_next, g)
+    assert torch.all(z == 0)
+
+
+def test_multi_step_loss_unrolls_on_the_models_own_predictions() -> None:
+    """The loss at horizon 3 is the mean of the errors of s1 = G(s0), s2 = G(s1), s3 = G(s2):
+    teacher forcing (G(real s1)) or a loss on the last step alone give other values."""
+    torch.manual_seed(0)
+    model = ForwardModel(3, 2, latent_dim=0, hidden=16, layers=1, dropout=0.0)
+    g = torch.Generator().manual_seed(3)
+    obs, action = torch.randn(4, 8, 3, generator=g), torch.randn(3, 8, 2, generator=g)
+    window = Window(obs, action, torch.zeros(3, 8), torch.zeros(3, 8, dtype=torch.bool))
+    no_z = torch.zeros(8, 0)
+    with torch.no_grad():
+        s, errors = obs[0], []
+        for t in range(3):
+            s = model._predict(s, action[t], no_z)
+            errors.append(((s - obs[t + 1]) / model.delta_std).square().mean())
+        expected = torch.stack(errors).mean()
+        terms = model.loss(window)
+    torch.testing.assert_close(terms.reconstruction, expected)
+    assert not torch.isclose(terms.reconstruction, errors[-1])
