@@ -235,3 +235,37 @@ def test_unknown_task_error_lists_supported_tasks() -> None:
     assert all(env_id in message for env_id in ALL)
     with pytest.raises(UnknownTaskError):
         make_env("Hopper-v4")
+
+
+def test_inverted_pendulum_ends_past_0_2_rad_and_on_non_finite_states() -> None:
+    terminated = make_task("InvertedPendulum-v5").terminated
+    assert terminated is not None
+    obs = torch.zeros(5, 4, dtype=torch.float64)
+    obs[1, 1], obs[2, 1], obs[3, 1] = 0.2, 0.2 + 1e-9, -0.2 - 1e-9  # the env: |angle| > 0.2
+    obs[4, 2] = float("nan")  # a blown-up velocity ends it too, whatever the angle
+    assert terminated(obs).tolist() == [False, False, True, True, True]
+
+
+def test_hopper_health_boundaries_match_the_env() -> None:
+    """z, angle and state exactly on their ranges' ends: the env's strict inequalities say
+    unhealthy; just inside says healthy. Each case set in the env's own MjData."""
+    task = make_task("Hopper-v5")
+    env = task.make_env()
+    u = env.unwrapped
+    (z_low, z_high), (a_low, a_high) = u._healthy_z_range, u._healthy_angle_range
+    s_high = u._healthy_state_range[1]
+    eps = 1e-6
+    cases = {
+        "z at its floor": (1, z_low), "z just above": (1, z_low + eps),
+        "angle at its end": (2, a_high), "angle just inside": (2, a_high - eps),
+        "angle at its floor": (2, a_low), "joint at the state range": (3, s_high),
+    }  # fmt: skip
+    env.reset(seed=0)
+    for name, (index, value) in cases.items():
+        qpos, qvel = u.init_qpos.copy(), u.init_qvel.copy()
+        qpos[1] = 1.25  # healthy height unless the case moves it
+        qpos[index] = value
+        u.set_state(qpos, qvel)
+        obs = torch.as_tensor(np.concatenate([u.data.qpos, u.data.qvel]), dtype=torch.float64)
+        assert bool(task.terminated(obs)) == (not u.is_healthy), name
+    env.close()

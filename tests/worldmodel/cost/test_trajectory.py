@@ -1,0 +1,91 @@
+"""The one trajectory cost: discount, the alive mask after a predicted termination, the terminal
+value, the uncertainty penalty's hinge; and imagination with dropout off."""
+
+import pytest
+import torch
+from torch import Tensor
+
+from worldmodel.cost.trajectory import Trajectory, TrajectoryCost, alive_weights, imagine
+from worldmodel.cost.uncertainty import UncertaintyPenalty
+from worldmodel.forward.model import ForwardModel
+
+T, B = 4, 3
+
+
+def _trajectory() -> Trajectory:
+    # s[t][..., 0] = t: the state's first coordinate counts the steps.
+    states = torch.arange(T + 1.0)[:, None, None].expand(T + 1, B, 2).clone()
+    return Trajectory(states, torch.zeros(T, B, 1), torch.zeros(T, B, 0))
+
+
+def unit_cost(s: Tensor, a: Tensor, s_next: Tensor) -> Tensor:
+    return torch.ones(s.shape[:-1])
+
+
+def test_alive_weights_pay_the_terminating_step_and_nothing_after() -> None:
+    continues = torch.tensor([[1.0], [0.0], [1.0]])
+    assert alive_weights(continues)[:, 0].tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_discounted_costs_stop_after_a_predicted_termination_and_gate_the_value() -> None:
+    ends_at_2 = lambda s: s[..., 0] >= 2  # noqa: E731  s[2] is terminal
+    ten = lambda s: torch.full(s.shape[:-1], 10.0)  # noqa: E731
+    terms = TrajectoryCost(unit_cost, ends_at_2, ten, gamma=0.5)(_trajectory())
+    # c[0] + 0.5 c[1] (the step into the termination is paid), then nothing: no value either.
+    torch.testing.assert_close(terms.total, torch.full((B,), 1.5))
+    assert terms.value is not None and torch.all(terms.value == 0)
+    alive = TrajectoryCost(unit_cost, None, ten, gamma=0.5)(_trajectory())
+    torch.testing.assert_close(alive.total, torch.full((B,), 1 + 0.5 + 0.25 + 0.125 + 10 / 16))
+    explicit = TrajectoryCost(unit_cost, None, ten, value_discount=2.0)(_trajectory())
+    torch.testing.assert_close(explicit.total, torch.full((B,), 4 + 20.0))
+
+
+class FixedPenalty(UncertaintyPenalty):
+    """U[t] = t for every trajectory: the hinge and the weighting are then known."""
+
+    def __init__(self) -> None:
+        super().__init__(model=None, masks=2, threshold=1.0)  # type: ignore[arg-type]
+        self.mean, self.std = torch.zeros(T), torch.full((T,), 0.5)
+
+    def raw(self, s0: Tensor, actions: Tensor, z: Tensor | None = None) -> Tensor:
+        return torch.arange(float(actions.shape[0]))[:, None].expand(-1, s0.shape[0])
+
+
+def test_the_uncertainty_hinge_is_charged_where_the_plan_is_alive() -> None:
+    penalty = FixedPenalty()
+    # (U - 0) / 0.5 - 1 = 2t - 1, hinged: [0, 1, 3, 5]
+    torch.testing.assert_close(penalty(penalty.raw(torch.zeros(B, 2), torch.zeros(T, B, 1)))[:, 0],
+                               torch.tensor([0.0, 1.0, 3.0, 5.0]))  # fmt: skip
+    ends_at_3 = lambda s: s[..., 0] >= 3  # noqa: E731
+    cost = TrajectoryCost(unit_cost, ends_at_3, penalty=penalty, penalty_weight=2.0)
+    terms = cost(_trajectory())
+    # steps 0, 1, 2 are alive: costs 3 + 2 * (0 + 1 + 3)
+    torch.testing.assert_close(terms.total, torch.full((B,), 3 + 2.0 * 4))
+    measured = TrajectoryCost(unit_cost, penalty=penalty)(_trajectory())
+    torch.testing.assert_close(measured.total, torch.full((B,), 4.0))  # measured, not charged
+    assert measured.penalty is not None and measured.penalty.sum() > 0
+
+
+def test_penalty_weight_needs_a_penalty_and_gamma_a_range() -> None:
+    with pytest.raises(ValueError):
+        TrajectoryCost(unit_cost, penalty_weight=1.0)
+    with pytest.raises(ValueError):
+        TrajectoryCost(unit_cost, gamma=0.0)
+
+
+def test_imagination_runs_the_mean_model_and_restores_the_trainers_mode() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=0, hidden=16, layers=2, dropout=0.5).train()
+    policy = torch.nn.Linear(2, 1)
+    g = torch.Generator().manual_seed(1)
+    start, z = torch.randn(5, 2, generator=g), torch.zeros(T, 5, 0)
+    first = imagine(model, policy, start, z)
+    second = imagine(model, policy, start, z)
+    torch.testing.assert_close(first.states, second.states, rtol=0, atol=0)  # no dropout draws
+    assert model.training and all(m.training for m in model.modules())
+    with torch.no_grad():
+        model.eval()
+        s = start
+        for t in range(T):
+            s = model.step(s, policy(s), z[t])
+        torch.testing.assert_close(first.states[-1].detach(), s)
