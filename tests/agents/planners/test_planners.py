@@ -132,3 +132,40 @@ def test_objective_gradient_matches_adjoint_recursion() -> None:
     assert stepped.iterations == 1
     torch.testing.assert_close(stepped.actions, expected[:, order])
     torch.testing.assert_close(stepped.costs, expected_cost[order])
+
+
+def test_gradient_planner_decays_its_step_size() -> None:
+    """On a linear cost Adam's steps all have size lr (times the decay so far): two steps from
+    0 end at -(lr + lr * decay) in every coordinate."""
+    planner = GradientPlanner(3, -1.0, 1.0, 2, iterations=2, candidates=1, lr=0.1, lr_decay=0.5,
+                              max_grad_norm=None)  # fmt: skip
+    result = planner.plan(lambda a: a.sum(dim=(0, 2)), init=torch.zeros(3, 2))
+    torch.testing.assert_close(result.actions, torch.full((3, 2), -0.15))
+
+
+def test_gradient_conditioning_clips_each_candidates_norm_and_zeroes_non_finite_entries() -> None:
+    planner = GradientPlanner(2, -1.0, 1.0, 1, max_grad_norm=10.0)
+    grad = torch.tensor([[[30.0], [0.3], [float("nan")]], [[40.0], [0.4], [1.0]]])  # [T, N, A]
+    conditioned = planner._condition(grad)
+    torch.testing.assert_close(conditioned[:, 0], torch.tensor([[6.0], [8.0]]))  # 50 -> 10
+    torch.testing.assert_close(conditioned[:, 1], grad[:, 1])  # norm 0.5: untouched
+    torch.testing.assert_close(conditioned[:, 2], torch.tensor([[0.0], [1.0]]))
+
+
+def test_cem_refits_to_the_elites_it_kept_from_the_previous_iteration() -> None:
+    """Round 1 ranks samples by their first action; round 2 costs 100 everywhere, so with all
+    elites kept the mean moves to round 1's elites again, as the momentum update says."""
+    calls: list[Tensor] = []
+
+    def objective(actions: Tensor) -> Tensor:
+        calls.append(actions.clone())
+        return actions[0, :, 0] if len(calls) == 1 else torch.full(actions.shape[1:2], 100.0)
+
+    alpha, elites = 0.1, 4
+    planner = CEMPlanner(3, -1.0, 1.0, 1, iterations=3, population=16, elites=elites,
+                         keep_elites=1.0, alpha=alpha, population_decay=1.0)  # fmt: skip
+    planner.plan(objective, generator=torch.Generator().manual_seed(0))
+    first = calls[0]
+    elite_mean = first[:, first[0, :, 0].argsort()[:elites]].mean(dim=1)
+    mean_1, mean_2 = calls[1][:, -1], calls[2][:, -1]  # the mean is each round's last candidate
+    torch.testing.assert_close(mean_2, alpha * mean_1 + (1 - alpha) * elite_mean)
