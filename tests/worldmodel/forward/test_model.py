@@ -209,3 +209,27 @@ def test_multi_step_loss_unrolls_on_the_models_own_predictions() -> None:
         terms = model.loss(window)
     torch.testing.assert_close(terms.reconstruction, expected)
     assert not torch.isclose(terms.reconstruction, errors[-1])
+
+
+def test_uncertainty_is_the_dropout_variance_in_state_normalised_units_per_step() -> None:
+    """One hidden layer, dropout p before the head: the next state's variance over masks is
+    sum_j W_ij^2 h_j^2 p / (1 - p) per output i (in delta units), known in closed form."""
+    torch.manual_seed(0)
+    p = 0.2
+    model = ForwardModel(2, 1, latent_dim=0, hidden=8, layers=1, dropout=p).eval()
+    stats = Stats(
+        torch.zeros(2), torch.tensor([2.0, 0.5]), torch.zeros(2), torch.tensor([1.0, 3.0])
+    )
+    model.set_normalization(stats)
+    s0, actions = torch.tensor([[0.4, -0.2]]), torch.full((3, 1, 1), 0.5)
+    torch.manual_seed(1)
+    u = model.uncertainty(s0, actions, n=20000)
+    with torch.no_grad():
+        x = torch.cat([(s0 - stats.state_mean) / stats.state_std, actions[0]], -1)
+        h = model.decoder[:3](x)[0]  # Linear, LayerNorm, SiLU: what dropout masks
+        head = model.decoder[-1].weight  # [S, H]
+        delta_var = (head.square() * h.square()).sum(-1) * p / (1 - p)
+        expected = (delta_var * (stats.delta_std / stats.state_std).square()).sum()
+    assert u.shape == (3, 1)
+    assert u[0, 0].item() == pytest.approx(expected.item(), rel=0.05)
+    assert not torch.isclose(u[2, 0], u[0, 0], rtol=0.05)  # each step its own, not broadcast
