@@ -7,6 +7,7 @@ from tiny_run import TINY_LOOP
 
 from agents.app.cli import main
 from agents.app.episodes import planned_vs_realised
+from worldmodel.data.store import EpisodeStore
 
 TINY = ["--env", "Pendulum-v1", "--steps", "250", "--loop.seed_steps", "150", *TINY_LOOP]
 
@@ -32,6 +33,9 @@ def test_run_loop_counts_steps_logs_and_checkpoints(agent: str, tmp_path: Path, 
         } <= tags
     returns = events.Scalars("charts/episodic_return")
     assert returns[-1].step == 250, "the budget counts every real step, random ones included"
+    # The steps after the 150 random ones are the agent's: its own actions, not a constant.
+    acted = EpisodeStore.load(run_dir / "data.npz").data["action"][150:]
+    assert len(acted) == 100 and np.abs(acted).max() <= 1.0 and acted.std() > 0.05
     assert main(["mpc", str(run_dir), "--episodes", "1", "--device", "cpu"]) == 0
     assert "mean return" in capsys.readouterr().out
 
