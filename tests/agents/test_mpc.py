@@ -1,12 +1,13 @@
 """The MPC agent: receding horizon with a shifted warm start, and the plan it executes."""
 
 import numpy as np
+import pytest
 import torch
 from torch import Tensor
 
 from agents.mpc import MPCAgent
 from agents.planners import shift_plan
-from worldmodel.cost.trajectory import TrajectoryCost
+from worldmodel.cost.trajectory import Trajectory, TrajectoryCost
 from worldmodel.forward.model import ForwardModel
 from worldmodel.perception import Perception
 from worldmodel.types import Objective, PlanResult
@@ -63,3 +64,48 @@ def test_the_decision_records_the_plans_cost_and_its_first_step() -> None:
     assert decision is not None and not decision.fallback
     assert decision.planned_step_cost < decision.planned_cost  # positive costs: 1 step < 4
     assert decision.seconds > 0
+
+
+def test_the_objective_averages_each_candidate_over_the_shared_latent_samples() -> None:
+    agent = _agent(RecordingPlanner())
+    g = torch.Generator().manual_seed(0)
+    state, z = torch.tensor([0.3, -0.1]), torch.randn(HORIZON, 3, 2, generator=g)  # K = 3
+    actions = torch.rand(HORIZON, 5, 1, generator=g) * 2 - 1  # N = 5
+    with torch.no_grad():
+        got = agent.objective(state, z)(actions)
+        expected = torch.zeros(5)
+        for n in range(5):
+            for k in range(3):
+                s = agent.model.rollout(state[None], actions[:, n : n + 1], z[:, k : k + 1])
+                states = torch.cat([state[None, None], s])
+                trajectory = Trajectory(states, actions[:, n : n + 1], z[:, k : k + 1])
+                expected[n] += agent.trajectory_cost(trajectory).total[0] / 3
+    torch.testing.assert_close(got, expected)
+
+
+def test_agents_with_one_seed_plan_alike_and_need_latent_samples() -> None:
+    obs = np.array([0.3, -0.1], np.float32)
+    first, second = _agent(CheapPlanner()), _agent(CheapPlanner())
+    assert first.fallbacks == 0 and first.last is None and first.action_dim == 1
+    np.testing.assert_array_equal(first.act(obs), second.act(obs))
+    assert set(first.generators()) == {"plan"} and first.horizon == HORIZON
+    with pytest.raises(ValueError, match="latent_samples"):
+        MPCAgent(
+            first.model, Perception(2), first.trajectory_cost, CheapPlanner(), latent_samples=0
+        )
+    assert MPCAgent(first.model, Perception(2), first.trajectory_cost, CheapPlanner(),
+                    latent_samples=1).latent_samples == 1  # fmt: skip
+
+
+class CheapPlanner:
+    """Random restarts only, drawn from the generator it is given: plans depend on the seed."""
+
+    horizon = HORIZON
+
+    def plan(
+        self, objective: Objective, init: Tensor | None = None, generator: object = None
+    ) -> PlanResult:
+        candidates = torch.rand(HORIZON, 16, 1, generator=generator) * 2 - 1
+        costs = objective(candidates)
+        best = int(costs.argmin())
+        return PlanResult(candidates[:, best], float(costs[best]), 1)

@@ -268,3 +268,57 @@ def test_agent_and_proposal_follow_the_policy_within_bounds(
         for t in range(6):
             torch.testing.assert_close(plan[t], policy(s)[0])
             s = model.step(s, plan[t][None], torch.zeros(1, 0))
+
+
+class Switchable(Policy):
+    """A policy whose output can be made NaN, to exercise the agent's fallback."""
+
+    broken = False
+
+    def forward(self, states: Tensor) -> Tensor:
+        out = super().forward(states)
+        return out * float("nan") if self.broken else out
+
+
+def test_policy_agent_adds_seeded_noise_clips_and_records_its_decision() -> None:
+    torch.manual_seed(0)
+    policy = Policy(2, 3, hidden=8)
+    obs = np.array([0.2, -0.4], np.float32)
+    with torch.no_grad():
+        clean = policy(torch.from_numpy(obs)).numpy()
+    agent = PolicyAgent(policy, noise=0.3, seed=5)
+    draws = np.random.default_rng(5).standard_normal((4, 3))
+    for draw in draws:
+        action = agent.act(obs)
+        np.testing.assert_allclose(action, np.clip(clean + 0.3 * draw, -1, 1), rtol=1e-6)
+        assert agent.last is not None and np.array_equal(agent.last.action, action)
+        assert np.isnan(agent.last.planned_cost) and np.isnan(agent.last.planned_step_cost)
+        assert 0 < agent.last.seconds < 1 and not agent.last.fallback
+    quiet = PolicyAgent(policy, seed=5)
+    np.testing.assert_allclose(quiet.act(obs), clean, rtol=1e-6)
+    assert quiet.rng.bit_generator.state == np.random.default_rng(5).bit_generator.state
+    loud = PolicyAgent(policy, noise=100.0, seed=0)
+    actions = np.stack([loud.act(obs) for _ in range(20)])
+    assert actions.min() == -1.0 and actions.max() == 1.0  # both ends of the box, no further
+    assert PolicyAgent.horizon == 1 and set(loud.generators()) == {"noise"}
+    with pytest.raises(ValueError):
+        PolicyAgent(policy, noise=-0.1)
+
+
+def test_policy_agent_falls_back_to_its_previous_action_then_zero() -> None:
+    torch.manual_seed(0)
+    policy = Switchable(2, 1, hidden=8)
+    obs = np.array([0.2, -0.4], np.float32)
+    agent = PolicyAgent(policy)
+    policy.broken = True
+    np.testing.assert_array_equal(agent.act(obs), np.zeros(1, np.float32))
+    assert agent.last.fallback and agent.fallbacks == 1
+    policy.broken = False
+    good = agent.act(obs)
+    assert not agent.last.fallback and np.abs(good).max() > 0
+    policy.broken = True
+    np.testing.assert_array_equal(agent.act(obs), good)
+    assert agent.fallbacks == 2
+    agent.reset()
+    assert agent.last is None
+    np.testing.assert_array_equal(agent.act(obs), np.zeros(1, np.float32))  # forgot `good`

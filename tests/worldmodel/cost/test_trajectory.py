@@ -89,3 +89,28 @@ def test_imagination_runs_the_mean_model_and_restores_the_trainers_mode() -> Non
         for t in range(T):
             s = model.step(s, policy(s), z[t])
         torch.testing.assert_close(first.states[-1].detach(), s)
+
+
+class ZPenalty(FixedPenalty):
+    """U[t] = z[t]: checks the trajectory's own latents reach the penalty."""
+
+    def raw(self, s0: Tensor, actions: Tensor, z: Tensor | None = None) -> Tensor:
+        assert z is not None
+        return z[..., 0]
+
+
+def test_each_term_reads_its_own_step_of_the_trajectory() -> None:
+    """c(s[t], a[t], s[t+1]) = s[t] + 10 s[t+1] and V(s[T]) = s[T], with s[t] = t: the sums
+    say which states each term saw; the penalty sees the trajectory's z."""
+    trajectory = _trajectory()
+    cost = lambda s, a, s2: s[..., 0] + 10 * s2[..., 0]  # noqa: E731
+    value = lambda s: s[..., 0]  # noqa: E731
+    terms = TrajectoryCost(cost, value=value, value_discount=1.0)(trajectory)
+    steps = sum(t + 10 * (t + 1) for t in range(T))
+    torch.testing.assert_close(terms.total, torch.full((B,), float(steps + T)))
+    torch.testing.assert_close(terms.costs[:, 0], torch.tensor([10.0, 21.0, 32.0, 43.0]))
+    assert torch.all(terms.continues == 1) and terms.alive.shape == (T + 1, B)
+    z = torch.full((T, B, 1), 3.0)  # U = 3 everywhere: (3 - 0) / 0.5 - 1 = 5 per step
+    with_z = Trajectory(trajectory.states, trajectory.actions, z)
+    charged = TrajectoryCost(cost, penalty=ZPenalty(), penalty_weight=1.0)(with_z)
+    torch.testing.assert_close(charged.total, torch.full((B,), float(steps + 5 * T)))
