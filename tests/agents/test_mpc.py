@@ -109,3 +109,45 @@ class CheapPlanner:
         costs = objective(candidates)
         best = int(costs.argmin())
         return PlanResult(candidates[:, best], float(costs[best]), 1)
+
+
+class ScriptedPlanner:
+    """Returns the plans it is given, one per call (NaN ones included)."""
+
+    horizon = HORIZON
+
+    def __init__(self, plans: list[Tensor]) -> None:
+        self.plans, self.inits = plans, []
+
+    def plan(
+        self, objective: Objective, init: Tensor | None = None, generator: object = None
+    ) -> PlanResult:
+        self.inits.append(init)
+        plan = self.plans[len(self.inits) - 1]
+        return PlanResult(plan, float(objective(plan[:, None])[0]), 1)
+
+
+def test_out_of_box_plans_are_clipped_and_non_finite_ones_fall_back_to_the_shifted_plan() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=0, hidden=8, layers=1, dropout=0.0).eval()
+    cost = TrajectoryCost(lambda s, a, s2: s2.square().sum(-1) + a.square().sum(-1))
+    wide = torch.tensor([[3.0], [-3.0], [0.5], [0.25]])
+    nan = torch.full((HORIZON, 1), float("nan"))
+    planner = ScriptedPlanner([wide, nan, nan, -wide])
+    agent = MPCAgent(model, Perception(2), cost, planner, latent_samples=1)
+    obs = np.array([0.3, -0.1], np.float32)
+
+    first = agent.act(obs)
+    assert first.dtype == np.float32 and first.tolist() == [1.0]  # 3 clipped into the box
+    with torch.no_grad():  # latent_dim 0: the first step's cost is known without the agent's z
+        s0 = torch.tensor([[0.3, -0.1]])
+        states = torch.cat([s0[None], model.rollout(s0, wide[:1, None])])
+        step = cost(Trajectory(states, wide[:1, None], torch.zeros(1, 1, 0))).total.item()
+    assert agent.last.planned_step_cost == pytest.approx(step) and not agent.last.fallback
+    assert agent.act(obs).tolist() == [-1.0]  # NaN plan: the shifted previous one, clipped
+    assert agent.last.fallback and agent.last.planned_step_cost == 0.0 and agent.fallbacks == 1
+    assert agent.act(obs).tolist() == [0.5]  # and shifted once more
+    assert agent.fallbacks == 2
+    agent.reset()
+    planner.plans[3] = nan
+    assert agent.act(obs).tolist() == [0.0]  # no previous plan: the zero action
