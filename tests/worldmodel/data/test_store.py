@@ -100,3 +100,65 @@ def test_stats_match_numpy() -> None:
     delta = store.data["next_obs"] - store.data["obs"]
     np.testing.assert_allclose(stats.delta_mean.numpy(), delta.mean(0), rtol=1e-6)
     assert (stats.delta_std > 0).all(), "constant dims must get a positive std floor"
+
+
+def _rewrite(path, **changes) -> None:
+    """The npz at `path` with some arrays replaced (a hand-edited or foreign file)."""
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+def test_a_loaded_store_has_the_stored_dtypes_and_counters(tmp_path) -> None:
+    store = make_store([4, 3])
+    store.drop_newer(5)
+    path = tmp_path / "data.npz"
+    store.save(path)
+    # Written as float64 / int32 / uint8 by another tool: loaded in the store's own dtypes.
+    _rewrite(path, obs=np.load(path)["obs"].astype(np.float64),
+             episode=np.load(path)["episode"].astype(np.int32),
+             terminated=np.load(path)["terminated"].astype(np.uint8))  # fmt: skip
+    loaded = EpisodeStore.load(path)
+    dtypes = {k: v.dtype for k, v in loaded.data.items()}
+    assert dtypes["obs"] == np.float32 and dtypes["reward"] == np.float32
+    assert dtypes["terminated"] == np.bool_ and dtypes["truncated"] == np.bool_
+    assert dtypes["episode"] == np.int64
+    assert loaded.next_episode == store.next_episode == 2 and len(loaded) == 7
+    assert np.load(path)["_meta"].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"_meta": np.array([1, 3, 2], np.int64)}, "corrupt"),
+        ({"_meta": np.array([1.0, 3, 2, 2])}, "corrupt"),
+        ({"_meta": np.array([9, 3, 2, 2], np.int64)}, "format 9"),
+        ({"_meta": np.array([1, 0, 2, 2], np.int64)}, "inconsistent"),
+        ({"_meta": np.array([1, 4, 2, 2], np.int64)}, "shapes or types (obs, next_obs)"),
+        ({"reward": np.zeros(())}, "inconsistent"),
+        ({"action": np.zeros((7, 2), "U1")}, "(action)"),
+        ({"reward": np.full(7, np.inf, np.float32)}, "NaN or inf in 'reward'"),
+    ],
+)  # fmt: skip
+def test_a_damaged_data_file_is_a_one_line_error_naming_it(tmp_path, change, message) -> None:
+    path = tmp_path / "data.npz"
+    make_store([4, 3]).save(path)
+    _rewrite(path, **change)
+    with pytest.raises(DataError) as error:
+        EpisodeStore.load(path)
+    assert message in str(error.value) and str(path) in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_loading_checks_the_callers_dims_each_on_its_own(tmp_path) -> None:
+    path = tmp_path / "data.npz"
+    make_store([4, 3]).save(path)
+    assert len(EpisodeStore.load(path, obs_dim=3, act_dim=2)) == 7
+    for dims in ({"obs_dim": 4}, {"act_dim": 1}, {"obs_dim": 3, "act_dim": 1}):
+        with pytest.raises(DataError, match="model expects"):
+            EpisodeStore.load(path, **dims)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, obs=np.array([object()], dtype=object))
+    with pytest.raises(DataError, match="corrupt"):  # object arrays would need pickle: refused
+        EpisodeStore.load(pickled)
