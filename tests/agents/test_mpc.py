@@ -151,3 +151,26 @@ def test_out_of_box_plans_are_clipped_and_non_finite_ones_fall_back_to_the_shift
     agent.reset()
     planner.plans[3] = nan
     assert agent.act(obs).tolist() == [0.0]  # no previous plan: the zero action
+
+
+def test_the_warm_start_is_the_shifted_plan_or_the_proposal_whichever_costs_less() -> None:
+    """The proposal is the zero plan; the scripted plans are far from zero. With a cost on
+    |a| the proposal wins once a previous plan exists to compare it with."""
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=0, hidden=8, layers=1, dropout=0.0).eval()
+    cost = TrajectoryCost(lambda s, a, s2: a.square().sum(-1))
+    far = torch.full((HORIZON, 1), 0.9)
+    planner = ScriptedPlanner([far, far, far])
+    proposal = lambda state, horizon: torch.zeros(horizon, 1)  # noqa: E731
+    agent = MPCAgent(model, Perception(2), cost, planner, latent_samples=1, proposal=proposal)
+    obs = np.array([0.3, -0.1], np.float32)
+    agent.act(obs)
+    torch.testing.assert_close(planner.inits[0], torch.zeros(HORIZON, 1))  # the only start
+    agent.act(obs)
+    torch.testing.assert_close(planner.inits[1], torch.zeros(HORIZON, 1))  # cheaper than `far`
+    near_far = TrajectoryCost(lambda s, a, s2: (a - 0.9).square().sum(-1))
+    costly = MPCAgent(model, Perception(2), near_far, ScriptedPlanner([far, far]),
+                      latent_samples=1, proposal=proposal)  # fmt: skip
+    costly.act(obs)
+    costly.act(obs)
+    torch.testing.assert_close(costly.planner.inits[1], shift_plan(far))  # now the plan wins

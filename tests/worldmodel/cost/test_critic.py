@@ -126,17 +126,21 @@ def test_update_real_equals_update_imagined_on_the_same_transitions() -> None:
     )
 
     def cost(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
-        return next_obs.square().sum(-1) + action.square().sum(-1)
+        return next_obs.square().sum(-1) + action.square().sum(-1) + 0.5 * obs[..., 0]
 
     learners = []
-    for _ in range(3):
+    for _ in range(4):
         torch.manual_seed(0)
         learners.append(CriticLearner(Critic(3, hidden=16), gamma=0.9, lr=1e-2))
     learners[0].update_real(window)
     learners[1].update_imagined(window.obs, -window.reward, (~terminated).float())
     learners[2].update_real(window, cost=cost)
-    first, second, third = (list(lr.critic.parameters()) for lr in learners)
+    by_hand = cost(window.obs[:-1], window.action, window.obs[1:])
+    learners[3].update_imagined(window.obs, by_hand, (~terminated).float())
+    first, second, third, fourth = (list(lr.critic.parameters()) for lr in learners)
     for x, y in zip(first, second, strict=True):
+        torch.testing.assert_close(x, y)
+    for x, y in zip(third, fourth, strict=True):
         torch.testing.assert_close(x, y)
     assert any(not torch.equal(x, z) for x, z in zip(first, third, strict=True))
 
