@@ -322,3 +322,23 @@ def test_policy_agent_falls_back_to_its_previous_action_then_zero() -> None:
     agent.reset()
     assert agent.last is None
     np.testing.assert_array_equal(agent.act(obs), np.zeros(1, np.float32))  # forgot `good`
+
+
+def test_prior_proposals_are_seeded_draws_and_zero_ones_the_mean_future() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=3, hidden=16, layers=1, dropout=0.0).eval()
+    with torch.no_grad():
+        model.decoder[0].weight.mul_(20.0)  # z matters to the prediction
+    policy = Policy(2, 1, hidden=8)
+    with torch.no_grad():
+        policy.net[-1].weight.mul_(50.0)  # and the state to the action
+    state = torch.tensor([0.3, -0.2])
+    zero = PolicyProposal(policy, model, latent="zero")(state, 5)
+    first = PolicyProposal(policy, model, latent="prior", seed=1)(state, 5)
+    again = PolicyProposal(policy, model, latent="prior", seed=1)(state, 5)
+    other = PolicyProposal(policy, model, latent="prior", seed=2)(state, 5)
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, other) and not torch.allclose(first, zero)
+    torch.testing.assert_close(zero[0], first[0])  # the first action is the policy's at s0
+    with pytest.raises(ValueError, match="latent"):
+        PolicyProposal(policy, model, latent="mean")

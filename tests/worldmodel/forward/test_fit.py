@@ -114,3 +114,16 @@ def test_the_limit_is_configurable_and_counts_only_consecutive_skips() -> None:
     assert trainer.total_steps == 3 and trainer.skipped_updates == 5
     with pytest.raises(ValueError, match="max_consecutive_skips"):
         ModelTrainer(trainer.model, max_consecutive_skips=0)
+
+
+def test_each_validation_logs_the_training_charts() -> None:
+    logged: list[tuple[dict, int]] = []
+    result = _fit(_trainer(lambda call: False), max_steps=20, eval_every=10,
+                  log=lambda metrics, step: logged.append((metrics, step)))  # fmt: skip
+    assert [step for _, step in logged] == [10, 20] and result.steps == 20
+    for metrics, _ in logged:
+        assert {"train/loss", "val/loss", "charts/learning_rate", "charts/samples_per_s"} <= set(
+            metrics
+        )
+        assert metrics["charts/learning_rate"] == pytest.approx(1e-2)
+        assert metrics["charts/samples_per_s"] > 0
