@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -259,6 +260,7 @@ def test_hopper_health_boundaries_match_the_env() -> None:
         "z at its floor": (1, z_low), "z just above": (1, z_low + eps),
         "angle at its end": (2, a_high), "angle just inside": (2, a_high - eps),
         "angle at its floor": (2, a_low), "joint at the state range": (3, s_high),
+        "joint at the state floor": (4, -s_high), "z at its ceiling": (1, z_high),
     }  # fmt: skip
     env.reset(seed=0)
     for name, (index, value) in cases.items():
@@ -269,3 +271,39 @@ def test_hopper_health_boundaries_match_the_env() -> None:
         obs = torch.as_tensor(np.concatenate([u.data.qpos, u.data.qvel]), dtype=torch.float64)
         assert bool(task.terminated(obs)) == (not u.is_healthy), name
     env.close()
+
+
+def test_inverted_pendulum_planning_cost_is_the_cost_plus_the_stated_pull() -> None:
+    task = make_task("InvertedPendulum-v5")
+    obs = torch.zeros(2, 4, dtype=torch.float64)
+    nxt = torch.tensor([[0.5, 0.1, -1.0, 2.0], [0.0, 0.3, 0.0, 0.0]], dtype=torch.float64)
+    action = torch.zeros(2, 1, dtype=torch.float64)
+    pull = (0.1 / 0.2) ** 2 + 0.1 * 0.25 + 0.01 * 1.0 + 0.01 * 4.0
+    # alive: -1 + the pull; past 0.2 rad: 0 (terminated) + (0.3 / 0.2)^2
+    expected = torch.tensor([-1.0 + pull, (0.3 / 0.2) ** 2], dtype=torch.float64)
+    torch.testing.assert_close(task.planning_cost(obs, action, nxt), expected)
+
+
+def test_make_env_seeds_its_spaces_and_passes_the_render_mode() -> None:
+    task = make_task("Pendulum-v1")
+    first, second = task.make_env(seed=3), task.make_env(seed=3)
+    np.testing.assert_array_equal(first.action_space.sample(), second.action_space.sample())
+    np.testing.assert_array_equal(
+        first.observation_space.sample(), second.observation_space.sample()
+    )
+    assert task.make_env(render_mode="rgb_array").render_mode == "rgb_array"
+
+
+def test_unsupported_spaces_name_the_env() -> None:
+    from envs.tasks import UnsupportedEnvError, check_spaces
+
+    with pytest.raises(UnsupportedEnvError, match="CartPole-v1"):
+        check_spaces(gym.make("CartPole-v1"))
+    unbounded = gym.make("Pendulum-v1")
+    unbounded.action_space = gym.spaces.Box(-np.inf, 1.0, (1,), np.float32)
+    with pytest.raises(UnsupportedEnvError, match="unbounded"):
+        check_spaces(unbounded)
+    upper = gym.make("Pendulum-v1")
+    upper.action_space = gym.spaces.Box(-1.0, np.inf, (1,), np.float32)
+    with pytest.raises(UnsupportedEnvError, match="unbounded"):
+        check_spaces(upper)
