@@ -169,3 +169,23 @@ def test_cem_refits_to_the_elites_it_kept_from_the_previous_iteration() -> None:
     elite_mean = first[:, first[0, :, 0].argsort()[:elites]].mean(dim=1)
     mean_1, mean_2 = calls[1][:, -1], calls[2][:, -1]  # the mean is each round's last candidate
     torch.testing.assert_close(mean_2, alpha * mean_1 + (1 - alpha) * elite_mean)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"iterations": 0}, {"elites": 0}, {"population": 7, "elites": 8},
+        {"min_population": 7, "elites": 8}, {"population_decay": 0.99}, {"keep_elites": -0.1},
+        {"keep_elites": 1.1}, {"alpha": 1.0}, {"alpha": -0.1},
+    ],
+)  # fmt: skip
+def test_cem_refuses_settings_outside_their_ranges(settings: dict) -> None:
+    with pytest.raises(ValueError):
+        CEMPlanner(3, -1.0, 1.0, 1, **({"population": 16, "elites": 4} | settings))
+
+
+def test_cem_accepts_the_ends_of_its_ranges() -> None:
+    edges = dict(iterations=1, population=1, elites=1, min_population=1, population_decay=1.0,
+                 keep_elites=0.0, alpha=0.0)  # fmt: skip
+    assert CEMPlanner(3, -1.0, 1.0, 1, **edges).min_population == 1
+    assert CEMPlanner(3, -1.0, 1.0, 1, elites=4, keep_elites=1.0).min_population == 8

@@ -114,3 +114,12 @@ def test_each_term_reads_its_own_step_of_the_trajectory() -> None:
     with_z = Trajectory(trajectory.states, trajectory.actions, z)
     charged = TrajectoryCost(cost, penalty=ZPenalty(), penalty_weight=1.0)(with_z)
     torch.testing.assert_close(charged.total, torch.full((B,), float(steps + 5 * T)))
+
+
+def test_a_shorter_rollout_is_normalised_by_its_own_steps_statistics() -> None:
+    penalty = FixedPenalty()
+    penalty.mean = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    short = penalty.normalized(torch.ones(2, B))  # steps 0 and 1 only
+    torch.testing.assert_close(short[:, 0], torch.tensor([2.0, 0.0]))
+    with pytest.raises(ValueError, match="rollout of 5 steps but calibrated on 4"):
+        penalty.normalized(torch.ones(5, B))

@@ -233,3 +233,45 @@ def test_uncertainty_is_the_dropout_variance_in_state_normalised_units_per_step(
     assert u.shape == (3, 1)
     assert u[0, 0].item() == pytest.approx(expected.item(), rel=0.05)
     assert not torch.isclose(u[2, 0], u[0, 0], rtol=0.05)  # each step its own, not broadcast
+
+
+def test_the_posterior_reads_normalised_state_action_and_delta_and_bounds_its_variance() -> None:
+    model = _cvae(latent_dropout=0.0)
+    g = torch.Generator().manual_seed(5)
+    stats = Stats(*(torch.rand(3, generator=g) + 0.5 for _ in range(4)))
+    model.set_normalization(stats)
+    s, a = torch.randn(6, 3, generator=g), torch.randn(6, 2, generator=g)
+    s_next = s + torch.randn(6, 3, generator=g)
+    with torch.no_grad():
+        mu, logvar = model._posterior(s, a, s_next)
+        inputs = torch.cat(
+            [(s - stats.state_mean) / stats.state_std, a,
+             (s_next - s - stats.delta_mean) / stats.delta_std], -1,
+        )  # fmt: skip
+        out = model.encoder(inputs)
+        torch.testing.assert_close(mu, out[:, :4])
+        torch.testing.assert_close(logvar, out[:, 4:].clamp(-8, 8))
+        model.encoder[-1].bias.copy_(torch.tensor([0.0] * 4 + [50.0, -50.0, 50.0, -50.0]))
+        _, clamped = model._posterior(s, a, s_next)
+    assert clamped[:, 0].min() == 8.0 and clamped[:, 1].max() == -8.0
+
+
+def test_the_fast_rollout_equals_stepping_the_modules_one_by_one() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(3, 2, latent_dim=2, hidden=16, layers=2, dropout=0.1).eval()
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for m in model.decoder:
+            if isinstance(m, nn.LayerNorm):  # not the init's ones and zeros
+                m.weight.copy_(torch.rand(16, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(16, generator=g))
+    model.set_normalization(Stats(*(torch.rand(3, generator=g) + 0.5 for _ in range(4))))
+    s0, actions = torch.randn(4, 3, generator=g), torch.rand(5, 4, 2, generator=g) * 2 - 1
+    z = torch.randn(5, 4, 2, generator=g)
+    with torch.no_grad():
+        fast = model.rollout(s0, actions, z)
+        s, slow = s0, []
+        for t in range(5):
+            s = model.step(s, actions[t], z[t])
+            slow.append(s)
+    torch.testing.assert_close(fast, torch.stack(slow), rtol=1e-5, atol=1e-5)
