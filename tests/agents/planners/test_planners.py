@@ -189,3 +189,26 @@ def test_cem_accepts_the_ends_of_its_ranges() -> None:
                  keep_elites=0.0, alpha=0.0)  # fmt: skip
     assert CEMPlanner(3, -1.0, 1.0, 1, **edges).min_population == 1
     assert CEMPlanner(3, -1.0, 1.0, 1, elites=4, keep_elites=1.0).min_population == 8
+
+
+def test_random_restarts_fill_the_box_and_follow_the_generator() -> None:
+    planner = GradientPlanner(4, torch.tensor([0.2, -1.0]), torch.tensor([0.9, -0.5]),
+                              dtype=torch.float64)  # fmt: skip
+    draws = planner._uniform(2000, torch.Generator().manual_seed(0))
+    assert draws.dtype == torch.float64 and draws.shape == (4, 2000, 2)
+    low, high = draws.amin(dim=(0, 1)), draws.amax(dim=(0, 1))
+    torch.testing.assert_close(
+        low, torch.tensor([0.2, -1.0], dtype=torch.float64), atol=2e-3, rtol=0
+    )
+    torch.testing.assert_close(
+        high, torch.tensor([0.9, -0.5], dtype=torch.float64), atol=2e-3, rtol=0
+    )
+    again = planner._uniform(2000, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draws, again, rtol=0, atol=0)
+
+
+def test_the_hybrid_refines_at_least_one_sequence() -> None:
+    sampler = CEMPlanner(3, -1.0, 1.0, 1, iterations=1, population=8, elites=2)
+    assert HybridPlanner(sampler, top_k=1).top_k == 1
+    with pytest.raises(ValueError, match="top_k"):
+        HybridPlanner(sampler, top_k=0)

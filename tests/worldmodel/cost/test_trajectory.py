@@ -123,3 +123,17 @@ def test_a_shorter_rollout_is_normalised_by_its_own_steps_statistics() -> None:
     torch.testing.assert_close(short[:, 0], torch.tensor([2.0, 0.0]))
     with pytest.raises(ValueError, match="rollout of 5 steps but calibrated on 4"):
         penalty.normalized(torch.ones(5, B))
+
+
+def test_the_penalty_measures_the_trajectorys_own_latents() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=2, hidden=16, layers=2, dropout=0.3)
+    with torch.no_grad():
+        model.decoder[0].weight.mul_(10.0)
+    penalty = UncertaintyPenalty(model, masks=8)
+    s0, actions = torch.zeros(3, 2), torch.zeros(T, 3, 1)
+    spread = []
+    for scale in (0.0, 3.0):
+        torch.manual_seed(1)  # the same dropout masks for both
+        spread.append(penalty.raw(s0, actions, torch.full((T, 3, 2), scale)))
+    assert not torch.allclose(spread[0], spread[1])

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from worldmodel.data.store import EpisodeStore, Stats, Window
+from worldmodel.errors import DataError
 from worldmodel.forward.fit import FitSchedule, ModelTrainer
 from worldmodel.forward.model import ForwardModel, mc_dropout
 
@@ -275,3 +276,9 @@ def test_the_fast_rollout_equals_stepping_the_modules_one_by_one() -> None:
             s = model.step(s, actions[t], z[t])
             slow.append(s)
     torch.testing.assert_close(fast, torch.stack(slow), rtol=1e-5, atol=1e-5)
+
+
+def test_step_names_a_latent_of_the_wrong_size() -> None:
+    model = _cvae(latent_dropout=0.5)
+    with pytest.raises(DataError, match=r"ForwardModel.step: latent has shape \(5, 3\)"):
+        model.step(torch.zeros(5, 3), torch.zeros(5, 2), torch.zeros(5, 3))
