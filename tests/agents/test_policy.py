@@ -342,3 +342,36 @@ def test_prior_proposals_are_seeded_draws_and_zero_ones_the_mean_future() -> Non
     torch.testing.assert_close(zero[0], first[0])  # the first action is the policy's at s0
     with pytest.raises(ValueError, match="latent"):
         PolicyProposal(policy, model, latent="mean")
+
+
+@pytest.mark.parametrize("bad", [{"horizon": 0}, {"lr": 0.0}, {"grad_clip": 0.0}])
+def test_the_policy_learner_refuses_non_positive_settings(bad: dict) -> None:
+    model = LinearModel(torch.eye(2), torch.ones(2, 1))
+    with pytest.raises(ValueError):
+        PolicyLearner(Policy(2, 1), model, TrajectoryCost(lambda s, a, s2: a.sum(-1)), **bad)
+
+
+@pytest.mark.parametrize("dims", [(0, 1, 8, 1), (2, 0, 8, 1), (2, 1, 0, 1), (2, 1, 8, 0)])
+def test_a_policy_needs_positive_sizes(dims: tuple[int, int, int, int]) -> None:
+    with pytest.raises(ValueError):
+        Policy(*dims)
+
+
+def test_updates_are_counted_and_seeded_learners_imagine_alike() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=2, hidden=8, layers=1, dropout=0.0)
+    cost = TrajectoryCost(lambda s, a, s2: s2.square().sum(-1))
+    learners = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        learners.append(PolicyLearner(Policy(2, 1), model, cost, horizon=3, seed=7))
+    starts = torch.randn(4, 2, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(learners[0].imagine(starts).z, learners[1].imagine(starts).z)
+    for _ in range(3):
+        metrics = learners[0].update(starts)
+    assert learners[0].total_steps == 3 and learners[0].skipped_updates == 0
+    assert metrics["grad_norm"] > 0 and {"loss", "imagined_cost", "action_abs"} <= set(metrics)
+    cost.cost = lambda s, a, s2: s2.sum(-1) * float("nan")
+    learners[0].update(starts)
+    learners[0].update(starts)
+    assert learners[0].skipped_updates == 2 and learners[0].total_steps == 3
