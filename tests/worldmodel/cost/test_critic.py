@@ -170,3 +170,29 @@ def test_td_targets_bootstrap_from_the_slow_target_not_the_online_net() -> None:
     metrics = learner.update_imagined(states, costs, continues)
     assert metrics["target"] == pytest.approx(expected.mean().item(), rel=1e-6)
     assert abs(metrics["target"] - (costs + 0.9 * 5.0).mean().item()) > 1.0
+
+
+def test_critic_updates_are_counted_and_report_their_terms() -> None:
+    torch.manual_seed(0)
+    critic = Critic(2, hidden=8)
+    critic.set_normalization(
+        Stats(torch.zeros(2), torch.ones(2), torch.zeros(2), torch.ones(2)), value_scale=4.0
+    )
+    learner = CriticLearner(critic, gamma=0.9, lambda_=0.0)
+    g = torch.Generator().manual_seed(1)
+    states, costs = torch.randn(4, 8, 2, generator=g), torch.rand(3, 8, generator=g)
+    continues = torch.ones(3, 8)
+    with torch.no_grad():
+        predicted = critic(states[:-1])
+        targets = costs + 0.9 * learner.target(states[1:])
+    metrics = learner.update_imagined(states, costs, continues)
+    # The loss is measured in value_scale units: (prediction - target) / 4, squared, averaged.
+    assert metrics["loss"] == pytest.approx((((predicted - targets) / 4.0) ** 2).mean().item())
+    assert metrics["value"] == pytest.approx(predicted.mean().item())
+    assert metrics["grad_norm"] > 0
+    learner.update_imagined(states, costs, continues)
+    assert learner.total_steps == 2 and learner.skipped_updates == 0
+    nan = torch.full_like(costs, float("nan"))
+    learner.update_imagined(states, nan, continues)
+    learner.update_imagined(states, nan, continues)
+    assert learner.skipped_updates == 2 and learner.total_steps == 2

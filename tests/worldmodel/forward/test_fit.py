@@ -127,3 +127,20 @@ def test_each_validation_logs_the_training_charts() -> None:
         )
         assert metrics["charts/learning_rate"] == pytest.approx(1e-2)
         assert metrics["charts/samples_per_s"] > 0
+
+
+def test_the_fit_stops_after_patience_validations_without_improvement() -> None:
+    trainer = _trainer(lambda call: False)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.zero_()  # and lr 0: validation can never improve
+    trainer.optimizer.param_groups[0]["lr"] = 0.0
+    store = _store()
+    train, val = store.split(0.25, 0)
+    schedule = FitSchedule(horizon=3, batch_size=8, max_steps=100, eval_every=5, patience=2)
+    result = trainer.fit(train, val, schedule)
+    assert result.steps == 10 and result.stopped_early  # two validations, two strikes
+    assert result.seconds > 0 and np.isfinite(result.best_val_loss)
+    full = trainer.fit(train, val, FitSchedule(horizon=3, batch_size=8, max_steps=5,
+                                               eval_every=5, patience=2))  # fmt: skip
+    assert full.steps == 5 and not full.stopped_early
