@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import io
 import operator
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -275,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"wm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `wm tasks | head`: the reader left, nothing is wrong
+        # Python would report the pipe again while flushing stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

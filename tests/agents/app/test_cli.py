@@ -197,3 +197,15 @@ def test_a_usage_error_is_one_line_and_exit_status_2(argv: list[str], words: str
 def test_resume_with_a_config_option_names_it_as_typed(started, tmp_path: Path, capsys) -> None:
     assert main(["run", "--resume", str(tmp_path), "--loop.seed_steps", "5"]) == 2
     assert "drop --loop.seed-steps" in capsys.readouterr().err and not started
+
+
+def test_a_reader_that_leaves_early_is_no_error() -> None:
+    """`wm tasks | head -1`: the pipe closes before wm writes; no traceback, exit 0."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "agents.app.cli", "tasks"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    child.stdout.close()  # gone before the child (still importing torch) writes a line
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 0 and b"Traceback" not in err, err.decode()
