@@ -225,9 +225,8 @@ def _metrics(terms: TrajectoryTerms, trajectory: Trajectory) -> Metrics:
     alive = terms.alive[:horizon]
     live = alive.sum().clamp_min(1.0)
     metrics = {
-        "imagined_cost": (terms.total if terms.value is None else terms.total - terms.value)
-        .mean()
-        .item(),
+        # The task's cost alone, as J weighs it (no penalty, no terminal value).
+        "imagined_cost": (terms.weights * terms.costs).sum(0).mean().item(),
         # Undiscounted, comparable with the real return over the same H steps.
         "imagined_return": -(alive * terms.costs).sum(0).mean().item(),
         "action_abs": trajectory.actions.abs().mean().item(),

@@ -37,13 +37,15 @@ class Trajectory:
 class TrajectoryTerms:
     """The parts of J for a batch of trajectories.
 
-    total [B]: J. costs [T, B]: c per step (undiscounted, unmasked). continues [T, B]: 0 where
-    s[t+1] ended the episode. alive [T+1, B]. value [B] or None: the weighted terminal term.
+    total [B]: J. costs [T, B]: c per step (undiscounted, unmasked). weights [T, B]: what J
+    weighs step t by (gamma^t alive[t]). continues [T, B]: 0 where s[t+1] ended the episode.
+    alive [T+1, B]. value [B] or None: the weighted terminal term.
     uncertainty, penalty [T, B] or None: U and P, where a penalty is configured.
     """
 
     total: Tensor
     costs: Tensor
+    weights: Tensor
     continues: Tensor
     alive: Tensor
     value: Tensor | None = None
@@ -135,4 +137,4 @@ class TrajectoryCost:
             discount = self.gamma**horizon if self.value_discount is None else self.value_discount
             value = discount * alive[horizon] * self.value(states[-1])
             total = total + value
-        return TrajectoryTerms(total, costs, continues, alive, value, uncertainty, penalty)
+        return TrajectoryTerms(total, costs, weights, continues, alive, value, uncertainty, penalty)
