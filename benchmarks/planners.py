@@ -268,7 +268,7 @@ def plot(rows: list[dict], args: argparse.Namespace, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="Pendulum-v1", help="task of the model trained here")
     parser.add_argument(
@@ -307,7 +307,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/planners.csv"))
     parser.add_argument("--plot", nargs="+", type=Path, default=None, metavar="CSV",
                         help="only plot these CSVs (merged parts) to --out's .png")  # fmt: skip
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     if args.plot:
         rows = [{**r, "horizon": int(r["horizon"]), "candidates": int(r["candidates"]),
                  "return": float(r["return"]), "ms_per_action": float(r["ms_per_action"])}

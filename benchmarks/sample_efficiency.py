@@ -141,7 +141,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--agents", nargs="+", default=["mpc", "sac"],
@@ -180,7 +180,11 @@ def main() -> None:
                         ".png, e.g. after merging parts run separately")  # fmt: skip
     parser.add_argument("--from-runs", nargs="+", type=Path, default=None, metavar="RUN_DIR",
                         help="report these run folders instead of running")  # fmt: skip
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     if args.from_runs:
         configs = {d: load_config(d) for d in args.from_runs}
 
