@@ -18,10 +18,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.wrappers import RescaleAction
 
-from envs import costs
+from envs import costs, stochastic
 from envs.costs import RescaledCost
 from worldmodel.errors import WorldModelError
-from worldmodel.types import CostFn, TerminationFn
+from worldmodel.types import CostFn, OutcomesFn, TerminationFn
 
 
 class UnknownTaskError(WorldModelError, ValueError):
@@ -88,6 +88,12 @@ class Task:
     """Simulated seconds per env step."""
     gym_kwargs: Mapping[str, Any] = field(default_factory=dict, compare=False)
     """Extra ``gymnasium.make`` arguments the costs rely on (e.g. x position kept in obs)."""
+    outcomes: OutcomesFn | None = field(default=None, compare=False)
+    """``outcomes(obs [N, S], action [N, A]) -> [M, N, S]``: the M possible next observations
+    of each transition, for tasks whose randomness is a discrete choice (stochastic.py); None
+    for deterministic tasks."""
+    random_dims: tuple[int, ...] = ()
+    """Observation dims the task's randomness moves (empty for deterministic tasks)."""
 
     def make_env(self, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
         """Build the env with actions rescaled to ``[-1, 1]``.
@@ -122,6 +128,7 @@ def _task(
     cost: CostFn,
     terminated: TerminationFn | None = None,
     planning_cost: CostFn | None = None,
+    **stochastic_fields: Any,
 ) -> Task:
     """Assemble a Task from a probe env and physical-action costs (rescaled here)."""
     check_spaces(env)
@@ -141,6 +148,7 @@ def _task(
         max_episode_steps=env.spec.max_episode_steps,
         dt=float(env.unwrapped.dt),  # type: ignore[attr-defined]
         gym_kwargs=dict(gym_kwargs),
+        **stochastic_fields,
     )
 
 
@@ -217,12 +225,40 @@ def _hopper() -> Task:
         )
 
 
+def _gusty_ledge() -> Task:
+    with _probe("GustyLedge-v0", {}) as env:
+        return _task(
+            env,
+            {},
+            "stand near a ledge while a random gust blows the cart left or right each step",
+            stochastic.gusty_ledge_cost,
+            outcomes=stochastic.gusty_ledge_outcomes,
+            random_dims=(0,),
+        )
+
+
+def _pushed_inverted_pendulum() -> Task:
+    with _probe("PushedInvertedPendulum-v0", {}) as env:
+        return _task(
+            env,
+            {},
+            "balance a pole on a cart that is kicked left or right before each step",
+            costs.inverted_pendulum_cost,
+            terminated=costs.inverted_pendulum_terminated,
+            planning_cost=costs.inverted_pendulum_planning_cost,
+            outcomes=stochastic.pushed_pendulum_outcomes,
+            random_dims=(0, 2),
+        )
+
+
 TASKS: Mapping[str, Callable[[], Task]] = {
     "Pendulum-v1": _pendulum,
     "InvertedPendulum-v5": _inverted_pendulum,
     "Reacher-v5": _reacher,
     "HalfCheetah-v5": _half_cheetah,
     "Hopper-v5": _hopper,
+    "GustyLedge-v0": _gusty_ledge,
+    "PushedInvertedPendulum-v0": _pushed_inverted_pendulum,
 }
 """Supported gymnasium ids -> factories; build tasks with :func:`make_task`."""
 

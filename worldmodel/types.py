@@ -18,6 +18,8 @@ CostFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 """`cost(state [..., S], action [..., A], next_state [..., S]) -> [...]`."""
 TerminationFn = Callable[[Tensor], Tensor]
 """`terminated(next_state [..., S]) -> bool [...]`."""
+OutcomesFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""`outcomes(obs [N, S], action [N, A]) -> [M, N, S]`: every possible next observation."""
 ValueFn = Callable[[Tensor], Tensor]
 """Cost-to-go beyond a horizon: `value(state [..., S]) -> [...]` (e.g. the critic's)."""
 Objective = Callable[[Tensor], Tensor]

@@ -28,6 +28,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "Reacher-v5": {"model.hidden": 128, "loop.train_steps": 100, "loop.eval_every": 20},
     "HalfCheetah-v5": {},
     "Hopper-v5": {},
+    # A plan is judged on its sampled futures: eight futures show the gust that blows the cart
+    # over the edge; 15 steps reach the goal from any start.
+    "GustyLedge-v0": {"planner.horizon": 15, "planner.latent_samples": 8},
+    "PushedInvertedPendulum-v0": {
+        "agent": "mpc+policy",
+        "train.horizon": 4,
+        "planner.horizon": 10,
+        "planner.iterations": 20,
+        "planner.candidates": 8,
+        "planner.latent_samples": 8,
+    },
 }
 """Applied over the defaults and under the command line's options."""
 RUN_PRESETS: dict[str, dict[str, Any]] = {
@@ -36,6 +47,8 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
     "Reacher-v5": {"steps": 15_000},
     "HalfCheetah-v5": {"steps": 50_000},
     "Hopper-v5": {"steps": 50_000},
+    "GustyLedge-v0": {"steps": 2_000},
+    "PushedInvertedPendulum-v0": {"steps": 2_000},
 }
 """Presets of `wm run` on top of those: the env-step budget each task is judged at."""
 

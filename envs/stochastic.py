@@ -1,0 +1,141 @@
+"""Tasks whose futures go more than one way: each step draws one of two discrete outcomes.
+
+A world model that predicts their mean predicts a state that never happens; one that samples
+must put its samples on the outcomes. Each env here knows its outcomes exactly
+(:func:`gusty_ledge_outcomes`, :meth:`PushedInvertedPendulumEnv.outcomes`), so evaluation can
+count how many sampled predictions land on a real one (`worldmodel.forward.evaluate`).
+
+* ``GustyLedge-v0``: a cart on a rail is blown a fixed distance left or right each step (a fair
+  coin) and is paid for standing near a goal close to a ledge; beyond the ledge it pays per
+  step. Standing on the goal is right for the mean gust (there is none) and wrong for the real
+  ones: every other step blows it over the edge. It is built so that planning through the mean
+  prediction fails.
+* ``PushedInvertedPendulum-v0``: MuJoCo's InvertedPendulum whose cart is kicked left or right
+  (a fair coin) before each step; the reward and termination are the original's.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.envs.mujoco.inverted_pendulum_v5 import InvertedPendulumEnv
+from torch import Tensor
+
+LEDGE_GUST = 0.1  #: metres the wind moves the cart each step, left or right
+LEDGE_GOAL = 0.95  #: where the cart is paid to stand
+LEDGE_EDGE = 1.0  #: beyond this position the cart pays LEDGE_FALL per metre per step
+LEDGE_FALL = 10.0
+LEDGE_GAIN = 0.5  #: velocity' = (1 - gain) velocity + gain action
+LEDGE_DT = 0.2  #: position' = position + dt velocity' + gust
+
+PUSH = 0.3  #: m/s added to or taken from the cart's velocity before each step
+
+
+def _ledge_drive(obs: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position before the gust, velocity') of the ledge for obs [..., 2], action [..., 1]."""
+    u = np.clip(action[..., 0], -1.0, 1.0)
+    velocity = (1.0 - LEDGE_GAIN) * obs[..., 1] + LEDGE_GAIN * u
+    return obs[..., 0] + LEDGE_DT * velocity, velocity
+
+
+def gusty_ledge_outcomes(obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """The two possible next observations [2, ..., 2] (gust left, right) of obs [..., 2] and
+    action [..., 1]."""
+    position, velocity = _ledge_drive(np.asarray(obs, float), np.asarray(action, float))
+    return np.stack([np.stack([position + g, velocity], -1) for g in (-LEDGE_GUST, LEDGE_GUST)])
+
+
+def gusty_ledge_cost(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
+    """Minus GustyLedge's reward: squared distance to the goal plus the fall beyond the edge."""
+    del obs, action
+    position = next_obs[..., 0]
+    return (position - LEDGE_GOAL).square() + LEDGE_FALL * torch.relu(position - LEDGE_EDGE)
+
+
+class GustyLedgeEnv(gym.Env):
+    """A cart on a rail, its velocity set by the action, blown +-LEDGE_GUST each step.
+
+    obs = [position, velocity]; action in [-1, 1]; reward = -gusty_ledge_cost. Starts uniformly
+    in [-1, 0.5] at rest; never terminates (`gymnasium.make` adds the time limit).
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+    dt = LEDGE_DT
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        self.render_mode = render_mode
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
+        self._obs = np.zeros(2)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._obs = np.array([self.np_random.uniform(-1.0, 0.5), 0.0])
+        return self._obs.copy(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        outcomes = gusty_ledge_outcomes(self._obs, np.asarray(action, float))
+        obs, self._obs = self._obs, outcomes[int(self.np_random.integers(2))]
+        cost = gusty_ledge_cost(*(torch.as_tensor(x) for x in (obs, action, self._obs)))
+        return self._obs.copy(), -float(cost), False, False, {}
+
+
+class PushedInvertedPendulumEnv(InvertedPendulumEnv):
+    """InvertedPendulum-v5 whose cart velocity changes by +-PUSH (a fair coin) before each step."""
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        self._push(float(self.np_random.choice((-PUSH, PUSH))))
+        return super().step(action)
+
+    def _push(self, push: float) -> None:
+        qvel = self.data.qvel.copy()
+        qvel[0] += push
+        self.set_state(self.data.qpos.copy(), qvel)
+
+    def outcomes(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """The two possible next observations [2, 4] (push left, right) of obs [4], action [1]
+        (physical units). Simulates both pushes from obs (the full state: qpos, qvel) and
+        restores the env's state.
+        """
+        saved = (self.data.qpos.copy(), self.data.qvel.copy(), self.data.time)
+        results = []
+        for push in (-PUSH, PUSH):
+            self.set_state(obs[:2], obs[2:])
+            self._push(push)
+            self.do_simulation(action, self.frame_skip)
+            results.append(self._get_obs())
+        self.set_state(saved[0], saved[1])
+        self.data.time = saved[2]
+        return np.stack(results)
+
+
+@cache
+def _pendulum_simulator() -> PushedInvertedPendulumEnv:
+    return PushedInvertedPendulumEnv()
+
+
+def pushed_pendulum_outcomes(obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """The two possible next observations [2, N, 4] of obs [N, 4] under normalised actions [N, 1]."""
+    sim = _pendulum_simulator()
+    scale = float(sim.action_space.high[0])  # the task's actions are rescaled from [-1, 1]
+    obs, action = np.asarray(obs, float).reshape(-1, 4), np.asarray(action, float).reshape(-1, 1)
+    return np.stack([sim.outcomes(o, scale * a) for o, a in zip(obs, action)], axis=1)
+
+
+def register() -> None:
+    """Register the stochastic envs with gymnasium (idempotent)."""
+    for env_id, entry, steps in (
+        ("GustyLedge-v0", GustyLedgeEnv, 100),
+        ("PushedInvertedPendulum-v0", PushedInvertedPendulumEnv, 1000),
+    ):
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=entry, max_episode_steps=steps)
+
+
+register()
