@@ -116,16 +116,23 @@ class ModelTrainer:
             "loss": terms.loss.item(),
             "reconstruction": terms.reconstruction.item(),
             "kl": terms.kl.item(),
+            "energy": terms.energy.item(),
             "grad_norm": grad_norm.item(),
         }
 
     @torch.no_grad()
     def validate(self, windows: Window) -> Metrics:
-        """Loss on fixed windows with dropout off and a fixed latent seed, so evals compare."""
+        """Loss on fixed windows with dropout off and a fixed latent seed, so evals compare; every
+        window is scored with z from the posterior and from the prior (`score_all`), so early
+        stopping also watches the samples a planner will draw."""
         self.model.eval()
         generator = torch.Generator(device=self.model.device).manual_seed(0)
-        terms = self.model.loss(windows.to(self.model.device), generator=generator)
-        return {"loss": terms.loss.item(), "reconstruction": terms.reconstruction.item()}
+        terms = self.model.loss(windows.to(self.model.device), generator=generator, score_all=True)
+        return {
+            "loss": terms.loss.item(),
+            "reconstruction": terms.reconstruction.item(),
+            "energy": terms.energy.item(),
+        }
 
     def fit(
         self,

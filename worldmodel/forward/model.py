@@ -1,10 +1,13 @@
 """Forward model s[t+1] = G(s[t], a[t], z[t]): a conditional VAE with latent dropout (PPUU).
 
-During training an encoder q(z | s, a, s') sees the true next state and proposes z; a KL term
-pulls q towards the prior N(0, I). With probability `latent_dropout` (per sample and step) z comes
-from the prior instead, or is zero, and no KL is charged, so the model also predicts well without
-the posterior. At planning time z is drawn from the prior. With `latent_dim=0` the same class is the
-deterministic baseline. Dropout layers inside the MLPs give an epistemic-uncertainty estimate by MC
+During training an encoder q(z | s, a, s') sees the true next state and proposes z, scored by the
+ELBO: a Gaussian likelihood with a learned scale and a KL term pulling q towards the prior
+N(0, I). With probability `latent_dropout` (per window) z comes from the prior instead, or is
+zero, and no KL is charged: such windows are scored by the energy score of two prior rollouts, so
+prior samples are trained to land on the real outcomes (every mode of them, not their mean) and
+to respond to the action, which the posterior's z could otherwise explain away. At planning time
+z is drawn from the prior. With `latent_dim=0` the same class is the deterministic baseline,
+trained on the squared error. Dropout layers inside the MLPs give an epistemic-uncertainty estimate by MC
 dropout (`uncertainty`), switched on through `mc_dropout`, which touches only dropout layers.
 """
 
@@ -27,9 +30,10 @@ LATENT_DROPOUT_MODES = ("prior", "zero")
 class LossTerms:
     """Per-step terms of the multi-step loss, each a scalar tensor."""
 
-    loss: Tensor
-    reconstruction: Tensor
-    kl: Tensor
+    loss: Tensor  #: what training minimises
+    reconstruction: Tensor  #: squared error per dim (delta-normalised) with z from the posterior
+    kl: Tensor  #: KL(q || prior) per state dim and step, of the windows scored by the ELBO
+    energy: Tensor  #: energy score of prior samples per step (0 for the deterministic model)
 
 
 class ForwardModel(nn.Module):
@@ -69,6 +73,10 @@ class ForwardModel(nn.Module):
             if latent_dim
             else None
         )
+        # The decoder's Gaussian scale per state dim (delta-normalised units): with it the ELBO
+        # weighs a nat of KL against a real likelihood, not a unit-variance one, under which
+        # carrying a bit in z costs more than it saves and the posterior collapses.
+        self.log_std = nn.Parameter(torch.zeros(state_dim if latent_dim else 0))
         for name in ("state_mean", "delta_mean"):
             self.register_buffer(name, torch.zeros(state_dim))
         for name in ("state_std", "delta_std"):
@@ -207,49 +215,103 @@ class ForwardModel(nn.Module):
         mu, logvar = self.encoder(torch.cat([s_n, a, d_n], dim=-1)).chunk(2, dim=-1)
         return mu, logvar.clamp(-8.0, 8.0)
 
-    def _training_latent(
-        self, s: Tensor, a: Tensor, s_next: Tensor, generator: Generator | None
-    ) -> tuple[Tensor, Tensor]:
-        """z [B, Z] for one training step and its KL [B] (zero where z was dropped)."""
-        mu, logvar = self._posterior(s, a, s_next)
-        z_post = (
-            mu
-            + torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            * (0.5 * logvar).exp()
-        )
-        kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
-        dropped = torch.rand(mu.shape[0], generator=generator, device=mu.device) < (
-            self.latent_dropout
-        )
-        z_drop = (
-            torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            if self.latent_dropout_mode == "prior"
-            else torch.zeros_like(mu)
-        )
-        z = torch.where(dropped[:, None], z_drop, z_post)
-        return z, kl * (~dropped)
+    def _posterior_terms(
+        self, obs: Tensor, actions: Tensor, generator: Generator | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Unroll with z from q(z | s, a, s'): per window [B] the Gaussian NLL per state dim, the
+        KL per state dim and the squared error per dim, each averaged over the H steps.
 
-    def loss(self, window: Window, generator: Generator | None = None) -> LossTerms:
+        obs [H+1, B, S], actions [H, B, A]. The NLL is in delta-normalised units under the
+        decoder's learned scale, up to the constant 0.5 log(2 pi).
+        """
+        s, log_std = obs[0], self.log_std.clamp(min=_MIN_LOG_STD)
+        nll = kl = squared = obs.new_zeros(obs.shape[1])
+        for t in range(actions.shape[0]):
+            mu, logvar = self._posterior(s, actions[t], obs[t + 1])
+            noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            kl = kl + 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+            s = self._predict(s, actions[t], mu + noise * (0.5 * logvar).exp())
+            error = (s - obs[t + 1]) / self.delta_std
+            nll = nll + (0.5 * (error * torch.exp(-log_std)).square() + log_std).sum(-1)
+            squared = squared + error.square().mean(-1)
+        scale = actions.shape[0] * self.state_dim
+        return nll / scale, kl / scale, squared / actions.shape[0]
+
+    def _prior_energy(self, obs: Tensor, actions: Tensor, generator: Generator | None) -> Tensor:
+        """Energy score [B] of two rollouts with z from the prior against the real one, per step
+        in delta-normalised units divided by sqrt(S), averaged over the H steps.
+
+        The energy score E|X - y| - E|X - X'|/2 is proper: it is least when the samples are
+        distributed as the real outcomes, so it trains prior samples onto every mode, where a
+        squared error would pull them all onto the mean.
+        """
+        horizon, batch = actions.shape[:2]
+        pair = obs[0].expand(2, *obs[0].shape)
+        if self.latent_dropout_mode == "prior":
+            z = self.sample_prior(horizon, 2, batch, generator=generator)
+        else:
+            z = obs.new_zeros(horizon, 2, batch, self.latent_dim)
+        energy = obs.new_zeros(batch)
+        for t in range(horizon):
+            pair = self._predict(pair, actions[t].expand(2, *actions[t].shape), z[t])
+            errors = _norm((pair - obs[t + 1]) / self.delta_std)  # [2, B]
+            energy = energy + errors.mean(0) - 0.5 * _norm((pair[0] - pair[1]) / self.delta_std)
+        return energy / (horizon * self.state_dim**0.5)
+
+    def loss(
+        self, window: Window, generator: Generator | None = None, score_all: bool = False
+    ) -> LossTerms:
         """Multi-step loss: unroll H steps on the model's own predictions from the real s[0].
 
-        window.obs [H+1, B, S], window.action [H, B, A]. Reconstruction is the squared error in
-        delta-normalised units, averaged over dims, samples and steps; KL is averaged per step.
+        window.obs [H+1, B, S], window.action [H, B, A]. The deterministic model (latent_dim 0)
+        is trained on the squared error in delta-normalised units. The CVAE's windows are split
+        by latent dropout: a kept window is scored by the negative ELBO (Gaussian NLL under a
+        learned scale plus beta * KL, both per state dim), a dropped one (probability
+        `latent_dropout`) by the energy score of z drawn from the prior, with no KL. With
+        `score_all` (validation) every window is scored both ways and the loss is their sum.
         """
         obs, actions = window.obs, window.action
-        s = obs[0]
-        reconstruction = obs.new_zeros(())
-        kl = obs.new_zeros(())
-        for t in range(actions.shape[0]):
-            if self.stochastic:
-                z, kl_t = self._training_latent(s, actions[t], obs[t + 1], generator)
-                kl = kl + kl_t.mean()
-            else:
-                z = s.new_zeros(*s.shape[:-1], 0)
-            s = self._predict(s, actions[t], z)
-            reconstruction = reconstruction + ((s - obs[t + 1]) / self.delta_std).square().mean()
-        horizon = actions.shape[0]
-        reconstruction, kl = reconstruction / horizon, kl / horizon
-        return LossTerms(loss=reconstruction + self.beta * kl, reconstruction=reconstruction, kl=kl)
+        if not self.stochastic:
+            reconstruction = obs.new_zeros(())
+            s = obs[0]
+            for t in range(actions.shape[0]):
+                s = self._predict(s, actions[t], s.new_zeros(*s.shape[:-1], 0))
+                reconstruction = reconstruction + ((s - obs[t + 1]) / self.delta_std).square().mean()
+            reconstruction = reconstruction / actions.shape[0]
+            zero = obs.new_zeros(())
+            return LossTerms(loss=reconstruction, reconstruction=reconstruction, kl=zero, energy=zero)
+        batch = obs.shape[1]
+        if score_all:
+            kept = dropped = torch.ones(batch, dtype=torch.bool, device=obs.device)
+        else:
+            dropped = torch.rand(batch, generator=generator, device=obs.device) < self.latent_dropout
+            kept = ~dropped
+        nll, kl, squared = self._posterior_terms(obs[:, kept], actions[:, kept], generator)
+        energy = self._prior_energy(obs[:, dropped], actions[:, dropped], generator)
+        elbo = nll + self.beta * kl
+        if score_all:
+            loss = elbo.mean() + energy.mean()
+        else:
+            loss = (elbo.sum() + energy.sum()) / batch
+        return LossTerms(
+            loss=loss,
+            reconstruction=_mean(squared),
+            kl=_mean(kl),
+            energy=_mean(energy),
+        )
+
+
+_MIN_LOG_STD = -7.0  # the decoder's scale may not shrink below ~1e-3 delta-normalised units
+
+
+def _norm(x: Tensor) -> Tensor:
+    """Euclidean norm over the last dim, smooth at 0 (the energy score's samples may coincide)."""
+    return (x.square().sum(-1) + 1e-12).sqrt()
+
+
+def _mean(x: Tensor) -> Tensor:
+    """Mean of x [B]; 0 for an empty batch (every window went to the other branch)."""
+    return x.sum() / max(x.numel(), 1)
 
 
 def normalized_error(model: ForwardModel, predicted: Tensor, target: Tensor) -> Tensor:
