@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from agents.planners import shift_plan
+from worldmodel.cost.risk import Risk
 from worldmodel.cost.trajectory import Trajectory, TrajectoryCost
 from worldmodel.forward.layers import frozen
 from worldmodel.forward.model import ForwardModel
@@ -34,7 +35,8 @@ class MPCAgent:
     """`act(obs) -> action` by planning through `model`; `reset()` between episodes.
 
     `trajectory_cost` scores the imagined futures (the task's cost, termination, terminal value
-    and uncertainty penalty: `TrajectoryCost`).
+    and uncertainty penalty: `TrajectoryCost`); `risk` combines the costs of a sequence's
+    `latent_samples` futures into one.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class MPCAgent:
         planner: Planner,
         *,
         latent_samples: int = 5,
+        risk: Risk = Risk(),
         proposal: ActionProposal | None = None,
         seed: int = 0,
     ) -> None:
@@ -53,6 +56,7 @@ class MPCAgent:
         self.model, self.perception, self.planner = model, perception, planner
         self.trajectory_cost = trajectory_cost
         self.latent_samples, self.proposal, self.seed = latent_samples, proposal, seed
+        self.risk = risk
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         self.action_dim = model.action_dim
         self.last: Decision | None = None
@@ -76,8 +80,8 @@ class MPCAgent:
     def objective(self, state: Tensor, z: Tensor) -> Objective:
         """Cost of candidate sequences from `state` [S] under latents z [T, K, Z].
 
-        The returned callable maps actions [T', N, A] (T' <= T) to the mean cost [N] over the K
-        samples.
+        The returned callable maps actions [T', N, A] (T' <= T) to the cost [N] over the K
+        samples, combined by `risk` (their mean by default).
         """
         samples = z.shape[1]
 
@@ -90,7 +94,7 @@ class MPCAgent:
             s0 = state.expand(samples * n, -1)
             states = self.model.rollout(s0, acts, zs)  # [T, K*N, S]
             trajectory = Trajectory(torch.cat([s0[None], states]), acts, zs)
-            return self.trajectory_cost(trajectory).total.view(samples, n).mean(0)
+            return self.risk(self.trajectory_cost(trajectory).total.view(samples, n))
 
         return evaluate
 

@@ -13,6 +13,7 @@ from agents.planners import PlannerSettings, make_planner
 from agents.policy import Policy, PolicyAgent, PolicyLearner, PolicyProposal
 from envs import Task
 from worldmodel.cost.critic import Critic, CriticLearner
+from worldmodel.cost.risk import Risk
 from worldmodel.cost.trajectory import TrajectoryCost
 from worldmodel.cost.uncertainty import UncertaintyPenalty
 from worldmodel.data.store import Stats
@@ -207,6 +208,7 @@ def build_agent(
         objective,
         build_planner(pc, task.act_dim, device),
         latent_samples=pc.latent_samples if model.stochastic else 1,
+        risk=Risk(pc.risk, pc.cvar_alpha),
         proposal=PolicyProposal(parts.policy, model, seed=config.seed) if with_policy else None,
         seed=config.seed,
     )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.planners.registry import PLANNERS
+from worldmodel.cost.risk import RISKS
 from worldmodel.errors import ConfigError
 
 AGENTS = ("mpc", "policy", "mpc+policy")
@@ -110,7 +111,12 @@ class PlannerConfig:
     temperature: float = 1.0
     """MPPI: temperature of the exponential weights, in cost units."""
     latent_samples: int = 2
-    """Futures (z drawn from the prior) each sequence is averaged over."""
+    """Futures (z drawn from the prior) each sequence is scored on."""
+    risk: str = "mean"
+    """How a sequence's costs over its sampled futures combine: "mean", or "cvar" (the mean of
+    the worst `cvar_alpha` share)."""
+    cvar_alpha: float = 0.2
+    """risk "cvar": the share of the worst sampled futures averaged."""
     uncertainty_weight: float = 0.0
     """Weight of the model-uncertainty penalty in the planned cost."""
     terminal_value: bool = True
@@ -132,6 +138,8 @@ class PlannerConfig:
             non_negative=("uncertainty_weight",),
         )
         _check_choice(self, "kind", tuple(PLANNERS))
+        _check_choice(self, "risk", RISKS)
+        _check_range(self, "cvar_alpha", 0.01, 1.0)
 
 
 @dataclass(frozen=True)
