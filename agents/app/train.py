@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,13 @@ from envs import Task, make_task
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import TrainingDivergedError
-from worldmodel.forward.evaluate import KStepError, k_step_errors
+from worldmodel.forward.evaluate import (
+    KStepError,
+    SampleScores,
+    k_step_errors,
+    one_step_mode_shares,
+    sample_scores,
+)
 from worldmodel.forward.fit import FitResult, FitState, fit_world_model, split_episodes
 from worldmodel.forward.model import ForwardModel
 from worldmodel.io.checkpoint import load_checkpoint
@@ -147,12 +154,12 @@ def _train(
             # fit restored the best weights: keep them, so the run folder stays usable.
             save(diverged=True)
             raise
-        errors = _log_fitted(logger, config, task, model, val_set, result, trainer.total_steps)
+        report = _log_fitted(logger, config, task, model, val_set, result, trainer.total_steps)
         logger.flush()
         # Last: a crash before it resumes from the last validation and redoes the steps above.
         save(train=complete_state())
         print(f"trained {result.steps} steps in {result.seconds:.0f}s; run folder: {run_dir}")
-        print(format_errors(errors))
+        print(format_report(report))
     finally:
         logger.close()
     return run_dir
@@ -166,15 +173,16 @@ def _log_fitted(
     val_set: EpisodeStore,
     result: FitResult,
     step: int,
-) -> list[KStepError]:
-    """The fitted model's k-step errors, imagination and hparams in TensorBoard."""
-    errors = k_step_errors(model, val_set, K_STEPS, seed=config.seed)
-    _log_errors(logger, errors, step)
+) -> ModelReport:
+    """The fitted model's k-step errors and sample scores, imagination and hparams in
+    TensorBoard."""
+    report = model_report(model, task, val_set, config.seed)
+    _log_report(logger, report, step)
     logger.scalars({"charts/train_seconds": result.seconds}, step)
     inspect_model(logger, task, model, val_set, step, video=config.video, seed=config.seed)
-    final = {f"k_step_mse_{e.k}": e.model for e in errors}
+    final = {f"k_step_mse_{e.k}": e.model for e in report.errors}
     log_hparams(logger, config, final | {"best_val_loss": result.best_val_loss}, step)
-    return errors
+    return report
 
 
 def _collect(config: Config, task: Task) -> EpisodeStore:
@@ -194,31 +202,72 @@ def _collect(config: Config, task: Task) -> EpisodeStore:
     return store
 
 
-def eval_model(run_dir: Path, device: str = "auto") -> list[KStepError]:
-    """k-step error of a trained model on the run's held-out episodes, printed and logged."""
+def eval_model(run_dir: Path, device: str = "auto") -> ModelReport:
+    """k-step error and prior-sample scores of a trained model on the run's held-out episodes,
+    printed and logged."""
     loaded = load_world_model(run_dir, resolve_device(device))
     config = loaded.config
     task = loaded.task
     store = EpisodeStore.load(Path(run_dir) / DATA_FILE, obs_dim=task.obs_dim, act_dim=task.act_dim)
     _, val_set = split_episodes(store, config.train.val_fraction, config.seed)
-    errors = k_step_errors(loaded.model, val_set, K_STEPS, seed=config.seed)
+    report = model_report(loaded.model, task, val_set, config.seed)
     logger = Logger(Path(run_dir) / "eval")
-    _log_errors(logger, errors, int(loaded.meta.get("model_steps", 0)))
+    _log_report(logger, report, int(loaded.meta.get("model_steps", 0)))
     logger.close()
-    print(format_errors(errors))
-    return errors
+    print(format_report(report))
+    return report
 
 
-def _log_errors(logger: Logger, errors: list[KStepError], step: int) -> None:
-    for e in errors:
+@dataclass(frozen=True)
+class ModelReport:
+    """How well a model predicts held-out episodes."""
+
+    errors: list[KStepError]  #: k-step MSE against the constant baseline
+    scores: list[SampleScores]  #: energy score and coverage of prior samples per k
+    modes: tuple[float, float] | None  #: one-step samples at a real outcome / at their mean
+
+
+def model_report(model: ForwardModel, task: Task, val_set: EpisodeStore, seed: int) -> ModelReport:
+    """The k-step errors, prior-sample scores on the task's random dims (all dims for a
+    deterministic task) and, where the task knows its outcomes, the one-step mode shares."""
+    modes = None
+    if task.outcomes is not None and len(val_set.window_starts(1)):
+        modes = one_step_mode_shares(model, val_set, task.outcomes, task.random_dims, seed=seed)
+    return ModelReport(
+        errors=k_step_errors(model, val_set, K_STEPS, seed=seed),
+        scores=sample_scores(model, val_set, K_STEPS, dims=task.random_dims, seed=seed),
+        modes=modes,
+    )
+
+
+def _log_report(logger: Logger, report: ModelReport, step: int) -> None:
+    for e in report.errors:
         logger.scalars(
             {f"val/k_step_mse_{e.k}": e.model, f"val/k_step_mse_{e.k}_baseline": e.baseline}, step
         )
+    for score in report.scores:
+        logger.scalars(
+            {f"val/energy_score_{score.k}": score.energy, f"val/coverage_{score.k}": score.coverage},
+            step,
+        )
+    if report.modes is not None:
+        logger.scalars({"val/at_mode": report.modes[0], "val/at_mean": report.modes[1]}, step)
 
 
-def format_errors(errors: list[KStepError]) -> str:
-    """A small table of k-step normalised MSE, model vs the constant baseline."""
-    lines = [f"{'k':>4} {'model':>10} {'baseline':>10} {'ratio':>7}"]
-    for e in errors:
-        lines.append(f"{e.k:>4} {e.model:>10.4f} {e.baseline:>10.4f} {e.model / e.baseline:>7.3f}")
+def format_report(report: ModelReport) -> str:
+    """A small table: k-step normalised MSE, model vs the constant baseline, and the energy
+    score and 80 % interval coverage of prior samples; the mode shares below it."""
+    scores = {s.k: s for s in report.scores}
+    lines = [f"{'k':>4} {'model':>10} {'baseline':>10} {'ratio':>7} {'energy':>8} {'cover80':>8}"]
+    for e in report.errors:
+        score = scores.get(e.k)
+        extra = f" {score.energy:>8.4f} {score.coverage:>8.2f}" if score else ""
+        lines.append(
+            f"{e.k:>4} {e.model:>10.4f} {e.baseline:>10.4f} {e.model / e.baseline:>7.3f}{extra}"
+        )
+    if report.modes is not None:
+        lines.append(
+            f"one-step samples at a real outcome {report.modes[0]:.0%}, "
+            f"at the outcomes' mean {report.modes[1]:.0%}"
+        )
     return "\n".join(lines)

@@ -91,3 +91,30 @@ def cost_figure(planned: np.ndarray, realised: np.ndarray) -> Figure:
     scatter.set_xlabel("realised cost")
     scatter.set_ylabel("predicted cost")
     return figure
+
+
+def outcome_figure(
+    samples: np.ndarray,
+    real: np.ndarray,
+    outcomes: np.ndarray | None = None,
+    names: list[str] | None = None,
+) -> Figure:
+    """One panel per state dim: the histogram of sampled next states from one real (s, a), the
+    next state that happened and, where the task knows them, every possible one.
+
+    samples [K, D], real [D], outcomes [M, D]. Modes show as separate peaks on the possible
+    outcomes; a model that blurs them shows one peak between.
+    """
+    dims = samples.shape[1]
+    names = names or [f"s[{i}]" for i in range(dims)]
+    figure = Figure(figsize=(3.0 * dims, 2.2), layout="constrained")
+    for i, ax in enumerate(figure.subplots(1, dims, squeeze=False).ravel()):
+        ax.hist(samples[:, i], bins=40, color=_SAMPLE, alpha=0.7, label="sampled z")
+        for m, value in enumerate([] if outcomes is None else outcomes[:, i]):
+            ax.axvline(value, color="grey", lw=1.0, ls=":", label="possible" if m == 0 else None)
+        ax.axvline(real[i], color=_TRUE, lw=1.5, ls="--", label="real")
+        ax.set_title(names[i], fontsize=9)
+        ax.tick_params(labelsize=7)
+    figure.axes[0].legend(fontsize=6, loc="best")
+    figure.supxlabel("next state, one step from a held-out state", fontsize=8)
+    return figure

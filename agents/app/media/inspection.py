@@ -14,15 +14,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
-from agents.app.media.figures import cost_figure, prediction_figure
+from agents.app.media.figures import cost_figure, outcome_figure, prediction_figure
 from agents.app.media.logger import Logger
 from agents.app.media.video import side_by_side
 from agents.configurator.config import Config, to_dict
 from envs import Task
 from envs.render import StateRenderer, make_renderer
-from worldmodel.data.store import EpisodeStore
+from worldmodel.data.store import EpisodeStore, Window
+from worldmodel.forward.layers import eval_mode
 from worldmodel.forward.model import ForwardModel, mc_dropout
 
 HORIZON = 50
@@ -31,6 +33,8 @@ SAMPLES = 4
 """Futures with different z drawn in the prediction figure."""
 MASKS = 8
 """MC-dropout masks behind the uncertainty band."""
+OUTCOME_SAMPLES = 512
+"""One-step futures drawn for the outcome histograms of stochastic tasks."""
 MAX_FPS = 50.0
 """Browsers slow GIF frames shorter than 20 ms down to 100 ms, so faster tasks play slowed."""
 
@@ -86,6 +90,24 @@ def imagine(
     return out
 
 
+@torch.no_grad()
+def _outcomes(task: Task, model: ForwardModel, window: Window, seed: int) -> Figure:
+    """`outcome_figure` of OUTCOME_SAMPLES one-step prior samples from the window's first
+    state and action, on the task's random dims."""
+    s, a = window.obs[0], window.action[0]  # [1, S], [1, A]
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    batch = (OUTCOME_SAMPLES, 1)
+    z = model.sample_prior(*batch, generator=generator)
+    with eval_mode(model):
+        samples = model.step(s.expand(*batch, -1), a.expand(*batch, -1), z)[:, 0].cpu().numpy()
+    dims = list(task.random_dims)
+    possible = None
+    if task.outcomes is not None:
+        possible = task.outcomes(s.cpu().numpy(), a.cpu().numpy())[:, 0, dims]
+    real = window.obs[1, 0].cpu().numpy()
+    return outcome_figure(samples[:, dims], real[dims], possible, [f"s[{i}]" for i in dims])
+
+
 def log_imagination(
     logger: Logger,
     task: Task,
@@ -115,6 +137,8 @@ def log_imagination(
     band = (predicted["low"], predicted["high"]) if "low" in predicted else None
     figure = prediction_figure(true, predicted["mean"], predicted.get("samples"), band)
     logger.figure("imagination/predictions", figure, step)
+    if model.stochastic and task.random_dims:
+        logger.figure("imagination/one_step_outcomes", _outcomes(task, model, window, seed), step)
     if renderer is not None:
         columns = [true, predicted["mean"]]
         if "samples" in predicted:
