@@ -1,10 +1,14 @@
 """The MPC agent: receding horizon with a shifted warm start, and the plan it executes."""
 
+import inspect
+import time
+
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
+from agents.configurator.config import Config
 from agents.mpc import MPCAgent
 from agents.planners import shift_plan
 from worldmodel.cost.trajectory import Trajectory, TrajectoryCost
@@ -34,9 +38,9 @@ class RecordingPlanner:
         return PlanResult(plan, float(objective(plan[:, None])[0]), 1)
 
 
-def _agent(planner: RecordingPlanner) -> MPCAgent:
+def _agent(planner: RecordingPlanner, action_dim: int = 1) -> MPCAgent:
     torch.manual_seed(0)
-    model = ForwardModel(2, 1, latent_dim=2, hidden=8, layers=1, dropout=0.0).eval()
+    model = ForwardModel(2, action_dim, latent_dim=2, hidden=8, layers=1, dropout=0.0).eval()
     cost = lambda s, a, s2: s2.square().sum(-1) + a.square().sum(-1)  # noqa: E731
     return MPCAgent(model, Perception(2), TrajectoryCost(cost), planner, latent_samples=2)
 
@@ -66,11 +70,14 @@ def test_the_decision_records_the_plans_cost_and_its_first_step() -> None:
     assert decision.seconds > 0
 
 
-def test_the_objective_averages_each_candidate_over_the_shared_latent_samples() -> None:
-    agent = _agent(RecordingPlanner())
+@pytest.mark.parametrize("action_dim", [1, 2])
+def test_the_objective_averages_each_candidate_over_the_shared_latent_samples(
+    action_dim: int,
+) -> None:
+    agent = _agent(RecordingPlanner(), action_dim)
     g = torch.Generator().manual_seed(0)
     state, z = torch.tensor([0.3, -0.1]), torch.randn(HORIZON, 3, 2, generator=g)  # K = 3
-    actions = torch.rand(HORIZON, 5, 1, generator=g) * 2 - 1  # N = 5
+    actions = torch.rand(HORIZON, 5, action_dim, generator=g) * 2 - 1  # N = 5
     with torch.no_grad():
         got = agent.objective(state, z)(actions)
         expected = torch.zeros(5)
@@ -174,3 +181,59 @@ def test_the_warm_start_is_the_shifted_plan_or_the_proposal_whichever_costs_less
     costly.act(obs)
     costly.act(obs)
     torch.testing.assert_close(costly.planner.inits[1], shift_plan(far))  # now the plan wins
+
+
+class ZPenalty:
+    """An uncertainty penalty that is the sum of the latents each step was unrolled under."""
+
+    def raw(self, s0: Tensor, actions: Tensor, z: Tensor) -> Tensor:
+        return z.sum(-1)
+
+    def __call__(self, u: Tensor) -> Tensor:
+        return u
+
+
+def test_the_penalty_sees_the_latents_the_candidates_were_unrolled_under() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=2, hidden=8, layers=1, dropout=0.0).eval()
+    zero = lambda s, a, s2: torch.zeros(a.shape[:2])  # noqa: E731
+    cost = TrajectoryCost(zero, penalty=ZPenalty(), penalty_weight=2.0)  # type: ignore[arg-type]
+    agent = MPCAgent(model, Perception(2), cost, CheapPlanner(), latent_samples=3)
+    z = torch.randn(HORIZON, 3, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = agent.objective(torch.tensor([0.3, -0.1]), z)(torch.zeros(HORIZON, 4, 1))
+    # Every candidate: 2 * the mean over the K samples of the latents summed over time and dims.
+    torch.testing.assert_close(got, torch.full((4,), 2.0 * float(z.sum()) / 3))
+
+
+def test_the_agents_default_seed_is_the_configurators() -> None:
+    assert inspect.signature(MPCAgent).parameters["seed"].default == Config().seed
+
+
+class FiniteCostNaNPlanner:
+    """Claims a finite cost for a plan with a NaN in it."""
+
+    horizon = HORIZON
+
+    def plan(
+        self, objective: Objective, init: Tensor | None = None, generator: object = None
+    ) -> PlanResult:
+        plan = torch.full((HORIZON, 1), 0.5)
+        plan[2, 0] = float("nan")
+        return PlanResult(plan, 1.0, 1)
+
+
+def test_a_plan_with_a_non_finite_action_falls_back_even_at_a_finite_cost() -> None:
+    agent = _agent(FiniteCostNaNPlanner())  # type: ignore[arg-type]
+    action = agent.act(np.array([0.3, -0.1], np.float32))
+    assert action.tolist() == [0.0] and agent.last.fallback and agent.fallbacks == 1
+
+
+def test_the_decision_holds_the_executed_action_and_the_time_the_decision_took() -> None:
+    agent = _agent(CheapPlanner())  # type: ignore[arg-type]
+    before = time.perf_counter()
+    action = agent.act(np.array([0.3, -0.1], np.float32))
+    took = time.perf_counter() - before
+    assert agent.last is not None
+    np.testing.assert_array_equal(agent.last.action, action)
+    assert 0.0 < agent.last.seconds <= took
