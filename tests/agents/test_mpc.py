@@ -205,7 +205,7 @@ def test_the_penalty_sees_the_latents_the_candidates_were_unrolled_under() -> No
     torch.testing.assert_close(got, torch.full((4,), 2.0 * float(z.sum()) / 3))
 
 
-def test_the_agents_default_seed_is_the_configurators() -> None:
+def test_an_agent_built_without_a_seed_uses_the_configurators_seed() -> None:
     agent = _agent(CheapPlanner())  # type: ignore[arg-type]
     assert agent.seed == Config().seed and agent.generator.initial_seed() == Config().seed
 

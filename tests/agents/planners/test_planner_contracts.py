@@ -245,7 +245,7 @@ def test_cem_refuses_bad_sizes_with_a_message() -> None:
         CEMPlanner(3, -1.0, 1.0, 1, population=7, elites=8)
 
 
-def test_mppi_default_temperature_is_the_configurators() -> None:
+def test_mppi_built_without_a_temperature_uses_the_configurators() -> None:
     # An attribute, not the signature: mutmut's trampoline reports the original signature.
     assert MPPIPlanner(3, -1.0, 1.0, 1).temperature == PlannerConfig().temperature
 
