@@ -11,7 +11,8 @@ train each model kind with the default config, and score on the held-out episode
 * action sensitivity: how far the one-step prediction moves when the action is swapped for
   another window's, over how far the real outcomes' mean moves (1 is right, 0 ignores actions),
   with z from the prior; `cvae-no-dropout` (latent_dropout 0) is the same CVAE without latent
-  dropout, for what PPUU introduced it for.
+  dropout, for what PPUU introduced it for; `ensemble` is the PETS-style probabilistic ensemble
+  (`worldmodel.forward.ensemble`), the baseline beside the CVAE.
 
     python -m benchmarks.stochastic_futures                   # the acceptance run (3 seeds)
     python -m benchmarks.stochastic_futures --seeds 0 --steps 2000 --max-steps 100  # smoke
@@ -42,7 +43,7 @@ from worldmodel.forward.fit import fit_world_model, split_episodes
 from worldmodel.forward.model import ForwardModel
 
 TASKS = ("GustyLedge-v0", "PushedInvertedPendulum-v0")
-KINDS = ("deterministic", "cvae", "cvae-no-dropout")
+KINDS = ("deterministic", "cvae", "cvae-no-dropout", "ensemble")
 KS = (1, 10, 25)
 SAMPLES = 32
 

@@ -18,6 +18,7 @@ from worldmodel.cost.trajectory import TrajectoryCost
 from worldmodel.cost.uncertainty import UncertaintyPenalty
 from worldmodel.data.store import Stats
 from worldmodel.errors import ConfigError
+from worldmodel.forward.ensemble import EnsembleModel
 from worldmodel.forward.fit import FitSchedule, ModelTrainer
 from worldmodel.forward.model import ForwardModel
 from worldmodel.perception import Perception
@@ -46,8 +47,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_model(config: ModelConfig, state_dim: int, action_dim: int) -> ForwardModel:
+def build_model(
+    config: ModelConfig, state_dim: int, action_dim: int
+) -> ForwardModel | EnsembleModel:
     """The forward model named by `config.kind`."""
+    if config.kind == "ensemble":
+        return EnsembleModel(state_dim, action_dim, config.members, config.hidden, config.layers)
     return ForwardModel(
         state_dim=state_dim,
         action_dim=action_dim,
@@ -63,7 +68,7 @@ def build_model(config: ModelConfig, state_dim: int, action_dim: int) -> Forward
 
 def new_world_model(
     config: ModelConfig, task: Task, stats: Stats, device: torch.device, seed: int
-) -> ForwardModel:
+) -> ForwardModel | EnsembleModel:
     """A fresh model normalised by `stats`; its init (and later dropout) drawn from torch's
     global RNG seeded with `seed`, so a run repeats exactly."""
     torch.manual_seed(seed)

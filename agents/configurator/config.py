@@ -26,7 +26,8 @@ class ModelConfig:
     """The forward model s[t+1] = G(s[t], a[t], z[t])."""
 
     kind: str = "cvae"
-    """'cvae' (latent variable with latent dropout) or 'deterministic' (no z)."""
+    """'cvae' (latent variable with latent dropout), 'deterministic' (no z) or 'ensemble' (a
+    PETS-style probabilistic ensemble)."""
     latent_dim: int = 4
     """Size of z for the cvae."""
     hidden: int = 256
@@ -36,15 +37,20 @@ class ModelConfig:
     dropout: float = 0.05
     """Dropout rate in the MLP; also what MC-dropout uncertainty samples."""
     latent_dropout: float = 0.5
-    """Probability, per sample and step, that z comes from the prior and no KL is charged."""
+    """Probability, per training window, that z comes from the prior: the window is scored by
+    the energy score of prior samples instead of the ELBO, and no KL is charged."""
     latent_dropout_mode: str = "prior"
     """What replaces a dropped z: 'prior' (a sample of N(0, I), PPUU) or 'zero'."""
     beta: float = 1.0
     """Weight of the KL term."""
+    members: int = 5
+    """Members of the 'ensemble'."""
 
     def __post_init__(self) -> None:
-        _check(self, positive=("hidden", "layers"), non_negative=("latent_dim", "beta"))
-        _check_choice(self, "kind", ("cvae", "deterministic"))
+        _check(
+            self, positive=("hidden", "layers", "members"), non_negative=("latent_dim", "beta")
+        )
+        _check_choice(self, "kind", ("cvae", "deterministic", "ensemble"))
         _check_choice(self, "latent_dropout_mode", ("prior", "zero"))
         _check_range(self, "latent_dropout", 0.0, 1.0)
         _check_range(self, "dropout", 0.0, 0.99)

@@ -1,0 +1,82 @@
+import math
+
+import torch
+
+from worldmodel.data.store import Stats, Window
+from worldmodel.forward.ensemble import EnsembleModel
+
+
+def _model(members: int = 3) -> EnsembleModel:
+    torch.manual_seed(0)
+    model = EnsembleModel(2, 1, members=members, hidden=8, layers=2)
+    model.set_normalization(
+        Stats(torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.5]), torch.tensor([0.1, 0.0]), torch.tensor([0.3, 3.0]))
+    )
+    return model
+
+
+def _member_mean(model: EnsembleModel, m: int, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    h = torch.cat([(s - model.state_mean) / model.state_std, a], -1)
+    for i, (w, b) in enumerate(zip(model.weights, model.biases)):
+        h = h @ w[m] + b[m, 0]
+        if i < len(model.weights) - 1:
+            h = torch.nn.functional.silu(h)
+    return h[:, :2]
+
+
+def test_z_picks_the_member_and_its_gaussian_noise() -> None:
+    model = _model()
+    s, a = torch.randn(4, 2), torch.randn(4, 1)
+    for m in range(3):
+        u = torch.full((4, 1), (m + 0.5) / 3)
+        eps = torch.randn(4, 2)
+        mean, logvar = model.gaussians(s, a)
+        expected_n = _member_mean(model, m, s, a) + (0.5 * logvar[m]).exp() * eps
+        expected = s + expected_n * model.delta_std + model.delta_mean
+        torch.testing.assert_close(model.step(s, a, torch.cat([u, eps], -1)), expected)
+        torch.testing.assert_close(mean[m], _member_mean(model, m, s, a))
+
+
+def test_prior_draws_every_member_about_equally_and_standard_noise() -> None:
+    z = _model().sample_prior(30000, generator=torch.Generator().manual_seed(0))
+    members = (z[:, 0] * 3).long()
+    counts = torch.bincount(members, minlength=3).float() / len(z)
+    torch.testing.assert_close(counts, torch.full((3,), 1 / 3), atol=0.01, rtol=0)
+    assert abs(z[:, 1:].std().item() - 1.0) < 0.02
+
+
+def test_log_variance_stays_within_its_soft_bounds() -> None:
+    model = _model()
+    with torch.no_grad():
+        model.biases[-1][:, :, 2:] = 50.0  # a member claiming a huge variance
+    _, logvar = model.gaussians(torch.randn(5, 2), torch.randn(5, 1))
+    assert (logvar <= model.max_logvar + 1e-3).all() and (logvar >= model.min_logvar - 1e-3).all()
+    assert logvar.max() > 0.4  # it does reach the top bound
+
+
+def test_validation_loss_is_the_mean_gaussian_nll_per_dim() -> None:
+    model = _model()
+    g = torch.Generator().manual_seed(0)
+    obs, action = torch.randn(3, 4, 2, generator=g), torch.randn(2, 4, 1, generator=g)
+    window = Window(obs, action, torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.bool))
+    terms = model.loss(window, score_all=True)
+    s, target = obs[:-1].flatten(0, 1), (obs[1:] - obs[:-1]).flatten(0, 1)
+    mean, logvar = model.gaussians(s, action.flatten(0, 1))
+    target_n = (target - model.delta_mean) / model.delta_std
+    log_prob = torch.distributions.Normal(mean, (0.5 * logvar).exp()).log_prob(target_n)
+    nll = -(log_prob + 0.5 * math.log(2 * math.pi)).mean()
+    bounds = 0.01 * (model.max_logvar.sum() - model.min_logvar.sum()) / 2
+    torch.testing.assert_close(terms.loss, nll + bounds)
+    bootstrapped = model.loss(window, generator=torch.Generator().manual_seed(1))
+    assert not torch.isclose(bootstrapped.loss, terms.loss)
+
+
+def test_uncertainty_is_the_members_disagreement() -> None:
+    model = _model()
+    s0, actions = torch.randn(4, 2), torch.randn(5, 4, 1)
+    assert (model.uncertainty(s0, actions) > 0).all()
+    with torch.no_grad():
+        for w, b in zip(model.weights, model.biases):
+            w.copy_(w[:1].expand_as(w))
+            b.copy_(b[:1].expand_as(b))
+    torch.testing.assert_close(model.uncertainty(s0, actions), torch.zeros(5, 4), atol=1e-10, rtol=0)
