@@ -75,3 +75,77 @@ def test_validation_scores_every_window_with_both_latents() -> None:
     model.latent_dropout = 1.0
     prior = model.loss(window, generator=torch.Generator().manual_seed(0))
     assert both.loss.item() > prior.loss.item()  # ELBO term added on top of the energy
+
+
+def _window(h: int, n: int, seed: int, dims: int = 3) -> Window:
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(h + 1, n, dims, generator=g).cumsum(0)
+    action = torch.randn(h, n, 2, generator=g)
+    return Window(obs, action, torch.zeros(h, n), torch.zeros(h, n, dtype=torch.bool))
+
+
+def _cvae(**kw: float) -> ForwardModel:
+    torch.manual_seed(0)
+    model = ForwardModel(3, 2, latent_dim=4, hidden=16, layers=2, dropout=0.0, **kw)
+    model.set_normalization(
+        Stats(torch.tensor([0.1, -0.2, 0.3]), torch.tensor([1.0, 2.0, 0.5]),
+              torch.tensor([0.0, 0.1, -0.1]), torch.tensor([0.5, 1.5, 1.0]))
+    )  # fmt: skip
+    return model
+
+
+def test_the_kl_is_the_gaussian_kl_to_the_prior_per_state_dim() -> None:
+    model = _cvae()
+    window = _window(1, 32, seed=1)
+    with torch.no_grad():
+        model.encoder[-1].bias.copy_(torch.linspace(-2.0, 2.0, 8))  # mu != 0, logvar != 0
+        mu, logvar = model._posterior(window.obs[0], window.action[0], window.obs[1])
+        _, kl, _ = model._posterior_terms(window.obs, window.action, torch.Generator())
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    torch.testing.assert_close(kl, torch.distributions.kl_divergence(q, p).sum(-1) / 3)
+
+
+def test_the_elbo_likelihood_is_gaussian_under_the_learned_scale() -> None:
+    model = _cvae()
+    window = _window(1, 16, seed=2)
+    with torch.no_grad():
+        model.log_std.copy_(torch.tensor([-1.0, 0.0, 0.5]))
+        nll, _, squared = model._posterior_terms(
+            window.obs, window.action, torch.Generator().manual_seed(0)
+        )
+        mu, logvar = model._posterior(window.obs[0], window.action[0], window.obs[1])
+        noise = torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
+        predicted = model.step(window.obs[0], window.action[0], mu + noise * (0.5 * logvar).exp())
+    error = (predicted - window.obs[1]) / model.delta_std
+    normal = torch.distributions.Normal(torch.zeros(3), model.log_std.exp())
+    expected = -(normal.log_prob(error) + 0.5 * torch.log(torch.tensor(2 * torch.pi))).sum(-1) / 3
+    torch.testing.assert_close(nll, expected.detach())
+    torch.testing.assert_close(squared, error.square().mean(-1))
+
+
+def test_dropped_windows_are_scored_on_two_rollouts_with_z_from_the_prior() -> None:
+    model = _cvae(latent_dropout=1.0)
+    window = _window(2, 8, seed=3)
+    terms = model.loss(window, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    torch.rand(8, generator=g)  # the dropout draw comes first
+    z = model.sample_prior(2, 2, 8, generator=g)  # [H, 2 rollouts, B, Z]
+    energy = torch.zeros(8)
+    with torch.no_grad():
+        states = model.rollout(window.obs[0].repeat(2, 1), window.action.repeat(1, 2, 1), z.flatten(1, 2))
+    states = states.view(2, 2, 8, 3)
+    for t in range(2):
+        errors = ((states[t] - window.obs[t + 1]) / model.delta_std).norm(dim=-1)
+        spread = ((states[t, 0] - states[t, 1]) / model.delta_std).norm(dim=-1)
+        energy += errors.mean(0) - 0.5 * spread
+    torch.testing.assert_close(terms.energy.detach(), (energy / (2 * 3**0.5)).mean(), rtol=1e-4, atol=1e-6)
+
+
+def test_half_latent_dropout_mixes_both_scores_in_proportion() -> None:
+    window = _window(2, 4000, seed=4)
+    loss = {}
+    for p in (0.0, 0.5, 1.0):
+        loss[p] = _cvae(latent_dropout=p).loss(window, torch.Generator().manual_seed(0)).loss.item()
+    assert loss[0.0] != pytest.approx(loss[1.0], rel=0.2)  # the two scores differ
+    assert loss[0.5] == pytest.approx(0.5 * (loss[0.0] + loss[1.0]), rel=0.05)
