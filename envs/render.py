@@ -1,7 +1,8 @@
 """Render task states (real or imagined) into RGB frames, without stepping any simulator.
 
 MuJoCo tasks write the positions/velocities a state holds into their own `MjData`, run the
-kinematics and render offscreen; tasks without a MuJoCo body (Pendulum) are drawn with PIL. Both
+kinematics and render offscreen; tasks without a MuJoCo body (Pendulum, GustyLedge) are drawn
+with PIL. Both
 take states [T, S] and return frames [T, H, W, 3] uint8, so imagined states from a world model
 render exactly like real ones.
 
@@ -28,6 +29,7 @@ import mujoco
 import numpy as np
 from PIL import Image, ImageDraw
 
+from envs.stochastic import LEDGE_EDGE, LEDGE_GOAL
 from envs.tasks import Task
 
 _LINUX = sys.platform.startswith("linux")
@@ -206,10 +208,38 @@ class PendulumStateRenderer:
         """Nothing to free."""
 
 
+class LedgeStateRenderer:
+    """GustyLedge-v0 from above the rail: the ledge's edge (red), the goal (green), the cart."""
+
+    def __init__(self, width: int = 64, height: int = 64) -> None:
+        self.width, self.height = width, height
+
+    def render(self, states: np.ndarray) -> np.ndarray:
+        """states [T, 2] (position, velocity) -> frames [T, H, W, 3] uint8."""
+        w, h = self.width, self.height
+        to_px = lambda x: (x + 1.5) / 3.0 * w  # noqa: E731  positions -1.5 .. 1.5 fill the frame
+        frames = np.empty((len(states), h, w, 3), np.uint8)
+        for t, position in enumerate(np.asarray(states, np.float64)[:, 0]):
+            image = Image.new("RGB", (w, h), (255, 255, 255))
+            draw = ImageDraw.Draw(image)
+            edge = to_px(LEDGE_EDGE)
+            draw.rectangle([edge, 0, w, h], fill=(230, 180, 180))
+            draw.line([to_px(LEDGE_GOAL), 0, to_px(LEDGE_GOAL), h], fill=(60, 160, 60), width=1)
+            x = to_px(float(np.clip(position, -1.5, 1.5)))
+            draw.rectangle([x - 0.05 * w, 0.4 * h, x + 0.05 * w, 0.6 * h], fill=(40, 40, 40))
+            frames[t] = np.asarray(image)
+        return frames
+
+    def close(self) -> None:
+        """Nothing to free."""
+
+
 def make_renderer(task: Task, width: int = 64, height: int = 64) -> StateRenderer | None:
     """The renderer for `task`, or None (with a warning) when it cannot be drawn here."""
     if task.id == "Pendulum-v1":
         return PendulumStateRenderer(width, height)
+    if task.id == "GustyLedge-v0":
+        return LedgeStateRenderer(width, height)
     try:
         return MujocoStateRenderer(task, width, height)
     except Exception as exc:  # GL backends fail with ImportError, OSError, FatalError, ...

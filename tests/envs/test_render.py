@@ -69,3 +69,12 @@ def test_no_opengl_means_a_warning_and_no_renderer(monkeypatch) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert make_renderer(make_task("Pendulum-v1")) is not None  # drawn without OpenGL
+
+
+def test_the_ledge_cart_is_drawn_where_its_position_says() -> None:
+    from envs.render import LedgeStateRenderer
+
+    frames = LedgeStateRenderer(64, 64).render(np.array([[-1.0, 0.0], [0.0, 0.3], [0.95, 0.0]]))
+    dark = [np.nonzero(frame.mean(-1).min(0) < 80)[0].mean() for frame in frames]
+    # positions -1.5 .. 1.5 span the 64 columns
+    np.testing.assert_allclose(dark, [(x + 1.5) / 3 * 64 for x in (-1.0, 0.0, 0.95)], atol=1.5)
