@@ -1,7 +1,7 @@
 """Stochastic futures: do the CVAE's prior samples reproduce the real outcomes' modes?
 
 For each stochastic task and seed: collect `--steps` random-action steps, split by episode,
-train each model kind with the default config, and score on the held-out episodes:
+train each model kind with the task's default config (presets included), and score on the held-out episodes:
 
 * the energy score of 32 prior samples of the k-step prediction (k = 1, 10, 25), on the state
   dims the task's randomness moves and on the full state, and the deterministic model's beside
@@ -32,8 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.configurator import build_trainer, fit_schedule, new_world_model, set_threads
-from agents.configurator.config import Config, ModelConfig, TrainConfig
+from agents.configurator import (
+    build_trainer,
+    fit_schedule,
+    make_config,
+    new_world_model,
+    set_threads,
+)
+from agents.configurator.config import Config, ModelConfig
 from benchmarks.common import environment_info, write_csv
 from envs import Task, make_task
 from worldmodel.data.rollout import collect, random_policy
@@ -48,11 +54,11 @@ KS = (1, 10, 25)
 SAMPLES = 32
 
 
-def model_config(kind: str) -> ModelConfig:
-    """The default model of `kind`; cvae-no-dropout is the default CVAE without latent dropout."""
+def model_config(kind: str, defaults: ModelConfig) -> ModelConfig:
+    """The task's default model of `kind`; cvae-no-dropout is its CVAE without latent dropout."""
     if kind == "cvae-no-dropout":
-        return ModelConfig(kind="cvae", latent_dropout=0.0)
-    return ModelConfig(kind=kind)
+        return replace(defaults, kind="cvae", latent_dropout=0.0)
+    return replace(defaults, kind=kind)
 
 
 @torch.no_grad()
@@ -82,11 +88,12 @@ def benchmark(
     store = EpisodeStore(task.obs_dim, task.act_dim)
     collect(env, random_policy(env, seed), steps, store, seed)
     env.close()
-    train_config = replace(TrainConfig(), max_steps=max_steps, eval_every=min(200, max_steps))
+    defaults = make_config({"env": task_id})  # the task's presets (e.g. its training horizon)
+    train_config = replace(defaults.train, max_steps=max_steps, eval_every=min(200, max_steps))
     train, val = split_episodes(store, train_config.val_fraction, seed)
     rows = []
     for kind in kinds:
-        config = model_config(kind)
+        config = model_config(kind, defaults.model)
         model = new_world_model(config, task, train.stats(), torch.device("cpu"), seed)
         fit = fit_world_model(
             build_trainer(train_config, model, seed), store, fit_schedule(train_config), seed=seed
