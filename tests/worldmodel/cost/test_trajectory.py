@@ -137,3 +137,126 @@ def test_the_penalty_measures_the_trajectorys_own_latents() -> None:
         torch.manual_seed(1)  # the same dropout masks for both
         spread.append(penalty.raw(s0, actions, torch.full((T, 3, 2), scale)))
     assert not torch.allclose(spread[0], spread[1])
+
+
+def test_detach_keeps_every_tensors_values_and_drops_the_graph() -> None:
+    base = _trajectory()
+    leaves = [t.clone().requires_grad_() for t in (base.states, base.actions, torch.ones(T, B, 2))]
+    trajectory = Trajectory(*(2 * t for t in leaves))
+    detached = trajectory.detach()
+    for before, after in zip(
+        (trajectory.states, trajectory.actions, trajectory.z),
+        (detached.states, detached.actions, detached.z),
+        strict=True,
+    ):
+        assert before.requires_grad and not after.requires_grad
+        torch.testing.assert_close(after, before.detach(), rtol=0, atol=0)
+
+
+def test_imagination_steps_under_the_latents_it_is_given() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=2, hidden=16, layers=2, dropout=0.0)
+    policy = torch.nn.Linear(2, 1)
+    g = torch.Generator().manual_seed(1)
+    start, z = torch.randn(5, 2, generator=g), 3 * torch.randn(T, 5, 2, generator=g)
+    trajectory = imagine(model, policy, start, z)
+    with torch.no_grad():
+        s = start
+        for t in range(T):
+            s = model.step(s, policy(s), z[t])
+            torch.testing.assert_close(trajectory.states[t + 1].detach(), s)
+    assert trajectory.z is z
+    other = imagine(model, policy, start, -z)
+    assert not torch.allclose(other.states[-1], trajectory.states[-1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gamma": 0.0}, r"need gamma in \(0, 1\] and penalty_weight >= 0"),
+        ({"gamma": 1.5}, r"need gamma in \(0, 1\]"),
+        ({"gamma": -0.5}, r"need gamma in \(0, 1\]"),
+        ({"penalty_weight": -0.1}, "penalty_weight >= 0"),
+        ({"penalty_weight": 1.0}, "penalty_weight > 0 needs an UncertaintyPenalty"),
+    ],
+)
+def test_gamma_outside_the_unit_interval_and_negative_weights_are_refused(
+    kwargs: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrajectoryCost(unit_cost, **kwargs)
+
+
+def test_gamma_of_one_and_a_weight_of_zero_are_accepted() -> None:
+    terms = TrajectoryCost(unit_cost, gamma=1.0, penalty_weight=0.0)(_trajectory())
+    torch.testing.assert_close(terms.total, torch.full((B,), float(T)))
+
+
+def test_continues_and_discounts_are_in_the_costs_dtype_at_its_precision() -> None:
+    base = _trajectory()
+    trajectory = Trajectory(base.states.double(), base.actions.double(), base.z.double())
+    cost = lambda s, a, s2: torch.ones(s.shape[:-1], dtype=torch.float64)  # noqa: E731
+    ends_at_3 = lambda s: s[..., 0] >= 3  # noqa: E731
+    terms = TrajectoryCost(cost, ends_at_3, gamma=0.9)(trajectory)
+    assert terms.continues.dtype == terms.alive.dtype == terms.weights.dtype == torch.float64
+    assert terms.continues[:, 0].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert terms.alive[:, 0].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
+    expected = torch.tensor([1.0, 0.9, 0.81, 0.0], dtype=torch.float64)
+    # float64 discounts: a float32 gamma ** t would be off by ~1e-8.
+    torch.testing.assert_close(terms.weights[:, 0], expected, rtol=1e-13, atol=0)
+    torch.testing.assert_close(terms.total, torch.full((B,), 2.71, dtype=torch.float64),
+                               rtol=1e-13, atol=0)  # fmt: skip
+
+
+class StartPenalty(FixedPenalty):
+    """U[t] = s0[..., 0] + z[t][..., 0]: which start state and latents the penalty was given."""
+
+    def raw(self, s0: Tensor, actions: Tensor, z: Tensor | None = None) -> Tensor:
+        assert z is not None
+        return s0[..., 0] + z[..., 0]
+
+
+def test_the_penalty_replays_the_actions_from_the_trajectorys_first_state() -> None:
+    base = _trajectory()  # s[0] = 0, s[1] = 1
+    trajectory = Trajectory(base.states + 2.0, base.actions, torch.zeros(T, B, 1))
+    terms = TrajectoryCost(unit_cost, penalty=StartPenalty())(trajectory)
+    assert terms.uncertainty is not None
+    torch.testing.assert_close(terms.uncertainty, torch.full((T, B), 2.0))
+
+
+class SumZPenalty(FixedPenalty):
+    """U[t] = sum of z[t]: computed from the latents (not a view of them), so it carries their
+    graph exactly where gradients are on."""
+
+    def raw(self, s0: Tensor, actions: Tensor, z: Tensor | None = None) -> Tensor:
+        assert z is not None
+        return z.sum(-1)
+
+
+def _needs_grad(trajectory: Trajectory) -> Trajectory:
+    return Trajectory(trajectory.states, trajectory.actions, torch.ones(T, B, 1).requires_grad_())
+
+
+def test_a_measured_penalty_and_no_grad_mode_build_no_graph() -> None:
+    trajectory = _needs_grad(_trajectory())
+    measured = TrajectoryCost(unit_cost, penalty=SumZPenalty())(trajectory)
+    assert measured.uncertainty is not None and measured.penalty is not None
+    assert not measured.uncertainty.requires_grad and not measured.penalty.requires_grad
+    charged = TrajectoryCost(unit_cost, penalty=SumZPenalty(), penalty_weight=1.0)
+    assert charged(trajectory).penalty.requires_grad  # type: ignore[union-attr]
+    with torch.no_grad():
+        terms = charged(trajectory)
+    assert not terms.penalty.requires_grad and not terms.uncertainty.requires_grad  # type: ignore[union-attr]
+
+
+class InfinitePenalty(FixedPenalty):
+    """U = inf: a rollout whose uncertainty overflowed."""
+
+    def raw(self, s0: Tensor, actions: Tensor, z: Tensor | None = None) -> Tensor:
+        return torch.full((actions.shape[0], s0.shape[0]), float("inf"))
+
+
+def test_a_measured_penalty_never_enters_the_cost_even_when_infinite() -> None:
+    terms = TrajectoryCost(unit_cost, penalty=InfinitePenalty())(_trajectory())
+    assert terms.penalty is not None and torch.isinf(terms.penalty).all()
+    torch.testing.assert_close(terms.total, torch.full((B,), float(T)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 
+import gymnasium as gym
 import numpy as np
 
 from envs import make_task
@@ -78,12 +79,27 @@ def test_capacity_applies_on_load(tmp_path) -> None:
     assert len(loaded) == 40 and loaded.data["reward"][0] == 8.0  # episodes 8 and 9
 
 
+class _StepBudget(gym.Wrapper):
+    """Counts the steps taken; raises past `budget` (a loop that never ends fails at once)."""
+
+    def __init__(self, env: gym.Env, budget: int) -> None:
+        super().__init__(env)
+        self.budget, self.steps = budget, 0
+
+    def step(self, action):
+        if self.steps >= self.budget:
+            raise AssertionError(f"stepped more than {self.budget} times: an endless loop")
+        self.steps += 1
+        return self.env.step(action)
+
+
 def test_collecting_from_a_real_env_keeps_the_store_bounded() -> None:
     task = make_task("Pendulum-v1")
-    env = task.make_env(seed=0)
+    env = _StepBudget(task.make_env(seed=0), budget=10_000)
     store = EpisodeStore(task.obs_dim, task.act_dim, capacity=1_000)
     for round_ in range(10):
         collect(env, random_policy(env, round_), 1_000, store, seed=round_)
         assert len(store) <= 1_000
     env.close()
+    assert env.steps == 10_000  # exactly the steps asked for
     assert store.num_episodes == 5  # whole 200-step episodes, the newest ones

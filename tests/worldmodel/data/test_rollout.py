@@ -10,13 +10,17 @@ from worldmodel.errors import DataError
 
 
 class CountEnv(gym.Env):
-    """obs = [t, reset seed]; reward = action + t; ends (terminated) once t reaches `end`."""
+    """obs = [t, reset seed]; reward = action + t; ends (terminated) once t reaches `end`.
+
+    Stepped more than `budget` times in all, it raises: a loop that never ends fails at once.
+    """
 
     observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
     action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
 
-    def __init__(self, end: int | None = None) -> None:
+    def __init__(self, end: int | None = None, budget: int = 1_000) -> None:
         self.end, self.t, self.seed_used = end, 0, -1
+        self.budget, self.received = budget, []
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -24,6 +28,9 @@ class CountEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action):
+        if len(self.received) >= self.budget:
+            raise AssertionError(f"stepped more than {self.budget} times: an endless loop")
+        self.received.append(action)
         reward = float(action[0]) + self.t
         self.t += 1
         return self._obs(), reward, self.end is not None and self.t >= self.end, False, {}
@@ -84,3 +91,28 @@ def test_random_policy_is_seeded() -> None:
     np.testing.assert_array_equal(draws[0], draws[1])
     other = random_policy(CountEnv(), seed=4)
     assert not np.array_equal(draws[0][0], other(None))
+
+
+def test_the_policy_sees_each_new_observation_and_the_env_gets_its_float32_action() -> None:
+    env, store = CountEnv(end=3), EpisodeStore(2, 1)
+    result = run_episode(env, lambda obs: np.array([0.1 * obs[0]]), store=store)  # float64 in
+    assert [a.dtype for a in env.received] == [np.float32] * 3
+    np.testing.assert_array_equal(np.concatenate(env.received), np.float32([0.0, 0.1, 0.2]))
+    np.testing.assert_array_equal(store.data["action"][:, 0], np.concatenate(env.received))
+    # The return sums what the env paid for the float32 actions it was given.
+    assert result.episode_return == sum(float(a[0]) + t for t, a in enumerate(env.received))
+
+
+def test_an_episode_ends_at_its_termination_and_max_steps_ends_an_endless_one() -> None:
+    env = CountEnv(end=5)
+    assert run_episode(env, lambda obs: np.array([0.0])).length == 5 and len(env.received) == 5
+    endless = CountEnv(budget=50)
+    result = run_episode(endless, lambda obs: np.array([0.0]), max_steps=30)
+    assert (result.length, result.terminated, len(endless.received)) == (30, False, 30)
+
+
+def test_collect_resets_until_the_steps_are_taken_and_no_further() -> None:
+    env = CountEnv(end=3, budget=100)
+    results = collect(env, lambda obs: np.array([0.0]), 100, EpisodeStore(2, 1), seed=0)
+    assert len(env.received) == 100 and sum(r.length for r in results) == 100
+    assert [r.length for r in results] == [3] * 33 + [1]

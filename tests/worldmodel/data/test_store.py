@@ -162,3 +162,183 @@ def test_loading_checks_the_callers_dims_each_on_its_own(tmp_path) -> None:
     np.savez(pickled, obs=np.array([object()], dtype=object))
     with pytest.raises(DataError, match="corrupt"):  # object arrays would need pickle: refused
         EpisodeStore.load(pickled)
+
+
+def test_a_window_moves_every_field_to_the_device_asked_for() -> None:
+    window = make_store([5]).windows(np.array([0, 1]), 3)
+    moved = window.to("meta")  # a device every machine has: tensors without data
+    assert [t.device.type for t in (moved.obs, moved.action, moved.reward, moved.terminated)] == [
+        "meta"
+    ] * 4
+    assert moved.horizon == 3
+
+
+@pytest.mark.parametrize(("obs_dim", "act_dim"), [(0, 2), (3, 0), (-1, 2), (0, 0)])
+def test_dims_that_are_not_positive_are_refused(obs_dim: int, act_dim: int) -> None:
+    with pytest.raises(DataError, match="obs_dim and act_dim must be positive"):
+        EpisodeStore(obs_dim, act_dim)
+
+
+def test_a_capacity_of_zero_is_refused_and_of_one_accepted() -> None:
+    with pytest.raises(DataError, match="capacity must be positive, got 0"):
+        EpisodeStore(3, 2, capacity=0)
+    store = EpisodeStore(3, 2, capacity=1)
+    store.add_episode(*_episode(1))
+    assert len(store) == 1 and EpisodeStore(1, 1).obs_dim == 1
+
+
+def test_per_step_columns_are_flattened_and_flags_stored_as_bools() -> None:
+    store = EpisodeStore(3, 2)
+    n = 3
+    # Per-step values as columns [n, 1] and flags as floats, as a vectorised env may give them.
+    store.add_episode(np.zeros((n, 3)), np.zeros((n, 2)), np.arange(n)[:, None],
+                      np.zeros((n, 3)), np.array([[0.0], [0.0], [1.0]]),
+                      np.array([[0.0], [1.0], [0.0]]))  # fmt: skip
+    data = store.data
+    assert {k: data[k].shape for k in ("reward", "terminated", "truncated", "episode")} == {
+        k: (n,) for k in ("reward", "terminated", "truncated", "episode")
+    }
+    assert data["terminated"].dtype == np.bool_ and data["truncated"].dtype == np.bool_
+    assert data["terminated"].tolist() == [False, False, True]
+    assert data["truncated"].tolist() == [False, True, False]
+    assert data["episode"].dtype == np.int64
+
+
+def test_a_first_episode_beyond_capacity_is_kept_whole() -> None:
+    store = EpisodeStore(3, 2, capacity=5)
+    store.add_episode(*_episode(10))
+    assert len(store) == 10 and store.num_episodes == 1
+
+
+def test_past_capacity_only_the_newest_episode_is_kept() -> None:
+    store = EpisodeStore(3, 2, capacity=5)
+    for n in (2, 2, 10):
+        store.add_episode(*_episode(n))
+    # 14 steps, 9 too many: more than the two older episodes hold, so only the newest stays.
+    assert len(store) == 10 and store.data["episode"].tolist() == [2] * 10
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5, -0.1])
+def test_a_val_fraction_outside_the_open_unit_interval_is_refused(fraction: float) -> None:
+    with pytest.raises(DataError, match=r"val_fraction must be in \(0, 1\)"):
+        make_store([4] * 5).split(fraction, seed=0)
+
+
+def _val_episodes(store: EpisodeStore, fraction: float, seed: int) -> list[int]:
+    return sorted(set(store.split(fraction, seed=seed)[1].data["episode"].tolist()))
+
+
+def test_the_split_is_reproducible_by_seed_and_differs_between_seeds() -> None:
+    store = make_store([2] * 30)
+    assert _val_episodes(store, 0.3, seed=5) == _val_episodes(store, 0.3, seed=5)
+    draws = {tuple(_val_episodes(store, 0.3, seed=s)) for s in range(4)}
+    assert len(draws) == 4 and all(len(d) == 9 for d in draws)
+
+
+@pytest.mark.parametrize(
+    ("episodes", "fraction", "n_val"),
+    [(1, 0.5, 0), (2, 0.5, 1), (2, 0.1, 1), (10, 0.04, 1), (3, 0.9, 2), (3, 0.99, 2)],
+)
+def test_the_split_keeps_at_least_one_episode_on_each_side_where_it_can(
+    episodes: int, fraction: float, n_val: int
+) -> None:
+    store = make_store([3] * episodes)
+    train, val = store.split(fraction, seed=0)
+    assert val.num_episodes == n_val and train.num_episodes == episodes - n_val
+    assert train.next_episode == val.next_episode == store.next_episode == episodes
+
+
+def test_a_horizon_of_zero_is_refused() -> None:
+    store = make_store([3])
+    with pytest.raises(DataError, match="horizon must be positive, got 0"):
+        store.window_starts(0)
+    assert store.window_starts(1).tolist() == [0, 1, 2]
+
+
+def test_an_episode_exactly_as_long_as_the_horizon_gives_one_window() -> None:
+    store = make_store([3])
+    assert store.window_starts(3).tolist() == [0]
+    window = store.sample(4, 3, np.random.default_rng(0))
+    assert window.obs[0, :, 1].tolist() == [0.0] * 4  # every draw starts at step 0
+    with pytest.raises(DataError, match="no episode is longer than the horizon 4"):
+        store.sample(4, 4, np.random.default_rng(0))
+
+
+def test_stats_of_an_empty_store_are_refused_and_of_one_step_given() -> None:
+    with pytest.raises(DataError, match="empty store"):
+        EpisodeStore(3, 2).stats()
+    stats = make_store([1]).stats()
+    assert stats.state_mean.tolist() == [0.0, 0.0, 0.0]
+    assert stats.delta_mean.tolist() == [0.0, 1.0, 0.0]
+
+
+def test_stds_are_numpys_with_a_floor_of_1e_6_on_constant_dims() -> None:
+    rng = np.random.default_rng(0)
+    store = EpisodeStore(2, 1)
+    obs = np.stack([rng.normal(0, 0.1, 50), np.full(50, 3.0)], 1)
+    next_obs = obs + np.stack([rng.normal(0, 0.01, 50), np.zeros(50)], 1)
+    store.add_episode(obs, np.zeros((50, 1)), np.zeros(50), next_obs, np.zeros(50), np.zeros(50))
+    stats = store.stats()
+    assert all(t.dtype == torch.float32 for t in vars(stats).values())
+    data = store.data
+    delta = data["next_obs"] - data["obs"]
+    np.testing.assert_allclose(stats.state_std[0].item(), data["obs"][:, 0].std(), rtol=1e-6)
+    np.testing.assert_allclose(stats.delta_std[0].item(), delta[:, 0].std(), rtol=1e-6)
+    assert stats.state_std[1].item() == stats.delta_std[1].item() == np.float32(1e-6)
+
+
+TRIPPED: list[bool] = []
+
+
+def _trip() -> object:
+    TRIPPED.append(True)
+    return 0.0
+
+
+class _Tripwire:
+    """Runs `_trip` when unpickled: a data file must never execute code."""
+
+    def __reduce__(self):
+        return (_trip, ())
+
+
+def test_loading_never_unpickles_an_object_array(tmp_path) -> None:
+    path = tmp_path / "data.npz"
+    make_store([4, 3]).save(path)
+    tripwire = np.empty(7, dtype=object)
+    tripwire[:] = [_Tripwire() for _ in range(7)]
+    _rewrite(path, reward=tripwire)
+    TRIPPED.clear()
+    with pytest.raises(DataError, match="corrupt or incomplete"):
+        EpisodeStore.load(path)
+    assert not TRIPPED
+
+
+def test_a_file_with_a_scalar_reward_names_every_field(tmp_path) -> None:
+    path = tmp_path / "data.npz"
+    make_store([1]).save(path)
+    _rewrite(path, reward=np.zeros((), np.float32))
+    with pytest.raises(DataError) as error:
+        EpisodeStore.load(path)
+    # Without a step count no field can be checked: all seven are named.
+    assert "(obs, action, reward, next_obs, terminated, truncated, episode)" in str(error.value)
+
+
+def test_a_header_with_zero_dims_is_refused_even_if_the_arrays_agree(tmp_path) -> None:
+    path = tmp_path / "data.npz"
+    make_store([4, 3]).save(path)
+    _rewrite(path, _meta=np.array([1, 0, 2, 2], np.int64), obs=np.zeros((7, 0), np.float32),
+             next_obs=np.zeros((7, 0), np.float32))  # fmt: skip
+    with pytest.raises(DataError, match="inconsistent array shapes or types") as error:
+        EpisodeStore.load(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_store_of_one_dim_states_and_actions_round_trips(tmp_path) -> None:
+    store = EpisodeStore(1, 1)
+    store.add_episode(np.arange(3.0)[:, None], np.ones((3, 1)), np.arange(3.0),
+                      np.arange(1.0, 4.0)[:, None], np.zeros(3), np.r_[0, 0, 1])  # fmt: skip
+    store.save(tmp_path / "data.npz")
+    loaded = EpisodeStore.load(tmp_path / "data.npz", obs_dim=1, act_dim=1)
+    np.testing.assert_array_equal(loaded.data["next_obs"][:, 0], [1.0, 2.0, 3.0])
+    assert (loaded.obs_dim, loaded.act_dim) == (1, 1)
