@@ -95,7 +95,8 @@ def test_random_policy_is_seeded() -> None:
 
 def test_the_policy_sees_each_new_observation_and_the_env_gets_its_float32_action() -> None:
     env, store = CountEnv(end=3), EpisodeStore(2, 1)
-    result = run_episode(env, lambda obs: np.array([0.1 * obs[0]]), store=store)  # float64 in
+    policy = lambda obs: np.array([0.1 * float(obs[0])])  # noqa: E731  float64 out
+    result = run_episode(env, policy, store=store)
     assert [a.dtype for a in env.received] == [np.float32] * 3
     np.testing.assert_array_equal(np.concatenate(env.received), np.float32([0.0, 0.1, 0.2]))
     np.testing.assert_array_equal(store.data["action"][:, 0], np.concatenate(env.received))
