@@ -264,8 +264,16 @@ def test_an_episode_exactly_as_long_as_the_horizon_gives_one_window() -> None:
         store.sample(4, 4, np.random.default_rng(0))
 
 
+def test_a_store_without_a_long_enough_episode_gives_no_windows_not_an_error() -> None:
+    store = make_store([3, 2])
+    starts = store.window_starts(4)
+    assert starts.tolist() == [] and starts.dtype == np.int64  # an index array, if empty
+    assert store.spaced_windows(4, count=8).action.shape[1] == 0
+
+
 def test_stats_of_an_empty_store_are_refused_and_of_one_step_given() -> None:
-    with pytest.raises(DataError, match="empty store"):
+    message = r"^cannot compute statistics of an empty store; collect steps first$"
+    with pytest.raises(DataError, match=message):
         EpisodeStore(3, 2).stats()
     stats = make_store([1]).stats()
     assert stats.state_mean.tolist() == [0.0, 0.0, 0.0]
