@@ -63,10 +63,17 @@ def test_max_steps_cuts_the_episode_as_a_truncation() -> None:
     assert one.length == 1
 
 
-@pytest.mark.parametrize("action", [np.array([0.0, 0.0]), np.array([np.nan])])
-def test_a_bad_action_is_a_one_line_error(action: np.ndarray) -> None:
-    with pytest.raises(DataError, match="policy returned action"):
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        (np.array([0.0, 0.0]), "shape (2,) (finite: True); expected finite (1,)"),
+        (np.array([np.nan]), "shape (1,) (finite: False); expected finite (1,)"),
+    ],
+)
+def test_a_bad_action_is_a_one_line_error(action: np.ndarray, message: str) -> None:
+    with pytest.raises(DataError, match="policy returned action") as error:
         run_episode(CountEnv(), lambda obs: action)
+    assert str(error.value) == f"policy returned action of {message}"
 
 
 def test_collect_takes_exactly_the_steps_asked_for_in_seeded_episodes() -> None:

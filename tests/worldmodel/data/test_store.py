@@ -265,7 +265,7 @@ def test_an_episode_exactly_as_long_as_the_horizon_gives_one_window() -> None:
 
 
 def test_a_store_without_a_long_enough_episode_gives_no_windows_not_an_error() -> None:
-    store = make_store([3, 2])
+    store = make_store([3])  # fewer steps than the horizon
     starts = store.window_starts(4)
     assert starts.tolist() == [] and starts.dtype == np.int64  # an index array, if empty
     assert store.spaced_windows(4, count=8).action.shape[1] == 0
