@@ -173,11 +173,11 @@ def test_imagination_steps_under_the_latents_it_is_given() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"gamma": 0.0}, r"need gamma in \(0, 1\] and penalty_weight >= 0"),
+        ({"gamma": 0.0}, r"^need gamma in \(0, 1\] and penalty_weight >= 0$"),
         ({"gamma": 1.5}, r"need gamma in \(0, 1\]"),
         ({"gamma": -0.5}, r"need gamma in \(0, 1\]"),
         ({"penalty_weight": -0.1}, "penalty_weight >= 0"),
-        ({"penalty_weight": 1.0}, "penalty_weight > 0 needs an UncertaintyPenalty"),
+        ({"penalty_weight": 1.0}, "^penalty_weight > 0 needs an UncertaintyPenalty$"),
     ],
 )
 def test_gamma_outside_the_unit_interval_and_negative_weights_are_refused(
