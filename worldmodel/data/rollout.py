@@ -37,7 +37,7 @@ def run_episode(
     """
     obs, _ = env.reset(seed=seed)
     columns: dict[str, list] = {
-        k: [] for k in ("obs", "action", "reward", "next_obs", "term", "trunc")
+        k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")
     }
     terminated = truncated = False
     while not (terminated or truncated):
@@ -58,7 +58,7 @@ def run_episode(
         if on_step is not None:
             on_step(len(columns["reward"]))
     if store is not None:
-        store.add_episode(*(np.asarray(v) for v in columns.values()))
+        store.add_episode(**{k: np.asarray(v) for k, v in columns.items()})
     return EpisodeResult(
         episode_return=float(np.sum(columns["reward"])),
         length=len(columns["reward"]),
