@@ -101,7 +101,7 @@ class ForwardModel(nn.Module):
             *shape,
             self.latent_dim,
             generator=generator,
-            device=self.device,
+            device=self.device,  # pragma: no mutate
             dtype=self.state_mean.dtype,
         )
 

@@ -1,3 +1,5 @@
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -282,3 +284,97 @@ def test_step_names_a_latent_of_the_wrong_size() -> None:
     model = _cvae(latent_dropout=0.5)
     with pytest.raises(DataError, match=r"ForwardModel.step: latent has shape \(5, 3\)"):
         model.step(torch.zeros(5, 3), torch.zeros(5, 2), torch.zeros(5, 3))
+
+
+def test_the_model_defaults_are_the_configurator_defaults() -> None:
+    from agents.configurator.config import ModelConfig
+
+    params = inspect.signature(ForwardModel.__init__).parameters
+    config = ModelConfig()
+    for name in ("latent_dim", "hidden", "layers", "dropout", "latent_dropout",
+                 "latent_dropout_mode", "beta"):  # fmt: skip
+        assert params[name].default == getattr(config, name), name
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"state_dim": 0}, {"action_dim": 0}, {"hidden": 0}, {"layers": 0}, {"latent_dim": -1}],
+)
+def test_a_model_size_below_its_minimum_is_refused(kwargs: dict) -> None:
+    sizes = {"state_dim": S, "action_dim": A, "hidden": 8} | kwargs
+    with pytest.raises(ValueError, match=r"model sizes must be positive \(latent_dim may be 0"):
+        ForwardModel(**sizes)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"latent_dropout": 1.5}, {"latent_dropout": -0.1}, {"dropout": 1.0}, {"dropout": 1.5},
+     {"dropout": -0.1}],  # fmt: skip
+)
+def test_a_dropout_rate_outside_its_range_is_refused(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=r"latent_dropout must be in \[0, 1\] and dropout"):
+        ForwardModel(S, A, hidden=8, **kwargs)
+
+
+def test_a_float64_model_draws_float64_latents_and_rolls_out_in_float64() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(S, A, hidden=16, layers=1).double().eval()
+    assert model.sample_prior(2, 3).dtype == torch.float64
+    s0, actions = torch.randn(3, S, dtype=torch.float64), torch.rand(2, 3, A, dtype=torch.float64)
+    assert model.rollout(s0, actions).dtype == torch.float64
+    assert model.step(s0, actions[0]).dtype == torch.float64
+
+
+@pytest.mark.parametrize("which", ["state", "action"])
+def test_step_names_a_state_or_action_of_the_wrong_size(which: str) -> None:
+    model = _cvae(latent_dropout=0.5)
+    s, a = torch.zeros(5, 3), torch.zeros(5, 2)
+    bad = torch.zeros(5, 7)
+    args = (bad, a) if which == "state" else (s, bad)
+    with pytest.raises(DataError, match=rf"ForwardModel.step: {which} has shape \(5, 7\)"):
+        model.step(*args)
+    with pytest.raises(DataError, match=rf"ForwardModel.step: {which} has shape \(\)"):
+        model.step(*((torch.tensor(0.0), a) if which == "state" else (s, torch.tensor(0.0))))
+
+
+def test_step_takes_any_leading_dims_including_none() -> None:
+    model = _cvae(latent_dropout=0.5).eval()
+    g = torch.Generator().manual_seed(7)
+    s, a, z = torch.randn(2, 4, 3, generator=g), torch.randn(2, 4, 2, generator=g), torch.randn(
+        2, 4, 4, generator=g
+    )
+    with torch.no_grad():
+        batched = model.step(s, a, z)
+        for i in range(2):
+            for j in range(4):
+                torch.testing.assert_close(batched[i, j], model.step(s[i, j], a[i, j], z[i, j]))
+
+
+def test_rollout_names_a_latent_of_the_wrong_size() -> None:
+    model = _cvae(latent_dropout=0.5)
+    s0, actions = torch.zeros(5, 3), torch.zeros(4, 5, 2)
+    with pytest.raises(DataError, match=r"ForwardModel.rollout: latent has shape \(4, 5, 3\)"):
+        model.rollout(s0, actions, torch.zeros(4, 5, 3))
+
+
+def test_the_posterior_of_each_step_sees_the_real_next_state_after_the_predicted_one() -> None:
+    """q(z | s[t], a[t], s'[t+1]) is fed the model's own s[t] (the unroll) and the real next
+    state obs[t+1]: its delta input is the normalised obs[t+1] - s[t]."""
+    model = _cvae(latent_dropout=0.0)
+    g = torch.Generator().manual_seed(8)
+    model.set_normalization(Stats(*(torch.rand(3, generator=g) + 0.5 for _ in range(4))))
+    horizon = 3
+    obs, action = torch.randn(horizon + 1, 6, 3, generator=g), torch.randn(horizon, 6, 2, generator=g)
+    window = Window(obs, action, torch.zeros(horizon, 6), torch.zeros(horizon, 6, dtype=torch.bool))
+    inputs: list[torch.Tensor] = []
+    hook = model.encoder.register_forward_hook(lambda m, args, out: inputs.append(args[0]))
+    with torch.no_grad():
+        model.loss(window, generator=g)
+    hook.remove()
+    assert len(inputs) == horizon
+    torch.testing.assert_close(inputs[0][:, :3], (obs[0] - model.state_mean) / model.state_std)
+    for t, x in enumerate(inputs):
+        s_t = x[:, :3] * model.state_std + model.state_mean
+        torch.testing.assert_close(x[:, 3:5], action[t])
+        expected = (obs[t + 1] - s_t - model.delta_mean) / model.delta_std
+        torch.testing.assert_close(x[:, 5:], expected, rtol=1e-5, atol=1e-5)
