@@ -4,7 +4,6 @@ too many in a row stop the fit with `TrainingDivergedError` and the best weights
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 from collections.abc import Callable
 
@@ -208,14 +207,19 @@ def test_zero_weight_decay_and_a_grad_clip_below_one_are_accepted() -> None:
     assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.0 and trainer.grad_clip == 0.5
 
 
-def test_the_trainer_defaults_are_the_configurator_defaults() -> None:
-    from agents.configurator.config import Config, TrainConfig
+def test_a_trainer_with_default_arguments_is_the_configurator_default_trainer() -> None:
+    from agents.configurator.assemble import build_trainer
+    from agents.configurator.config import Config
 
-    params = inspect.signature(ModelTrainer.__init__).parameters
-    train = TrainConfig()
-    for name in ("lr", "weight_decay", "grad_clip"):
-        assert params[name].default == getattr(train, name), name
-    assert params["seed"].default == Config().seed
+    config = Config()
+    default = ModelTrainer(_model())
+    configured = build_trainer(config.train, _model(), config.seed)
+    (group,) = default.optimizer.param_groups
+    (expected,) = configured.optimizer.param_groups
+    assert (group["lr"], group["weight_decay"]) == (expected["lr"], expected["weight_decay"])
+    assert default.grad_clip == configured.grad_clip == config.train.grad_clip
+    assert torch.equal(default.generator.get_state(), configured.generator.get_state())
+    assert default.rng.bit_generator.state == configured.rng.bit_generator.state
 
 
 def test_weight_decay_is_decoupled_and_shrinks_each_weight_by_lr_times_decay() -> None:

@@ -173,3 +173,19 @@ def test_fit_world_model_fits_on_the_documented_split_with_seed_zero_by_default(
     )
     assert not torch.equal(other.model.state_dict()["decoder.0.weight"],
                            direct.model.state_dict()["decoder.0.weight"])  # fmt: skip
+
+
+def test_fit_world_model_passes_its_schedule_on_and_without_one_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trainer = _trainer()
+    schedules: list[FitSchedule] = []
+
+    def fit(train, val, schedule, **kwargs):
+        schedules.append(schedule)
+        return "fitted"
+
+    monkeypatch.setattr(trainer, "fit", fit)
+    assert fit_world_model(trainer, _store(), SCHEDULE) == "fitted"
+    assert fit_world_model(trainer, _store()) == "fitted"
+    assert schedules == [SCHEDULE, FitSchedule()]

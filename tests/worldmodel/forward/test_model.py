@@ -1,5 +1,3 @@
-import inspect
-
 import numpy as np
 import pytest
 import torch
@@ -286,14 +284,23 @@ def test_step_names_a_latent_of_the_wrong_size() -> None:
         model.step(torch.zeros(5, 3), torch.zeros(5, 2), torch.zeros(5, 3))
 
 
-def test_the_model_defaults_are_the_configurator_defaults() -> None:
+def test_a_model_with_default_arguments_is_the_configurator_default_model() -> None:
+    from agents.configurator.assemble import build_model
     from agents.configurator.config import ModelConfig
 
-    params = inspect.signature(ForwardModel.__init__).parameters
-    config = ModelConfig()
-    for name in ("latent_dim", "hidden", "layers", "dropout", "latent_dropout",
-                 "latent_dropout_mode", "beta"):  # fmt: skip
-        assert params[name].default == getattr(config, name), name
+    torch.manual_seed(0)
+    default = ForwardModel(S, A)
+    torch.manual_seed(0)
+    configured = build_model(ModelConfig(), S, A)
+    for name in ("latent_dim", "latent_dropout", "latent_dropout_mode", "beta"):
+        assert getattr(default, name) == getattr(configured, name), name
+    shapes = {k: v.shape for k, v in default.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in configured.state_dict().items()}
+    rates = [m.p for m in default.modules() if isinstance(m, nn.Dropout)]
+    assert rates == [m.p for m in configured.modules() if isinstance(m, nn.Dropout)]
+    assert len(rates) == ModelConfig().layers and shapes["decoder.0.weight"] == (
+        ModelConfig().hidden, S + A + ModelConfig().latent_dim
+    )
 
 
 @pytest.mark.parametrize(
