@@ -175,17 +175,37 @@ def test_fit_world_model_fits_on_the_documented_split_with_seed_zero_by_default(
                            direct.model.state_dict()["decoder.0.weight"])  # fmt: skip
 
 
-def test_fit_world_model_passes_its_schedule_on_and_without_one_the_default(
+def test_fit_world_model_passes_its_schedule_and_options_on_and_without_a_schedule_the_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     trainer = _trainer()
-    schedules: list[FitSchedule] = []
+    store = _store()
+    calls: list[tuple[tuple, dict]] = []
 
-    def fit(train, val, schedule, **kwargs):
-        schedules.append(schedule)
+    def fit(*args, **kwargs):
+        calls.append((args, kwargs))
         return "fitted"
 
     monkeypatch.setattr(trainer, "fit", fit)
-    assert fit_world_model(trainer, _store(), SCHEDULE) == "fitted"
-    assert fit_world_model(trainer, _store()) == "fitted"
-    assert schedules == [SCHEDULE, FitSchedule()]
+    resume = FitState(4, 1.0, 0, {}, 2.0)
+    log, on_checkpoint = (lambda metrics, step: None), (lambda state: None)
+    options = dict(log=log, progress=True, resume=resume, on_checkpoint=on_checkpoint)
+    assert fit_world_model(trainer, store, SCHEDULE, seed=3, **options) == "fitted"
+    assert fit_world_model(trainer, store) == "fitted"
+    (train, val, schedule), kwargs = calls[0]
+    assert schedule is SCHEDULE and kwargs == options
+    expected = split_episodes(store, SCHEDULE.val_fraction, 3)
+    assert [s.data["episode"].tolist() for s in (train, val)] == [
+        s.data["episode"].tolist() for s in expected
+    ]
+    assert calls[1][0][2] == FitSchedule()
+
+
+def test_split_episodes_uses_one_episode_for_both_and_splits_two() -> None:
+    one = _store(episodes=1)
+    train, val = split_episodes(one, 0.5, 0)
+    assert train is one and val is one
+    two = _store(episodes=2)
+    train, val = split_episodes(two, 0.5, 0)
+    assert (train.num_episodes, val.num_episodes) == (1, 1)
+    assert set(train.data["episode"]).isdisjoint(val.data["episode"])
