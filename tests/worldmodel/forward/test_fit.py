@@ -178,13 +178,13 @@ def _split() -> tuple[EpisodeStore, EpisodeStore]:
 def test_a_schedule_size_of_zero_is_refused_and_one_is_accepted(field: str) -> None:
     ones = dict(horizon=1, batch_size=1, max_steps=1, eval_every=1, patience=1, val_windows=1)
     assert getattr(FitSchedule(**ones), field) == 1
-    with pytest.raises(ValueError, match="must be > 0"):
+    with pytest.raises(ValueError, match=r"^horizon, batch_size, max_steps, eval_every, patience must be > 0$"):
         FitSchedule(**ones | {field: 0})
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5, -0.1])
 def test_a_validation_fraction_outside_the_open_unit_interval_is_refused(fraction: float) -> None:
-    with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"^val_fraction must be in \(0, 1\), got "):
         FitSchedule(val_fraction=fraction)
     assert FitSchedule(val_fraction=0.5).val_fraction == 0.5
 
@@ -198,7 +198,7 @@ def _model() -> ForwardModel:
     "kwargs", [{"lr": 0.0}, {"lr": -1e-3}, {"grad_clip": 0.0}, {"weight_decay": -1e-9}]
 )
 def test_a_non_positive_lr_or_grad_clip_or_negative_weight_decay_is_refused(kwargs: dict) -> None:
-    with pytest.raises(ValueError, match="lr and grad_clip must be positive"):
+    with pytest.raises(ValueError, match="^lr and grad_clip must be positive and weight_decay non-negative$"):
         ModelTrainer(_model(), **kwargs)
 
 

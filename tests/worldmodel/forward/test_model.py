@@ -309,7 +309,7 @@ def test_a_model_with_default_arguments_is_the_configurator_default_model() -> N
 )
 def test_a_model_size_below_its_minimum_is_refused(kwargs: dict) -> None:
     sizes = {"state_dim": S, "action_dim": A, "hidden": 8} | kwargs
-    with pytest.raises(ValueError, match=r"model sizes must be positive \(latent_dim may be 0"):
+    with pytest.raises(ValueError, match=r"^model sizes must be positive \(latent_dim may be 0 for deterministic\)$"):
         ForwardModel(**sizes)
 
 
@@ -319,7 +319,7 @@ def test_a_model_size_below_its_minimum_is_refused(kwargs: dict) -> None:
      {"dropout": -0.1}],  # fmt: skip
 )
 def test_a_dropout_rate_outside_its_range_is_refused(kwargs: dict) -> None:
-    with pytest.raises(ValueError, match=r"latent_dropout must be in \[0, 1\] and dropout"):
+    with pytest.raises(ValueError, match=r"^latent_dropout must be in \[0, 1\] and dropout in \[0, 1\)$"):
         ForwardModel(S, A, hidden=8, **kwargs)
 
 
