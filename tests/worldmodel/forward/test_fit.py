@@ -42,15 +42,15 @@ def _trainer(bad: Callable[[int], bool], max_consecutive_skips: int | None = Non
     model.set_normalization(store.stats())
     real, calls = model.loss, [0]
 
-    def loss(window, generator=None) -> LossTerms:
-        terms = real(window, generator)
+    def loss(window, generator=None, score_all=False) -> LossTerms:
+        terms = real(window, generator, score_all)
         if not model.training:
             return terms
         calls[0] += 1
         if not bad(calls[0]):
             return terms
         nan = torch.tensor(float("nan"))
-        return LossTerms(terms.loss * nan, terms.reconstruction * nan, terms.kl)
+        return LossTerms(terms.loss * nan, terms.reconstruction * nan, terms.kl, terms.energy)
 
     model.loss = loss  # type: ignore[method-assign]
     limit = {} if max_consecutive_skips is None else {"max_consecutive_skips": max_consecutive_skips}
@@ -272,10 +272,12 @@ def test_update_reports_the_loss_terms_and_the_gradient_norm_of_its_own_generato
     norm = torch.sqrt(sum(g.square().sum() for g in grads))
     torch.manual_seed(123)  # the global RNG must not matter
     metrics = trainer.update(window)
-    assert set(metrics) == {"loss", "reconstruction", "kl", "grad_norm"}
+    assert set(metrics) == {"loss", "reconstruction", "kl", "energy", "grad_norm"}
     assert metrics["loss"] == pytest.approx(terms.loss.item(), rel=1e-6)
     assert metrics["reconstruction"] == pytest.approx(terms.reconstruction.item(), rel=1e-6)
     assert metrics["kl"] == pytest.approx(terms.kl.item(), rel=1e-6) and metrics["kl"] > 0
+    assert metrics["energy"] == pytest.approx(terms.energy.item(), rel=1e-6)
+    assert metrics["energy"] > 0
     assert metrics["grad_norm"] == pytest.approx(norm.item(), rel=1e-5)
 
 
@@ -284,10 +286,14 @@ def test_each_validation_logs_every_training_term_under_train() -> None:
     _fit(_trainer(lambda call: False), max_steps=10, eval_every=10,
          log=lambda metrics, step: logged.append(metrics))  # fmt: skip
     train = {k for k in logged[0] if k.startswith("train/")}
-    assert train == {"train/loss", "train/reconstruction", "train/kl", "train/grad_norm"}
+    assert train == {
+        "train/loss", "train/reconstruction", "train/kl", "train/energy", "train/grad_norm"
+    }  # fmt: skip
     assert logged[0]["train/kl"] == 0.0  # deterministic model
     assert logged[0]["train/reconstruction"] == logged[0]["train/loss"]
-    assert {"val/loss", "val/reconstruction", "charts/skipped_updates"} <= set(logged[0])
+    assert {"val/loss", "val/reconstruction", "val/energy", "charts/skipped_updates"} <= set(
+        logged[0]
+    )
 
 
 def test_an_improvement_must_beat_the_best_by_a_relative_one_in_a_million() -> None:
