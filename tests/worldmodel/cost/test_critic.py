@@ -132,11 +132,16 @@ def test_update_real_equals_update_imagined_on_the_same_transitions() -> None:
     for _ in range(4):
         torch.manual_seed(0)
         learners.append(CriticLearner(Critic(3, hidden=16), gamma=0.9, lr=1e-2))
-    learners[0].update_real(window)
-    learners[1].update_imagined(window.obs, -window.reward, (~terminated).float())
-    learners[2].update_real(window, cost=cost)
+    metrics = [
+        learners[0].update_real(window),
+        learners[1].update_imagined(window.obs, -window.reward, (~terminated).float()),
+        learners[2].update_real(window, cost=cost),
+    ]
     by_hand = cost(window.obs[:-1], window.action, window.obs[1:])
-    learners[3].update_imagined(window.obs, by_hand, (~terminated).float())
+    metrics.append(learners[3].update_imagined(window.obs, by_hand, (~terminated).float()))
+    # Adam's first step is about lr * sign(g): the weights hardly tell costs apart, the
+    # metrics (mean target, loss) do.
+    assert metrics[0] == metrics[1] and metrics[2] == metrics[3]
     first, second, third, fourth = (list(lr.critic.parameters()) for lr in learners)
     for x, y in zip(first, second, strict=True):
         torch.testing.assert_close(x, y)
@@ -196,3 +201,142 @@ def test_critic_updates_are_counted_and_report_their_terms() -> None:
     learner.update_imagined(states, nan, continues)
     learner.update_imagined(states, nan, continues)
     assert learner.skipped_updates == 2 and learner.total_steps == 2
+
+
+@pytest.mark.parametrize(("gamma", "lambda_"), [(1.5, 0.5), (-0.1, 0.5), (0.9, 1.5), (0.9, -0.1)])
+def test_td_lambda_targets_refuse_gamma_or_lambda_outside_0_1(gamma: float, lambda_: float) -> None:
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
+        td_lambda_targets(torch.zeros(3, 2), torch.zeros(4, 2), torch.ones(3, 2), gamma, lambda_)
+
+
+def test_td_lambda_targets_at_gamma_0_are_the_costs_and_at_gamma_1_the_plain_sum() -> None:
+    g = torch.Generator().manual_seed(0)
+    costs = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    values = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    continues = torch.ones(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(td_lambda_targets(costs, values, continues, 0.0, 0.5), costs)
+    monte_carlo = td_lambda_targets(costs, values, continues, 1.0, 1.0)
+    # Undiscounted: G[0] = c0 + c1 + c2 + c3 + v[4].
+    torch.testing.assert_close(monte_carlo[0], costs.sum(0) + values[-1])
+
+
+def test_td_lambda_targets_from_bool_continues_equal_those_from_float_ones() -> None:
+    g = torch.Generator().manual_seed(0)
+    costs = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    values = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    alive = torch.rand(5, 4, generator=g) > 0.2
+    from_bool = td_lambda_targets(costs, values, alive, 0.9, 0.7)
+    from_float = td_lambda_targets(costs, values, alive.double(), 0.9, 0.7)
+    # Exactly: a bool mask must not round gamma through float32 on the way.
+    assert torch.equal(from_bool, from_float)
+
+
+@pytest.mark.parametrize("dims", [(0, 8, 2), (2, 0, 2), (2, 8, 0), (-1, 8, 2)])
+def test_a_critic_needs_positive_sizes(dims: tuple[int, int, int]) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        Critic(*dims)
+
+
+def test_the_smallest_critic_is_accepted_and_starts_at_zero() -> None:
+    critic = Critic(1, hidden=1, layers=1)
+    assert critic.state_dim == 1 and Critic(3).state_dim == 3
+    states = torch.randn(7, 1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(critic(states), torch.zeros(7))  # V = 0 before any update
+
+
+def test_value_scale_must_be_positive() -> None:
+    stats = Stats(torch.zeros(2), torch.ones(2), torch.zeros(2), torch.ones(2))
+    critic = Critic(2, hidden=8)
+    with pytest.raises(ValueError, match="value_scale must be positive"):
+        critic.set_normalization(stats, value_scale=0.0)
+    critic.set_normalization(stats, value_scale=0.5)  # below 1 is fine
+    assert critic.value_scale.item() == 0.5
+
+
+def test_the_critic_normalises_raw_states_and_scales_its_output() -> None:
+    """A critic normalised by (mean m, std s) and scaled by k, at m + s x, is k times the same
+    net without normalisation at x."""
+    torch.manual_seed(0)
+    plain = Critic(3, hidden=16)
+    with torch.no_grad():
+        plain.net[-1].weight.normal_()  # a non-zero head: V depends on the state
+    scaled = Critic(3, hidden=16)
+    scaled.load_state_dict(plain.state_dict())
+    mean, std = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 3.0, 2.0])
+    scaled.set_normalization(Stats(mean, std, torch.zeros(3), torch.ones(3)), value_scale=4.0)
+    x = torch.randn(10, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(mean + std * x), 4.0 * plain(x))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"gamma": 0.0}, {"gamma": 1.5}, {"lambda_": -0.1}, {"lambda_": 1.5}, {"tau": 0.0},
+        {"tau": 1.5}, {"gamma": 1.5, "tau": 0.5}, {"lambda_": 1.5, "gamma": 0.5},
+    ],
+)  # fmt: skip
+def test_the_critic_learner_refuses_rates_outside_their_ranges(bad: dict) -> None:
+    with pytest.raises(ValueError, match="need gamma in \\(0, 1\\], lambda_ in \\[0, 1\\]"):
+        CriticLearner(Critic(2, hidden=8), **bad)
+
+
+@pytest.mark.parametrize("bad", [{"lr": 0.0}, {"lr": -1e-3}, {"grad_clip": 0.0}])
+def test_the_critic_learner_refuses_non_positive_lr_and_grad_clip(bad: dict) -> None:
+    with pytest.raises(ValueError, match="lr and grad_clip must be positive"):
+        CriticLearner(Critic(2, hidden=8), **bad)
+
+
+def test_the_critic_learner_accepts_the_ends_of_its_ranges() -> None:
+    torch.manual_seed(0)
+    learner = CriticLearner(
+        Critic(2, hidden=8), gamma=1.0, lambda_=1.0, tau=1.0, lr=1e-2, grad_clip=0.5
+    )
+    g = torch.Generator().manual_seed(0)
+    states, costs = torch.randn(4, 8, 2, generator=g), torch.rand(3, 8, generator=g)
+    metrics = learner.update_imagined(states, costs, torch.ones(3, 8))
+    assert metrics["grad_norm"] > 0.5  # clipped to 0.5 for the step, reported before clipping
+    # tau = 1: the target is the online net after each update.
+    for target, online in zip(learner.target.parameters(), learner.critic.parameters(), strict=True):
+        assert torch.equal(target, online)
+
+
+def test_the_first_adam_step_moves_each_weight_by_the_learning_rate() -> None:
+    """Adam's first step is -lr * g / (|g| + eps): |change| = lr wherever |g| >> eps."""
+    torch.manual_seed(0)
+    critic = Critic(2, hidden=8)
+    learner = CriticLearner(critic, gamma=0.9, lr=0.05)
+    before = [p.clone() for p in critic.parameters()]
+    g = torch.Generator().manual_seed(0)
+    learner.update_imagined(
+        torch.randn(4, 16, 2, generator=g), torch.rand(3, 16, generator=g) + 1.0, torch.ones(3, 16)
+    )
+    head_bias = critic.net[-1].bias
+    torch.testing.assert_close((head_bias - before[-1]).abs(), torch.full((1,), 0.05))
+    moved = torch.cat([(p - b).abs().flatten() for p, b in zip(critic.parameters(), before)])
+    assert moved.max().item() == pytest.approx(0.05, rel=1e-3)
+
+
+def test_the_loss_of_a_single_transition_is_its_squared_error() -> None:
+    """One sample, one step: the alive-weighted mean has weight 1, the loss is that error^2."""
+    torch.manual_seed(0)
+    learner = CriticLearner(Critic(2, hidden=8), gamma=0.5, lambda_=0.0)
+    states, costs = torch.randn(2, 1, 2, generator=torch.Generator().manual_seed(0)), torch.ones(1, 1)
+    metrics = learner.update_imagined(states, costs, torch.ones(1, 1))
+    # V = 0 everywhere at first: the target is the cost, 1, and the prediction 0.
+    assert metrics["target"] == 1.0 and metrics["value"] == 0.0
+    assert metrics["loss"] == pytest.approx(1.0)
+
+
+def test_update_imagined_reads_continues_in_the_costs_dtype() -> None:
+    """A bool or float64 mask gives float32 costs exactly the update a float32 mask gives."""
+    g = torch.Generator().manual_seed(0)
+    states, costs = torch.randn(5, 8, 2, generator=g), torch.rand(4, 8, generator=g)
+    alive = torch.ones(4, 8, dtype=torch.bool)
+    alive[1, :3] = False
+    results = []
+    for continues in (alive.float(), alive, alive.double()):
+        torch.manual_seed(0)
+        learner = CriticLearner(Critic(2, hidden=8), gamma=0.9, lambda_=0.5)
+        results.append(learner.update_imagined(states, costs, continues))
+    assert results[0] == results[1] == results[2]
