@@ -340,6 +340,8 @@ def test_prior_proposals_are_seeded_draws_and_zero_ones_the_mean_future() -> Non
     torch.testing.assert_close(first, again)
     assert not torch.allclose(first, other) and not torch.allclose(first, zero)
     torch.testing.assert_close(zero[0], first[0])  # the first action is the policy's at s0
+    # By default the proposal is the mean future, as `wm run --agent mpc+policy` uses it.
+    torch.testing.assert_close(PolicyProposal(policy, model)(state, 5), zero)
     with pytest.raises(ValueError, match="latent"):
         PolicyProposal(policy, model, latent="mean")
 
@@ -375,3 +377,124 @@ def test_updates_are_counted_and_seeded_learners_imagine_alike() -> None:
     learners[0].update(starts)
     learners[0].update(starts)
     assert learners[0].skipped_updates == 2 and learners[0].total_steps == 3
+
+
+def test_component_defaults_agree_with_the_configurator() -> None:
+    """The Python API and `wm run` build the same policy by default."""
+    import inspect
+
+    from agents.configurator.config import Config, PolicyConfig
+
+    def default(cls: type, name: str) -> object:
+        return inspect.signature(cls).parameters[name].default
+
+    pc, config = PolicyConfig(), Config()
+    assert (default(Policy, "hidden"), default(Policy, "layers")) == (pc.hidden, pc.layers)
+    assert default(PolicyLearner, "horizon") == pc.horizon
+    for cls in (PolicyLearner, PolicyAgent, PolicyProposal):
+        assert default(cls, "seed") == config.seed, cls
+
+
+def test_the_policy_normalises_raw_states() -> None:
+    """A policy normalised by (mean m, std s), at m + s x, is the unnormalised one at x."""
+    torch.manual_seed(0)
+    plain = Policy(3, 2, hidden=16)
+    with torch.no_grad():
+        plain.net[-1].weight.normal_()  # the action depends clearly on the state
+    normalised = Policy(3, 2, hidden=16)
+    normalised.load_state_dict(plain.state_dict())
+    mean, std = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 3.0, 2.0])
+    normalised.set_normalization(Stats(mean, std, torch.zeros(3), torch.ones(3)))
+    x = torch.randn(10, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(normalised(mean + std * x), plain(x))
+
+
+def test_nothing_is_recorded_before_the_first_decision_or_update() -> None:
+    torch.manual_seed(0)
+    policy = Policy(2, 1, hidden=8)
+    assert PolicyAgent(policy).last is None
+    model = LinearModel(torch.eye(2), torch.ones(2, 1))
+    learner = PolicyLearner(policy, model, TrajectoryCost(lambda s, a, s2: s2.square().sum(-1)))
+    assert learner.last_rollout is None and learner.total_steps == learner.skipped_updates == 0
+
+
+def test_a_one_step_horizon_and_a_small_grad_clip_are_accepted() -> None:
+    torch.manual_seed(0)
+    model = LinearModel(torch.eye(2), torch.ones(2, 1))
+    cost = TrajectoryCost(lambda s, a, s2: 100.0 * s2.square().sum(-1))
+    learner = PolicyLearner(Policy(2, 1, hidden=8), model, cost, horizon=1, grad_clip=0.5)
+    starts = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    assert learner.imagine(starts).actions.shape[0] == 1
+    metrics = learner.update(starts)
+    assert metrics["grad_norm"] > 0.5  # reported before clipping to 0.5
+    with pytest.raises(ValueError, match="horizon, lr and grad_clip must be positive"):
+        PolicyLearner(Policy(2, 1), model, cost, horizon=0)
+
+
+def test_the_kept_rollout_holds_its_detached_terms() -> None:
+    torch.manual_seed(0)
+    model = LinearModel(torch.tensor([[1.0, 0.1], [0.0, 1.0]]), torch.tensor([[0.0], [0.1]]))
+
+    def cost(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
+        return next_obs.square().sum(-1) + action.square().sum(-1)
+
+    learner = PolicyLearner(Policy(2, 1, hidden=8), model, TrajectoryCost(cost, gamma=0.9), horizon=3)
+    learner.update(torch.randn(6, 2, generator=torch.Generator().manual_seed(0)))
+    assert learner.last_rollout is not None
+    trajectory, terms = learner.last_rollout
+    expected = cost(trajectory.states[:-1], trajectory.actions, trajectory.states[1:])
+    torch.testing.assert_close(terms.costs, expected)
+    torch.testing.assert_close(terms.weights[:, 0], torch.tensor([1.0, 0.9, 0.81]))
+    assert terms.value is None and terms.uncertainty is None
+    assert not any(t.requires_grad for t in (terms.total, terms.costs, terms.weights, terms.alive))
+
+
+def test_the_imagined_return_is_minus_the_undiscounted_cost_of_the_alive_steps() -> None:
+    model = LinearModel(torch.eye(2), torch.zeros(2, 1))
+
+    def two(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
+        return 2.0 + 0.0 * action.sum(-1)
+
+    def run(terminated: object) -> dict[str, float]:
+        objective = TrajectoryCost(two, terminated, gamma=0.9)  # type: ignore[arg-type]
+        learner = PolicyLearner(Policy(2, 1), model, objective, horizon=4)
+        return learner.update(torch.randn(8, 2, generator=torch.Generator().manual_seed(0)))
+
+    assert run(None)["imagined_return"] == pytest.approx(-8.0)  # 4 steps of 2, per trajectory
+    ended = run(lambda s: torch.ones(s.shape[:-1], dtype=torch.bool))
+    assert ended["imagined_return"] == pytest.approx(-2.0)  # the terminating step only
+
+
+def test_uncertainty_metrics_are_means_over_the_alive_steps(
+    data_and_model: tuple[EpisodeStore, ForwardModel],
+) -> None:
+    store, model = data_and_model
+    penalty = UncertaintyPenalty(model, masks=4, threshold=0.0)
+    penalty.calibrate(
+        store.windows(store.window_starts(HORIZON), HORIZON), torch.Generator().manual_seed(0)
+    )
+
+    def cost(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
+        return next_obs.square().sum(-1)
+
+    def run(terminated: object, starts: Tensor) -> tuple[dict[str, float], object]:
+        torch.manual_seed(0)
+        objective = TrajectoryCost(
+            cost, terminated, gamma=0.99, penalty=penalty, penalty_weight=0.5  # type: ignore[arg-type]
+        )
+        learner = PolicyLearner(Policy(2, 1, hidden=16), model, objective, horizon=HORIZON)
+        metrics = learner.update(starts)
+        assert learner.last_rollout is not None
+        return metrics, learner.last_rollout[1]
+
+    starts = torch.from_numpy(store.data["obs"][:64]) * 1.5
+    metrics, terms = run(lambda s: s[..., 0] > 0.9, starts)
+    reached = terms.alive[:HORIZON] > 0
+    assert 0 < (~reached).sum() < reached.numel() // 2  # some steps come after a termination
+    assert metrics["uncertainty"] == pytest.approx(terms.uncertainty[reached].mean().item())
+    assert metrics["uncertainty_penalty"] == pytest.approx(terms.penalty[reached].mean().item())
+    # One trajectory that ends on its first step: the mean is over that single step.
+    metrics, terms = run(lambda s: torch.ones(s.shape[:-1], dtype=torch.bool), starts[:1])
+    assert metrics["uncertainty"] == pytest.approx(terms.uncertainty[0, 0].item())
+    assert metrics["uncertainty_penalty"] == pytest.approx(terms.penalty[0, 0].item())
