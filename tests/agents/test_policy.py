@@ -439,7 +439,9 @@ def test_the_kept_rollout_holds_its_detached_terms() -> None:
     def cost(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
         return next_obs.square().sum(-1) + action.square().sum(-1)
 
-    learner = PolicyLearner(Policy(2, 1, hidden=8), model, TrajectoryCost(cost, gamma=0.9), horizon=3)
+    learner = PolicyLearner(
+        Policy(2, 1, hidden=8), model, TrajectoryCost(cost, gamma=0.9), horizon=3
+    )
     learner.update(torch.randn(6, 2, generator=torch.Generator().manual_seed(0)))
     assert learner.last_rollout is not None
     trajectory, terms = learner.last_rollout
@@ -481,7 +483,11 @@ def test_uncertainty_metrics_are_means_over_the_alive_steps(
     def run(terminated: object, starts: Tensor) -> tuple[dict[str, float], object]:
         torch.manual_seed(0)
         objective = TrajectoryCost(
-            cost, terminated, gamma=0.99, penalty=penalty, penalty_weight=0.5  # type: ignore[arg-type]
+            cost,
+            terminated,  # type: ignore[arg-type]
+            gamma=0.99,
+            penalty=penalty,
+            penalty_weight=0.5,
         )
         learner = PolicyLearner(Policy(2, 1, hidden=16), model, objective, horizon=HORIZON)
         metrics = learner.update(starts)

@@ -90,10 +90,16 @@ def float32_tolerance(task: Task, data: Rollout) -> float:
     return 1e-4 + float(np.spacing(np.float32(x_max))) / task.dt
 
 
+def fresh_task(env_id: str) -> Task:
+    """The task built by its factory now, not make_task's cached one (so that this test, not
+    whichever ran first, is the one that runs the factory)."""
+    return TASKS[env_id]()
+
+
 @pytest.mark.parametrize("env_id", ALL)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cost_is_minus_reward(env_id: str, dtype: torch.dtype) -> None:
-    task, data = make_task(env_id), rollout(env_id)
+    task, data = fresh_task(env_id), rollout(env_id)
     cost = task.cost(*data.tensors(dtype))
     assert cost.shape == (STEPS,) and cost.dtype == dtype
     if dtype == torch.float64:
@@ -213,15 +219,17 @@ def test_extra_leading_dims(env_id: str) -> None:
 
 @pytest.mark.parametrize("env_id", ALL)
 def test_task_matches_env(env_id: str) -> None:
-    task = make_task(env_id)
-    assert make_task(env_id) is task
-    assert task.id == env_id and task.description and "\n" not in task.description
+    task = fresh_task(env_id)
+    cached = make_task(env_id)
+    assert make_task(env_id) is cached and cached.description == task.description
+    assert task.id == env_id and isinstance(task.description, str)
+    assert task.description and "\n" not in task.description
     env = make_env(env_id, seed=3)
     assert env.observation_space.shape == (task.obs_dim,)
     assert env.action_space.shape == (task.act_dim,)
     assert np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
     assert env.spec is not None and env.spec.max_episode_steps == task.max_episode_steps
-    assert task.dt > 0
+    assert task.dt > 0 and task.dt == env.unwrapped.dt  # type: ignore[attr-defined]
     first = env.reset()[0]
     assert np.array_equal(first, make_env(env_id, seed=3).reset()[0])
     env.close()
@@ -233,7 +241,7 @@ def test_unknown_task_error_lists_supported_tasks() -> None:
     message = str(info.value)
     assert isinstance(info.value, ValueError)
     assert "\n" not in message and "'Foo-v0'" in message and "envs/tasks.py" in message
-    assert all(env_id in message for env_id in ALL)
+    assert ", ".join(ALL) in message  # sorted, comma-separated
     with pytest.raises(UnknownTaskError):
         make_env("Hopper-v4")
 
@@ -307,3 +315,97 @@ def test_unsupported_spaces_name_the_env() -> None:
     upper.action_space = gym.spaces.Box(-1.0, np.inf, (1,), np.float32)
     with pytest.raises(UnsupportedEnvError, match="unbounded"):
         check_spaces(upper)
+
+
+def test_make_env_passes_the_render_mode() -> None:
+    env = make_env("Pendulum-v1", render_mode="rgb_array")
+    assert env.render_mode == "rgb_array"
+    env.close()
+    assert make_env("Pendulum-v1").render_mode is None
+
+
+def test_an_env_without_a_spec_is_named_by_its_class() -> None:
+    from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
+
+    from envs.tasks import UnsupportedEnvError, check_spaces
+
+    check_spaces(PendulumEnv())  # no spec, supported spaces: accepted
+    with pytest.raises(UnsupportedEnvError, match="environment 'CartPoleEnv' has a Discrete"):
+        check_spaces(CartPoleEnv())
+
+
+def test_a_task_needs_a_time_limit() -> None:
+    from gymnasium.envs.classic_control import PendulumEnv
+    from gymnasium.envs.registration import EnvSpec
+
+    from envs import costs
+    from envs.tasks import _task
+
+    env = PendulumEnv()
+    env.spec = EnvSpec("Endless-v0", max_episode_steps=None)
+    with pytest.raises(AssertionError):
+        _task(env, {}, "never truncated", costs.inverted_pendulum_cost)
+
+
+def test_a_hopper_that_never_terminates_has_no_termination(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import envs.tasks
+
+    kwargs = {**envs.tasks._WITH_X, "terminate_when_unhealthy": False}
+    monkeypatch.setattr(envs.tasks, "_WITH_X", kwargs)
+    task = TASKS["Hopper-v5"]()
+    assert task.terminated is None
+    assert task.gym_kwargs == kwargs
+    env = task.make_env(seed=0)
+    assert not env.unwrapped._terminate_when_unhealthy  # type: ignore[attr-defined]
+    env.close()
+
+
+def test_hopper_health_counts_the_angle_in_the_state_range() -> None:
+    """The env's state check covers qpos[2:] (the angle included): with an angle range wider
+    than the state range, an angle of 200 is unhealthy by the state range alone."""
+    from envs import costs
+
+    env = gym.make(
+        "Hopper-v5",
+        exclude_current_positions_from_observation=False,
+        healthy_angle_range=(-1e3, 1e3),
+    )
+    u = env.unwrapped
+    env.reset(seed=0)
+    ranges = {
+        "state_range": tuple(u._healthy_state_range),  # type: ignore[attr-defined]
+        "z_range": tuple(u._healthy_z_range),  # type: ignore[attr-defined]
+        "angle_range": (-1e3, 1e3),
+    }
+    for angle in (50.0, 200.0, -200.0):
+        qpos = u.init_qpos.copy()  # type: ignore[attr-defined]
+        qpos[1], qpos[2] = 1.25, angle
+        u.set_state(qpos, u.init_qvel.copy())  # type: ignore[attr-defined]
+        obs = torch.as_tensor(np.concatenate([u.data.qpos, u.data.qvel]))  # type: ignore[attr-defined]
+        assert bool(costs.hopper_healthy(obs, **ranges)) == u.is_healthy, angle  # type: ignore[attr-defined]
+    assert not u.is_healthy  # type: ignore[attr-defined]
+    env.close()
+
+
+def test_hopper_cost_keeps_float64_throughout() -> None:
+    """forward cost minus healthy_reward where healthy, with 0.1 kept as float64's 0.1."""
+    from envs import costs
+
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(50, 12, generator=g, dtype=torch.float64) * 0.1
+    next_obs = torch.randn(50, 12, generator=g, dtype=torch.float64) * 0.1
+    next_obs[:, 1] = torch.where(torch.arange(50) % 2 == 0, 1.25, 0.5)  # every other one too low
+    action = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    weights = {"dt": 0.008, "forward_weight": 1.0, "ctrl_weight": 1e-3}
+    ranges = {
+        "state_range": (-100.0, 100.0),
+        "z_range": (0.7, float("inf")),
+        "angle_range": (-0.2, 0.2),
+    }
+    cost = costs.hopper_cost(obs, action, next_obs, healthy_reward=0.1, **weights, **ranges)
+    healthy = costs.hopper_healthy(next_obs, **ranges)
+    assert 0 < healthy.sum() < 50
+    locomotion = costs.forward_cost(obs, action, next_obs, **weights)
+    assert torch.equal(cost, torch.where(healthy, locomotion - 0.1, locomotion))

@@ -297,7 +297,9 @@ def test_the_critic_learner_accepts_the_ends_of_its_ranges() -> None:
     metrics = learner.update_imagined(states, costs, torch.ones(3, 8))
     assert metrics["grad_norm"] > 0.5  # clipped to 0.5 for the step, reported before clipping
     # tau = 1: the target is the online net after each update.
-    for target, online in zip(learner.target.parameters(), learner.critic.parameters(), strict=True):
+    for target, online in zip(
+        learner.target.parameters(), learner.critic.parameters(), strict=True
+    ):
         assert torch.equal(target, online)
 
 
@@ -313,7 +315,9 @@ def test_the_first_adam_step_moves_each_weight_by_the_learning_rate() -> None:
     )
     head_bias = critic.net[-1].bias
     torch.testing.assert_close((head_bias - before[-1]).abs(), torch.full((1,), 0.05))
-    moved = torch.cat([(p - b).abs().flatten() for p, b in zip(critic.parameters(), before)])
+    moved = torch.cat(
+        [(p - b).abs().flatten() for p, b in zip(critic.parameters(), before, strict=True)]
+    )
     assert moved.max().item() == pytest.approx(0.05, rel=1e-3)
 
 
@@ -321,7 +325,10 @@ def test_the_loss_of_a_single_transition_is_its_squared_error() -> None:
     """One sample, one step: the alive-weighted mean has weight 1, the loss is that error^2."""
     torch.manual_seed(0)
     learner = CriticLearner(Critic(2, hidden=8), gamma=0.5, lambda_=0.0)
-    states, costs = torch.randn(2, 1, 2, generator=torch.Generator().manual_seed(0)), torch.ones(1, 1)
+    states, costs = (
+        torch.randn(2, 1, 2, generator=torch.Generator().manual_seed(0)),
+        torch.ones(1, 1),
+    )
     metrics = learner.update_imagined(states, costs, torch.ones(1, 1))
     # V = 0 everywhere at first: the target is the cost, 1, and the prediction 0.
     assert metrics["target"] == 1.0 and metrics["value"] == 0.0
