@@ -56,7 +56,10 @@ def test_td_lambda_targets_equal_brute_force_with_a_termination(lambda_: float) 
 
 
 def test_td_lambda_targets_reject_mismatched_shapes() -> None:
-    with pytest.raises(ValueError, match="T\\+1"):
+    with pytest.raises(
+        ValueError,
+        match="^need costs \\[T, B\\], values \\[T\\+1, B\\], continues \\[T, B\\]; got ",
+    ):
         td_lambda_targets(torch.zeros(4, 2), torch.zeros(4, 2), torch.ones(4, 2), 0.9, 0.5)
 
 
@@ -205,7 +208,7 @@ def test_critic_updates_are_counted_and_report_their_terms() -> None:
 
 @pytest.mark.parametrize(("gamma", "lambda_"), [(1.5, 0.5), (-0.1, 0.5), (0.9, 1.5), (0.9, -0.1)])
 def test_td_lambda_targets_refuse_gamma_or_lambda_outside_0_1(gamma: float, lambda_: float) -> None:
-    with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="^gamma and lambda_ must be in \\[0, 1\\], got "):
         td_lambda_targets(torch.zeros(3, 2), torch.zeros(4, 2), torch.ones(3, 2), gamma, lambda_)
 
 
@@ -233,7 +236,7 @@ def test_td_lambda_targets_from_bool_continues_equal_those_from_float_ones() -> 
 
 @pytest.mark.parametrize("dims", [(0, 8, 2), (2, 0, 2), (2, 8, 0), (-1, 8, 2)])
 def test_a_critic_needs_positive_sizes(dims: tuple[int, int, int]) -> None:
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(ValueError, match="^state_dim, hidden and layers must be positive$"):
         Critic(*dims)
 
 
@@ -247,7 +250,7 @@ def test_the_smallest_critic_is_accepted_and_starts_at_zero() -> None:
 def test_value_scale_must_be_positive() -> None:
     stats = Stats(torch.zeros(2), torch.ones(2), torch.zeros(2), torch.ones(2))
     critic = Critic(2, hidden=8)
-    with pytest.raises(ValueError, match="value_scale must be positive"):
+    with pytest.raises(ValueError, match="^value_scale must be positive, got 0.0$"):
         critic.set_normalization(stats, value_scale=0.0)
     critic.set_normalization(stats, value_scale=0.5)  # below 1 is fine
     assert critic.value_scale.item() == 0.5
@@ -277,13 +280,15 @@ def test_the_critic_normalises_raw_states_and_scales_its_output() -> None:
     ],
 )  # fmt: skip
 def test_the_critic_learner_refuses_rates_outside_their_ranges(bad: dict) -> None:
-    with pytest.raises(ValueError, match="need gamma in \\(0, 1\\], lambda_ in \\[0, 1\\]"):
+    with pytest.raises(
+        ValueError, match="^need gamma in \\(0, 1\\], lambda_ in \\[0, 1\\] and tau in \\(0, 1\\]$"
+    ):
         CriticLearner(Critic(2, hidden=8), **bad)
 
 
 @pytest.mark.parametrize("bad", [{"lr": 0.0}, {"lr": -1e-3}, {"grad_clip": 0.0}])
 def test_the_critic_learner_refuses_non_positive_lr_and_grad_clip(bad: dict) -> None:
-    with pytest.raises(ValueError, match="lr and grad_clip must be positive"):
+    with pytest.raises(ValueError, match="^lr and grad_clip must be positive$"):
         CriticLearner(Critic(2, hidden=8), **bad)
 
 
