@@ -301,7 +301,7 @@ def test_policy_agent_adds_seeded_noise_clips_and_records_its_decision() -> None
     actions = np.stack([loud.act(obs) for _ in range(20)])
     assert actions.min() == -1.0 and actions.max() == 1.0  # both ends of the box, no further
     assert PolicyAgent.horizon == 1 and set(loud.generators()) == {"noise"}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^noise must be >= 0, got -0.1$"):
         PolicyAgent(policy, noise=-0.1)
 
 
@@ -311,7 +311,9 @@ def test_policy_agent_falls_back_to_its_previous_action_then_zero() -> None:
     obs = np.array([0.2, -0.4], np.float32)
     agent = PolicyAgent(policy)
     policy.broken = True
-    np.testing.assert_array_equal(agent.act(obs), np.zeros(1, np.float32))
+    zero = agent.act(obs)
+    assert zero.dtype == np.float32  # the documented action dtype, fallback or not
+    np.testing.assert_array_equal(zero, np.zeros(1, np.float32))
     assert agent.last.fallback and agent.fallbacks == 1
     policy.broken = False
     good = agent.act(obs)
@@ -505,3 +507,27 @@ def test_uncertainty_metrics_are_means_over_the_alive_steps(
     metrics, terms = run(lambda s: torch.ones(s.shape[:-1], dtype=torch.bool), starts[:1])
     assert metrics["uncertainty"] == pytest.approx(terms.uncertainty[0, 0].item())
     assert metrics["uncertainty_penalty"] == pytest.approx(terms.penalty[0, 0].item())
+
+
+def test_fallbacks_are_logged_on_the_1st_2nd_4th_and_8th_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    torch.manual_seed(0)
+    policy = Switchable(2, 1, hidden=8)
+    obs = np.array([0.2, -0.4], np.float32)
+    agent = PolicyAgent(policy)
+    policy.broken = True
+    with caplog.at_level("WARNING", logger="agents.policy"):
+        agent.act(obs)  # no previous action yet: zero
+        policy.broken = False
+        agent.act(obs)
+        policy.broken = True
+        for _ in range(8):
+            agent.act(obs)
+    assert agent.fallbacks == 9
+    assert [r.getMessage() for r in caplog.records] == [
+        "policy: non-finite action; used the zero action instead (1 fallbacks so far)",
+        "policy: non-finite action; used the previous action instead (2 fallbacks so far)",
+        "policy: non-finite action; used the previous action instead (4 fallbacks so far)",
+        "policy: non-finite action; used the previous action instead (8 fallbacks so far)",
+    ]
