@@ -112,7 +112,7 @@ def test_cost_is_minus_reward(env_id: str, dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("env_id", ALL)
 def test_cost_is_minus_reward_for_out_of_range_actions(env_id: str) -> None:
     # Pendulum clips its torque but MuJoCo envs charge ctrl cost on the unclipped action.
-    task, data = make_task(env_id), rollout(env_id, low=-2.0, high=2.0, steps=200)
+    task, data = fresh_task(env_id), rollout(env_id, low=-2.0, high=2.0, steps=200)
     cost = task.cost(*data.tensors(torch.float64))
     atol = FLOAT64_TOLERANCE.get(env_id, 1e-6)
     np.testing.assert_allclose(cost.numpy(), -data.reward, rtol=0, atol=atol)
@@ -121,7 +121,7 @@ def test_cost_is_minus_reward_for_out_of_range_actions(env_id: str) -> None:
 @pytest.mark.parametrize("env_id", TERMINATING)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_terminated_matches_env(env_id: str, dtype: torch.dtype) -> None:
-    task, data = make_task(env_id), rollout(env_id)
+    task, data = fresh_task(env_id), rollout(env_id)
     assert task.terminated is not None
     # Random actions end these episodes within tens of steps: both outcomes are well covered.
     assert 20 <= data.terminated.sum() <= STEPS - 200
@@ -133,7 +133,7 @@ def test_terminated_matches_env(env_id: str, dtype: torch.dtype) -> None:
 def test_hopper_terminated_matches_env_on_every_health_condition() -> None:
     # Random rollouts only ever fall over (angle); set states that also break the z and
     # joint-range conditions, each failing about a third of the time.
-    task = make_task("Hopper-v5")
+    task = fresh_task("Hopper-v5")
     assert task.terminated is not None
     env = task.make_env(seed=0)
     hopper = env.unwrapped
@@ -156,7 +156,7 @@ def test_hopper_terminated_matches_env_on_every_health_condition() -> None:
 
 @pytest.mark.parametrize("env_id", sorted(set(ALL) - set(TERMINATING)))
 def test_non_terminating_tasks_have_no_termination(env_id: str) -> None:
-    assert make_task(env_id).terminated is None
+    assert fresh_task(env_id).terminated is None
     assert not rollout(env_id).terminated.any()
 
 
@@ -166,7 +166,7 @@ STATE_ARG = {"Pendulum-v1": 0, "Reacher-v5": 2, "HalfCheetah-v5": 2, "Hopper-v5"
 
 @pytest.mark.parametrize("env_id", ALL)
 def test_costs_are_differentiable(env_id: str) -> None:
-    task = make_task(env_id)
+    task = fresh_task(env_id)
     data = rollout(env_id)
     for name, fn in (("cost", task.cost), ("planning_cost", task.planning_cost)):
         inputs = [t[:100].clone().requires_grad_(True) for t in data.tensors(torch.float32)]
@@ -190,20 +190,20 @@ def test_costs_are_differentiable(env_id: str) -> None:
 
 
 def test_planning_surrogate_prefers_upright_pole() -> None:
-    task = make_task("InvertedPendulum-v5")
+    task = fresh_task("InvertedPendulum-v5")
     zeros = torch.zeros(3, 4)
     next_obs = torch.tensor([[0.0, 0.0, 0, 0], [0.0, 0.1, 0, 0], [0.0, 0.3, 0, 0]])
     cost = task.planning_cost(zeros, torch.zeros(3, 1), next_obs)
     assert cost[0] < cost[1] < cost[2]
     assert task.planning_cost is not task.cost
     for env_id in sorted(set(ALL) - {"InvertedPendulum-v5"}):
-        other = make_task(env_id)
+        other = fresh_task(env_id)
         assert other.planning_cost == other.cost
 
 
 @pytest.mark.parametrize("env_id", ALL)
 def test_extra_leading_dims(env_id: str) -> None:
-    task, data = make_task(env_id), rollout(env_id)
+    task, data = fresh_task(env_id), rollout(env_id)
     obs, action, next_obs = data.tensors(torch.float64)
     t, b = 25, 40  # [T*B, ...] -> [T, B, ...]
     shaped = [x.reshape(t, b, -1) for x in (obs, action, next_obs)]
@@ -247,7 +247,7 @@ def test_unknown_task_error_lists_supported_tasks() -> None:
 
 
 def test_inverted_pendulum_ends_past_0_2_rad_and_on_non_finite_states() -> None:
-    terminated = make_task("InvertedPendulum-v5").terminated
+    terminated = fresh_task("InvertedPendulum-v5").terminated
     assert terminated is not None
     obs = torch.zeros(5, 4, dtype=torch.float64)
     obs[1, 1], obs[2, 1], obs[3, 1] = 0.2, 0.2 + 1e-9, -0.2 - 1e-9  # the env: |angle| > 0.2
@@ -258,7 +258,7 @@ def test_inverted_pendulum_ends_past_0_2_rad_and_on_non_finite_states() -> None:
 def test_hopper_health_boundaries_match_the_env() -> None:
     """z, angle and state exactly on their ranges' ends: the env's strict inequalities say
     unhealthy; just inside says healthy. Each case set in the env's own MjData."""
-    task = make_task("Hopper-v5")
+    task = fresh_task("Hopper-v5")
     env = task.make_env()
     u = env.unwrapped
     (z_low, z_high), (a_low, a_high) = u._healthy_z_range, u._healthy_angle_range
@@ -282,7 +282,7 @@ def test_hopper_health_boundaries_match_the_env() -> None:
 
 
 def test_inverted_pendulum_planning_cost_is_the_cost_plus_the_stated_pull() -> None:
-    task = make_task("InvertedPendulum-v5")
+    task = fresh_task("InvertedPendulum-v5")
     obs = torch.zeros(2, 4, dtype=torch.float64)
     nxt = torch.tensor([[0.5, 0.1, -1.0, 2.0], [0.0, 0.3, 0.0, 0.0]], dtype=torch.float64)
     action = torch.zeros(2, 1, dtype=torch.float64)
