@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from agents.planners import shift_plan
-from worldmodel.cost.risk import Risk
+from worldmodel.cost.risk import MEAN, Risk
 from worldmodel.cost.trajectory import Trajectory, TrajectoryCost
 from worldmodel.forward.layers import frozen
 from worldmodel.forward.model import ForwardModel
@@ -47,7 +47,7 @@ class MPCAgent:
         planner: Planner,
         *,
         latent_samples: int = 5,
-        risk: Risk = Risk(),
+        risk: Risk = MEAN,
         proposal: ActionProposal | None = None,
         seed: int = 0,
     ) -> None:

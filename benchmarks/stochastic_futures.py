@@ -1,7 +1,8 @@
 """Stochastic futures: do the CVAE's prior samples reproduce the real outcomes' modes?
 
 For each stochastic task and seed: collect `--steps` random-action steps, split by episode,
-train each model kind with the task's default config (presets included), and score on the held-out episodes:
+train each model kind with the task's default config (presets included), and score on the
+held-out episodes:
 
 * the energy score of 32 prior samples of the k-step prediction (k = 1, 10, 25), on the state
   dims the task's randomness moves and on the full state, and the deterministic model's beside
@@ -70,7 +71,7 @@ def action_sensitivity(model: ForwardModel, store: EpisodeStore, task: Task, see
     window = store.spaced_windows(1, 1024).to(model.device)
     s, a = window.obs[0], window.action[0]
     other = a.roll(1, 0)
-    z = model.sample_prior(len(s), generator=torch.Generator().manual_seed(seed))
+    z = model.sample_prior(len(s), generator=torch.Generator(model.device).manual_seed(seed))
     moved = ((model.step(s, a, z) - model.step(s, other, z)) / model.state_std).norm(dim=-1)
     s_np = s.cpu().numpy()
     real = task.outcomes(s_np, a.cpu().numpy()).mean(0) - task.outcomes(
@@ -123,7 +124,7 @@ def benchmark(
                     "train_seconds": round(fit.seconds, 1),
                 }
             )
-        one = rows[-len(errors)]
+        one = next(r for r in rows if r["kind"] == kind and r["k"] == 1)
         print(
             f"{task_id:<26} seed {seed} {kind:<16} ES k=1 {one['energy']:.4f} at mode "
             f"{at_mode:.2f} at mean {at_mean:.2f} action sensitivity {sensitivity:.2f} "
@@ -174,7 +175,7 @@ def _read(path: Path) -> list[dict]:
     for r in rows:
         for key, value in r.items():
             if key not in ("task", "kind") and value != "":
-                r[key] = float(value) if "." in value or "e" in value else int(value)
+                r[key] = int(value) if value.lstrip("-").isdigit() else float(value)  # nan, inf
     return rows
 
 

@@ -29,7 +29,7 @@ import mujoco
 import numpy as np
 from PIL import Image, ImageDraw
 
-from envs.stochastic import LEDGE_EDGE, LEDGE_GOAL
+from envs.stochastic import draw_ledge
 from envs.tasks import Task
 
 _LINUX = sys.platform.startswith("linux")
@@ -216,19 +216,7 @@ class LedgeStateRenderer:
 
     def render(self, states: np.ndarray) -> np.ndarray:
         """states [T, 2] (position, velocity) -> frames [T, H, W, 3] uint8."""
-        w, h = self.width, self.height
-        to_px = lambda x: (x + 1.5) / 3.0 * w  # noqa: E731  positions -1.5 .. 1.5 fill the frame
-        frames = np.empty((len(states), h, w, 3), np.uint8)
-        for t, position in enumerate(np.asarray(states, np.float64)[:, 0]):
-            image = Image.new("RGB", (w, h), (255, 255, 255))
-            draw = ImageDraw.Draw(image)
-            edge = to_px(LEDGE_EDGE)
-            draw.rectangle([edge, 0, w, h], fill=(230, 180, 180))
-            draw.line([to_px(LEDGE_GOAL), 0, to_px(LEDGE_GOAL), h], fill=(60, 160, 60), width=1)
-            x = to_px(float(np.clip(position, -1.5, 1.5)))
-            draw.rectangle([x - 0.05 * w, 0.4 * h, x + 0.05 * w, 0.6 * h], fill=(40, 40, 40))
-            frames[t] = np.asarray(image)
-        return frames
+        return draw_ledge(states, self.width, self.height)
 
     def close(self) -> None:
         """Nothing to free."""

@@ -20,9 +20,11 @@ from functools import cache
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import torch
 from gymnasium.envs.mujoco.inverted_pendulum_v5 import InvertedPendulumEnv
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 LEDGE_GUST = 0.1  #: metres the wind moves the cart each step, left or right
@@ -63,10 +65,12 @@ class GustyLedgeEnv(gym.Env):
     in [-1, 0.5] at rest; never terminates (`gymnasium.make` adds the time limit).
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": round(1 / LEDGE_DT)}
     dt = LEDGE_DT
 
     def __init__(self, render_mode: str | None = None) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"GustyLedge renders only 'rgb_array', not {render_mode!r}")
         self.render_mode = render_mode
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
@@ -84,6 +88,28 @@ class GustyLedgeEnv(gym.Env):
         obs, self._obs = self._obs, outcomes[int(self.np_random.integers(2))]
         cost = gusty_ledge_cost(*(torch.as_tensor(x) for x in (obs, action, self._obs)))
         return self._obs.copy(), -float(cost), False, False, {}
+
+    def render(self) -> np.ndarray | None:
+        """The current state as an RGB frame [64, 64, 3] (render_mode 'rgb_array')."""
+        return draw_ledge(self._obs[None])[0] if self.render_mode == "rgb_array" else None
+
+
+def draw_ledge(states: np.ndarray, width: int = 64, height: int = 64) -> np.ndarray:
+    """GustyLedge from above the rail: the edge (red), the goal (green), the cart; states [T, 2]
+    (position, velocity) -> frames [T, H, W, 3] uint8, positions -1.5 .. 1.5 across the frame."""
+    to_px = lambda x: (x + 1.5) / 3.0 * width  # noqa: E731
+    frames = np.empty((len(states), height, width, 3), np.uint8)
+    for t, position in enumerate(np.asarray(states, np.float64)[:, 0]):
+        image = Image.new("RGB", (width, height), (255, 255, 255))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle([to_px(LEDGE_EDGE), 0, width, height], fill=(230, 180, 180))
+        goal = to_px(LEDGE_GOAL)
+        draw.line([goal, 0, goal, height], fill=(60, 160, 60), width=1)
+        x = to_px(float(np.clip(position, -1.5, 1.5)))
+        draw.rectangle([x - 0.05 * width, 0.4 * height, x + 0.05 * width, 0.6 * height],
+                       fill=(40, 40, 40))  # fmt: skip
+        frames[t] = np.asarray(image)
+    return frames
 
 
 class PushedInvertedPendulumEnv(InvertedPendulumEnv):
@@ -103,15 +129,16 @@ class PushedInvertedPendulumEnv(InvertedPendulumEnv):
         (physical units). Simulates both pushes from obs (the full state: qpos, qvel) and
         restores the env's state.
         """
-        saved = (self.data.qpos.copy(), self.data.qvel.copy(), self.data.time)
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION  # everything a step reads, controls included
+        saved = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, saved, spec)
         results = []
         for push in (-PUSH, PUSH):
             self.set_state(obs[:2], obs[2:])
             self._push(push)
             self.do_simulation(action, self.frame_skip)
             results.append(self._get_obs())
-        self.set_state(saved[0], saved[1])
-        self.data.time = saved[2]
+        mujoco.mj_setState(self.model, self.data, saved, spec)
         return np.stack(results)
 
 
@@ -121,11 +148,11 @@ def _pendulum_simulator() -> PushedInvertedPendulumEnv:
 
 
 def pushed_pendulum_outcomes(obs: np.ndarray, action: np.ndarray) -> np.ndarray:
-    """The two possible next observations [2, N, 4] of obs [N, 4] under normalised actions [N, 1]."""
+    """The two possible next observations [2, N, 4] of obs [N, 4], normalised actions [N, 1]."""
     sim = _pendulum_simulator()
     scale = float(sim.action_space.high[0])  # the task's actions are rescaled from [-1, 1]
     obs, action = np.asarray(obs, float).reshape(-1, 4), np.asarray(action, float).reshape(-1, 1)
-    return np.stack([sim.outcomes(o, scale * a) for o, a in zip(obs, action)], axis=1)
+    return np.stack([sim.outcomes(o, scale * a) for o, a in zip(obs, action, strict=True)], 1)
 
 
 def register() -> None:

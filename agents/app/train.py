@@ -247,7 +247,10 @@ def _log_report(logger: Logger, report: ModelReport, step: int) -> None:
         )
     for score in report.scores:
         logger.scalars(
-            {f"val/energy_score_{score.k}": score.energy, f"val/coverage_{score.k}": score.coverage},
+            {
+                f"val/energy_score_{score.k}": score.energy,
+                f"val/coverage_{score.k}": score.coverage,
+            },
             step,
         )
     if report.modes is not None:

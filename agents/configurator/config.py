@@ -44,12 +44,13 @@ class ModelConfig:
     beta: float = 1.0
     """Weight of the KL term."""
     members: int = 5
-    """Members of the 'ensemble'."""
+    """Members of the 'ensemble' (>= 2). The ensemble has no z encoder, MLP dropout or KL:
+    latent_dim, dropout, latent_dropout, latent_dropout_mode and beta are the CVAE's."""
 
     def __post_init__(self) -> None:
-        _check(
-            self, positive=("hidden", "layers", "members"), non_negative=("latent_dim", "beta")
-        )
+        _check(self, positive=("hidden", "layers"), non_negative=("latent_dim", "beta"))
+        if self.members < 2:
+            raise ConfigError(f"members must be >= 2, got {self.members}")
         _check_choice(self, "kind", ("cvae", "deterministic", "ensemble"))
         _check_choice(self, "latent_dropout_mode", ("prior", "zero"))
         _check_range(self, "latent_dropout", 0.0, 1.0)

@@ -5,7 +5,6 @@ keeps its distance from the ledge; one that plans through the mean (no gust, whi
 stands on the goal and is blown over the edge every other step.
 """
 
-import numpy as np
 import pytest
 import torch
 from torch import Generator, Tensor, nn
@@ -36,13 +35,21 @@ class LedgeDynamics(nn.Module):
     def sample_prior(self, *shape: int, generator: Generator | None = None) -> Tensor:
         return torch.randn(*shape, 1, generator=generator)
 
-    def step(self, s: Tensor, a: Tensor, z: Tensor | None = None, generator: Generator | None = None) -> Tensor:
+    def step(
+        self, s: Tensor, a: Tensor, z: Tensor | None = None, generator: Generator | None = None
+    ) -> Tensor:
         z = self.sample_prior(*s.shape[:-1], generator=generator) if z is None else z
         velocity = (1 - LEDGE_GAIN) * s[..., 1] + LEDGE_GAIN * a[..., 0].clamp(-1, 1)
         gust = 0.0 if self.mean else LEDGE_GUST * torch.sign(z[..., 0])
         return torch.stack([s[..., 0] + LEDGE_DT * velocity + gust, velocity], -1)
 
-    def rollout(self, s0: Tensor, actions: Tensor, z: Tensor | None = None, generator: Generator | None = None) -> Tensor:
+    def rollout(
+        self,
+        s0: Tensor,
+        actions: Tensor,
+        z: Tensor | None = None,
+        generator: Generator | None = None,
+    ) -> Tensor:
         z = self.sample_prior(*actions.shape[:-1], generator=generator) if z is None else z
         states, s = [], s0
         for t in range(actions.shape[0]):

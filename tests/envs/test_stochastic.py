@@ -28,7 +28,9 @@ def _transitions(env_id: str, steps: int, seed: int = 0) -> list[tuple[np.ndarra
 def test_the_real_next_state_is_one_of_two_distinct_outcomes_and_both_happen(env_id: str) -> None:
     task = make_task(env_id)
     assert task.outcomes is not None and task.random_dims
-    obs, action, next_obs, _, _ = (np.stack(x) for x in zip(*_transitions(env_id, 300)))
+    obs, action, next_obs, _, _ = (
+        np.stack(x) for x in zip(*_transitions(env_id, 300), strict=True)
+    )
     outcomes = task.outcomes(obs, action)  # [2, N, S]
     distance = np.linalg.norm(outcomes - next_obs[None], axis=-1)  # [2, N]
     assert distance.min(0).max() < 1e-6
@@ -42,7 +44,7 @@ def test_the_real_next_state_is_one_of_two_distinct_outcomes_and_both_happen(env
 def test_cost_is_minus_the_reward_and_termination_the_env_flag(env_id: str) -> None:
     task = make_task(env_id)
     obs, action, next_obs, reward, terminated = (
-        torch.as_tensor(np.stack(x)) for x in zip(*_transitions(env_id, 300, seed=1))
+        torch.as_tensor(np.stack(x)) for x in zip(*_transitions(env_id, 300, seed=1), strict=True)
     )
     torch.testing.assert_close(task.cost(obs, action.double(), next_obs), -reward)
     if task.terminated is None:

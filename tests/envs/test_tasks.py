@@ -17,7 +17,10 @@ from envs import TASKS, Task, UnknownTaskError, make_env, make_task
 
 ALL = sorted(TASKS)
 TERMINATING = ["Hopper-v5", "InvertedPendulum-v5", "PushedInvertedPendulum-v0"]
-ALIVE_BONUS = {"InvertedPendulum-v5", "PushedInvertedPendulum-v0"}  # a flat reward: a surrogate plans
+ALIVE_BONUS = {
+    "InvertedPendulum-v5",
+    "PushedInvertedPendulum-v0",
+}  # a flat reward: a surrogate plans
 STEPS = 1000
 
 

@@ -32,5 +32,10 @@ class Risk:
         """costs [K, N] (K sampled futures of N candidates) -> [N]."""
         if self.kind == "mean":
             return costs.mean(0)
-        worst = math.ceil(self.alpha * costs.shape[0])
+        # alpha K rounded up, but 0.28 * 25 = 7.000000000000001 is 7 samples, not 8
+        worst = max(1, math.ceil(self.alpha * costs.shape[0] - 1e-9))
         return costs.topk(worst, dim=0).values.mean(0)
+
+
+MEAN = Risk()
+"""The expected cost: what a risk-neutral planner minimises."""

@@ -2,10 +2,12 @@
 the CVAE, behind the same interface.
 
 E members, each an MLP that outputs a Gaussian over the normalised one-step delta, trained by
-its negative log-likelihood on its own bootstrap of the data. Trajectory sampling draws, per
-step, a member and the Gaussian's noise; both live in the latent z = [u, eps] (u ~ U(0, 1) picks
-the member, eps ~ N(0, I) the noise), so planners, imagination and common random numbers treat
-it as they treat the CVAE's z. Its epistemic uncertainty is the members' disagreement.
+its negative log-likelihood with its own Poisson(1) weights per transition, redrawn each batch
+(an online bootstrap). Trajectory sampling draws, per step, a member and the Gaussian's noise;
+both live in the latent z ~ N(0, I) (z[0] picks the member, z[1:] is the noise), so planners,
+imagination and common random numbers treat it as they treat the CVAE's z. Its epistemic
+uncertainty is the members' disagreement. Every member is evaluated for every row (E times the
+work of one), which keeps the hot loop to a few batched matmuls.
 """
 
 from __future__ import annotations
@@ -25,8 +27,11 @@ class EnsembleModel(nn.Module):
         self, state_dim: int, action_dim: int, members: int, hidden: int, layers: int
     ) -> None:
         super().__init__()
-        if min(state_dim, action_dim, members, hidden, layers) <= 0:
-            raise ValueError("ensemble sizes (dims, members, hidden, layers) must be positive")
+        if min(state_dim, action_dim, hidden, layers) <= 0 or members < 2:
+            raise ValueError(
+                "ensemble sizes (dims, hidden, layers) must be positive and members >= 2 "
+                "(its uncertainty is the members' disagreement)"
+            )
         self.state_dim, self.action_dim, self.members = state_dim, action_dim, members
         self.latent_dim = 1 + state_dim
         sizes = [state_dim + action_dim] + [hidden] * layers + [2 * state_dim]
@@ -34,7 +39,9 @@ class EnsembleModel(nn.Module):
         self.biases = nn.ParameterList()
         for inp, out in zip(sizes[:-1], sizes[1:], strict=True):
             bound = inp**-0.5  # nn.Linear's init, per member
-            self.weights.append(nn.Parameter(torch.empty(members, inp, out).uniform_(-bound, bound)))
+            self.weights.append(
+                nn.Parameter(torch.empty(members, inp, out).uniform_(-bound, bound))
+            )
             self.biases.append(nn.Parameter(torch.empty(members, 1, out).uniform_(-bound, bound)))
         # PETS's soft bounds on the log-variance, learned, so no member claims certainty it has
         # not earned and none blows up outside the data.
@@ -57,9 +64,17 @@ class EnsembleModel(nn.Module):
             getattr(self, name).copy_(getattr(stats, name))
 
     def sample_prior(self, *shape: int, generator: Generator | None = None) -> Tensor:
-        """z = [u ~ U(0, 1), eps ~ N(0, I)] of shape [*shape, 1 + S]."""
-        kw = {"generator": generator, "device": self.device, "dtype": self.state_mean.dtype}
-        return torch.cat([torch.rand(*shape, 1, **kw), torch.randn(*shape, self.state_dim, **kw)], -1)
+        """z ~ N(0, I) of shape [*shape, 1 + S]: z[0] picks the member, z[1:] is the noise."""
+        return torch.randn(
+            *shape, self.latent_dim, generator=generator, device=self.device,
+            dtype=self.state_mean.dtype,
+        )  # fmt: skip
+
+    def member(self, z: Tensor) -> Tensor:
+        """The member [...] that z [..., 1 + S] picks: floor(Phi(z[0]) E), so a standard normal
+        z[0] picks each equally often and z = 0 (the prior's mean) the middle one."""
+        u = 0.5 * (1.0 + torch.erf(z[..., 0] / 2**0.5))
+        return (u * self.members).long().clamp(0, self.members - 1)
 
     def gaussians(self, s: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
         """Every member's mean and log-variance of the normalised delta: [E, N, S] each, from
@@ -77,9 +92,13 @@ class EnsembleModel(nn.Module):
     def _predict(self, s: Tensor, a: Tensor, z: Tensor) -> Tensor:
         """Next state [..., S] from s [..., S], a [..., A], z [..., 1 + S]."""
         lead = s.shape[:-1]
-        s, a, z = s.reshape(-1, self.state_dim), a.reshape(-1, self.action_dim), z.reshape(-1, self.latent_dim)
+        s, a, z = (
+            s.reshape(-1, self.state_dim),
+            a.reshape(-1, self.action_dim),
+            z.reshape(-1, self.latent_dim),
+        )
         mean, logvar = self.gaussians(s, a)
-        member = (z[:, 0] * self.members).long().clamp(0, self.members - 1)
+        member = self.member(z)
         rows = torch.arange(len(s), device=s.device)
         delta_n = mean[member, rows] + (0.5 * logvar[member, rows]).exp() * z[:, 1:]
         return (s + delta_n * self.delta_std + self.delta_mean).view(*lead, self.state_dim)
@@ -93,7 +112,11 @@ class EnsembleModel(nn.Module):
         return self._predict(s, a, z)
 
     def rollout(
-        self, s0: Tensor, actions: Tensor, z: Tensor | None = None, generator: Generator | None = None
+        self,
+        s0: Tensor,
+        actions: Tensor,
+        z: Tensor | None = None,
+        generator: Generator | None = None,
     ) -> Tensor:
         """Unroll from s0 [B, S] under actions [T, B, A] and z [T, B, 1 + S] (None: drawn);
         returns s[1..T] as [T, B, S]."""
@@ -120,7 +143,8 @@ class EnsembleModel(nn.Module):
         horizon, batch = actions.shape[:2]
         e = self.members
         z = torch.zeros(horizon, e, batch, self.latent_dim, device=s0.device, dtype=s0.dtype)
-        z[..., 0] = ((torch.arange(e, device=s0.device, dtype=s0.dtype) + 0.5) / e)[:, None]
+        centres = (torch.arange(e, device=s0.device, dtype=s0.dtype) + 0.5) / e  # Phi^-1 below
+        z[..., 0] = (2**0.5 * torch.erfinv(2 * centres - 1))[:, None]
         states = self.rollout(
             s0.expand(e, -1, -1).reshape(e * batch, -1),
             actions[:, None].expand(-1, e, -1, -1).reshape(horizon, e * batch, -1),

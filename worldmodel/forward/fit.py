@@ -124,7 +124,9 @@ class ModelTrainer:
     def validate(self, windows: Window) -> Metrics:
         """Loss on fixed windows with dropout off and a fixed latent seed, so evals compare; every
         window is scored with z from the posterior and from the prior (`score_all`), so early
-        stopping also watches the samples a planner will draw."""
+        stopping also watches the samples a planner will draw. For the CVAE `val/loss` is the sum
+        of both scores, so it is on another scale than `train/loss` (their mixture by latent
+        dropout); `energy` is per step in delta-normalised units over sqrt(S)."""
         self.model.eval()
         generator = torch.Generator(device=self.model.device).manual_seed(0)
         terms = self.model.loss(windows.to(self.model.device), generator=generator, score_all=True)

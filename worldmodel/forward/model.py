@@ -7,8 +7,9 @@ zero, and no KL is charged: such windows are scored by the energy score of two p
 prior samples are trained to land on the real outcomes (every mode of them, not their mean) and
 to respond to the action, which the posterior's z could otherwise explain away. At planning time
 z is drawn from the prior. With `latent_dim=0` the same class is the deterministic baseline,
-trained on the squared error. Dropout layers inside the MLPs give an epistemic-uncertainty estimate by MC
-dropout (`uncertainty`), switched on through `mc_dropout`, which touches only dropout layers.
+trained on the squared error. Dropout layers inside the MLPs give an epistemic-uncertainty
+estimate by MC dropout (`uncertainty`), switched on through `mc_dropout`, which touches only
+dropout layers.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class ForwardModel(nn.Module):
         # The decoder's Gaussian scale per state dim (delta-normalised units): with it the ELBO
         # weighs a nat of KL against a real likelihood, not a unit-variance one, under which
         # carrying a bit in z costs more than it saves and the posterior collapses.
-        self.log_std = nn.Parameter(torch.zeros(state_dim if latent_dim else 0))
+        if latent_dim:
+            self.log_std = nn.Parameter(torch.zeros(state_dim))
         for name in ("state_mean", "delta_mean"):
             self.register_buffer(name, torch.zeros(state_dim))
         for name in ("state_std", "delta_std"):
@@ -246,16 +248,20 @@ class ForwardModel(nn.Module):
         squared error would pull them all onto the mean.
         """
         horizon, batch = actions.shape[:2]
-        pair = obs[0].expand(2, *obs[0].shape)
-        if self.latent_dropout_mode == "prior":
-            z = self.sample_prior(horizon, 2, batch, generator=generator)
+        # 'zero' mode has one z, so one rollout: its score is its error norm. (Two would differ
+        # only by their dropout masks, and the spread term would pay them to disagree.)
+        k = 2 if self.latent_dropout_mode == "prior" else 1
+        if k == 2:
+            z = self.sample_prior(horizon, k, batch, generator=generator)
         else:
-            z = obs.new_zeros(horizon, 2, batch, self.latent_dim)
+            z = obs.new_zeros(horizon, k, batch, self.latent_dim)
+        states = obs[0].expand(k, *obs[0].shape)
         energy = obs.new_zeros(batch)
         for t in range(horizon):
-            pair = self._predict(pair, actions[t].expand(2, *actions[t].shape), z[t])
-            errors = _norm((pair - obs[t + 1]) / self.delta_std)  # [2, B]
-            energy = energy + errors.mean(0) - 0.5 * _norm((pair[0] - pair[1]) / self.delta_std)
+            states = self._predict(states, actions[t].expand(k, *actions[t].shape), z[t])
+            energy = energy + _norm((states - obs[t + 1]) / self.delta_std).mean(0)  # [B]
+            if k == 2:
+                energy = energy - 0.5 * _norm((states[0] - states[1]) / self.delta_std)
         return energy / (horizon * self.state_dim**0.5)
 
     def loss(
@@ -276,15 +282,21 @@ class ForwardModel(nn.Module):
             s = obs[0]
             for t in range(actions.shape[0]):
                 s = self._predict(s, actions[t], s.new_zeros(*s.shape[:-1], 0))
-                reconstruction = reconstruction + ((s - obs[t + 1]) / self.delta_std).square().mean()
+                reconstruction = (
+                    reconstruction + ((s - obs[t + 1]) / self.delta_std).square().mean()
+                )
             reconstruction = reconstruction / actions.shape[0]
             zero = obs.new_zeros(())
-            return LossTerms(loss=reconstruction, reconstruction=reconstruction, kl=zero, energy=zero)
+            return LossTerms(
+                loss=reconstruction, reconstruction=reconstruction, kl=zero, energy=zero
+            )
         batch = obs.shape[1]
         if score_all:
             kept = dropped = torch.ones(batch, dtype=torch.bool, device=obs.device)
         else:
-            dropped = torch.rand(batch, generator=generator, device=obs.device) < self.latent_dropout
+            dropped = (
+                torch.rand(batch, generator=generator, device=obs.device) < self.latent_dropout
+            )
             kept = ~dropped
         nll, kl, squared = self._posterior_terms(obs[:, kept], actions[:, kept], generator)
         energy = self._prior_energy(obs[:, dropped], actions[:, dropped], generator)

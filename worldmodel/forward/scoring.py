@@ -40,9 +40,7 @@ def interval_coverage(samples: Tensor, target: Tensor, level: float = 0.8) -> Te
     return ((target >= low) & (target <= high)).float().mean(0)
 
 
-def mode_shares(
-    samples: Tensor, outcomes: Tensor, tolerance: float = 0.25
-) -> tuple[float, float]:
+def mode_shares(samples: Tensor, outcomes: Tensor, tolerance: float = 0.25) -> tuple[float, float]:
     """(share of samples at a real outcome, share at the outcomes' mean) of samples [K, N, D]
     given the possible outcomes [M, N, D] of each of the N transitions.
 

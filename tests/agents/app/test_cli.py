@@ -82,8 +82,10 @@ def test_save_then_load_gives_identical_predictions(tmp_path: Path) -> None:
 
 
 def test_eval_model_reports_the_k_step_error_of_the_runs_model(run_dir: Path, capsys) -> None:
-    errors = eval_model(run_dir, device="cpu")
+    report = eval_model(run_dir, device="cpu")
+    errors = report.errors
     assert [e.k for e in errors] == [1, 5, 10, 25]
+    assert [s.k for s in report.scores] == [1, 5, 10, 25] and report.modes is None  # Pendulum
     loaded = load_world_model(run_dir)
     store = EpisodeStore.load(run_dir / DATA_FILE)
     _, val = split_episodes(store, loaded.config.train.val_fraction, loaded.config.seed)

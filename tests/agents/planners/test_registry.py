@@ -23,5 +23,6 @@ def test_a_registered_builder_builds_its_kind_and_the_kind_is_listed(
     assert register_planner("mine")(mine) is mine
     settings = PlannerSettings(horizon=4, action_dim=2, device=torch.device("cpu"))
     assert make_planner("mine", settings) is sentinel and built == [settings]
-    with pytest.raises(ValueError, match="^unknown planner kind 'other'; choose one of gradient, cem, mppi, hybrid, mine$"):
+    kinds = "gradient, cem, mppi, hybrid, mine"
+    with pytest.raises(ValueError, match=f"^unknown planner kind 'other'; choose one of {kinds}$"):
         make_planner("other", settings)

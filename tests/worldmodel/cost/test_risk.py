@@ -26,7 +26,14 @@ def test_cvar_prefers_the_safe_candidate_the_mean_does_not() -> None:
     assert Risk("cvar", 0.2)(costs).argmin().item() == 1
 
 
-@pytest.mark.parametrize(("kind", "alpha", "message"), [("max", 0.2, "risk must be one of"), ("cvar", 0.0, "alpha must be in"), ("cvar", 1.5, "alpha must be in")])
+@pytest.mark.parametrize(
+    ("kind", "alpha", "message"),
+    [
+        ("max", 0.2, "risk must be one of"),
+        ("cvar", 0.0, "alpha must be in"),
+        ("cvar", 1.5, "alpha must be in"),
+    ],
+)
 def test_bad_risk_settings_are_refused(kind: str, alpha: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Risk(kind, alpha)

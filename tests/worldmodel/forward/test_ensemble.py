@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from worldmodel.data.store import Stats, Window
@@ -10,14 +11,19 @@ def _model(members: int = 3) -> EnsembleModel:
     torch.manual_seed(0)
     model = EnsembleModel(2, 1, members=members, hidden=8, layers=2)
     model.set_normalization(
-        Stats(torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.5]), torch.tensor([0.1, 0.0]), torch.tensor([0.3, 3.0]))
+        Stats(
+            torch.tensor([0.5, -1.0]),
+            torch.tensor([2.0, 0.5]),
+            torch.tensor([0.1, 0.0]),
+            torch.tensor([0.3, 3.0]),
+        )
     )
     return model
 
 
 def _member_mean(model: EnsembleModel, m: int, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     h = torch.cat([(s - model.state_mean) / model.state_std, a], -1)
-    for i, (w, b) in enumerate(zip(model.weights, model.biases)):
+    for i, (w, b) in enumerate(zip(model.weights, model.biases, strict=True)):
         h = h @ w[m] + b[m, 0]
         if i < len(model.weights) - 1:
             h = torch.nn.functional.silu(h)
@@ -28,7 +34,7 @@ def test_z_picks_the_member_and_its_gaussian_noise() -> None:
     model = _model()
     s, a = torch.randn(4, 2), torch.randn(4, 1)
     for m in range(3):
-        u = torch.full((4, 1), (m + 0.5) / 3)
+        u = torch.full((4, 1), [-1.0, 0.0, 1.0][m])  # Phi(-1) < 1/3 < Phi(0) < 2/3 < Phi(1)
         eps = torch.randn(4, 2)
         mean, logvar = model.gaussians(s, a)
         expected_n = _member_mean(model, m, s, a) + (0.5 * logvar[m]).exp() * eps
@@ -39,7 +45,7 @@ def test_z_picks_the_member_and_its_gaussian_noise() -> None:
 
 def test_prior_draws_every_member_about_equally_and_standard_noise() -> None:
     z = _model().sample_prior(30000, generator=torch.Generator().manual_seed(0))
-    members = (z[:, 0] * 3).long()
+    members = _model().member(z)
     counts = torch.bincount(members, minlength=3).float() / len(z)
     torch.testing.assert_close(counts, torch.full((3,), 1 / 3), atol=0.01, rtol=0)
     assert abs(z[:, 1:].std().item() - 1.0) < 0.02
@@ -76,7 +82,19 @@ def test_uncertainty_is_the_members_disagreement() -> None:
     s0, actions = torch.randn(4, 2), torch.randn(5, 4, 1)
     assert (model.uncertainty(s0, actions) > 0).all()
     with torch.no_grad():
-        for w, b in zip(model.weights, model.biases):
+        for w, b in zip(model.weights, model.biases, strict=True):
             w.copy_(w[:1].expand_as(w))
             b.copy_(b[:1].expand_as(b))
-    torch.testing.assert_close(model.uncertainty(s0, actions), torch.zeros(5, 4), atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        model.uncertainty(s0, actions), torch.zeros(5, 4), atol=1e-10, rtol=0
+    )
+
+
+def test_the_prior_mean_picks_the_middle_member() -> None:
+    model = _model(members=5)
+    assert model.member(torch.zeros(2, 3)).tolist() == [2, 2]
+
+
+def test_an_ensemble_of_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="members >= 2"):
+        EnsembleModel(2, 1, members=1, hidden=8, layers=1)

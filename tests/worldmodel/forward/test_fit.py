@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+import worldmodel.forward.fit as fit_module
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import TrainingDivergedError, WorldModelError
-import worldmodel.forward.fit as fit_module
 from worldmodel.forward.fit import FitSchedule, FitState, ModelTrainer
 from worldmodel.forward.model import ForwardModel, LossTerms
 
@@ -53,7 +53,9 @@ def _trainer(bad: Callable[[int], bool], max_consecutive_skips: int | None = Non
         return LossTerms(terms.loss * nan, terms.reconstruction * nan, terms.kl, terms.energy)
 
     model.loss = loss  # type: ignore[method-assign]
-    limit = {} if max_consecutive_skips is None else {"max_consecutive_skips": max_consecutive_skips}
+    limit = (
+        {} if max_consecutive_skips is None else {"max_consecutive_skips": max_consecutive_skips}
+    )
     return ModelTrainer(model, lr=1e-2, seed=0, **limit)
 
 
@@ -178,7 +180,9 @@ def _split() -> tuple[EpisodeStore, EpisodeStore]:
 def test_a_schedule_size_of_zero_is_refused_and_one_is_accepted(field: str) -> None:
     ones = dict(horizon=1, batch_size=1, max_steps=1, eval_every=1, patience=1, val_windows=1)
     assert getattr(FitSchedule(**ones), field) == 1
-    with pytest.raises(ValueError, match=r"^horizon, batch_size, max_steps, eval_every, patience must be > 0$"):
+    with pytest.raises(
+        ValueError, match=r"^horizon, batch_size, max_steps, eval_every, patience must be > 0$"
+    ):
         FitSchedule(**ones | {field: 0})
 
 
@@ -198,7 +202,9 @@ def _model() -> ForwardModel:
     "kwargs", [{"lr": 0.0}, {"lr": -1e-3}, {"grad_clip": 0.0}, {"weight_decay": -1e-9}]
 )
 def test_a_non_positive_lr_or_grad_clip_or_negative_weight_decay_is_refused(kwargs: dict) -> None:
-    with pytest.raises(ValueError, match="^lr and grad_clip must be positive and weight_decay non-negative$"):
+    with pytest.raises(
+        ValueError, match="^lr and grad_clip must be positive and weight_decay non-negative$"
+    ):
         ModelTrainer(_model(), **kwargs)
 
 
@@ -389,7 +395,13 @@ class _FakeBar:
     instances: list[_FakeBar] = []
 
     def __init__(self, total=None, initial=0, disable=False, desc=None, leave=True) -> None:
-        self.total, self.n, self.disable, self.desc, self.leave = total, initial, disable, desc, leave
+        self.total, self.n, self.disable, self.desc, self.leave = (
+            total,
+            initial,
+            disable,
+            desc,
+            leave,
+        )
         self.initial, self.postfix, self.closed = initial, None, False
         _FakeBar.instances.append(self)
 

@@ -133,7 +133,11 @@ def test_a_resumed_fit_ends_exactly_where_an_uninterrupted_fit_ends(
     assert resume.steps == 4 and resume.seconds == 1.0
     after: list[tuple[int, float]] = []
     result = second.fit(
-        train, val, SCHEDULE, resume=resume, on_checkpoint=lambda s: after.append((s.steps, s.seconds))
+        train,
+        val,
+        SCHEDULE,
+        resume=resume,
+        on_checkpoint=lambda s: after.append((s.steps, s.seconds)),
     )
     assert after == [(8, 2.0), (12, 3.0)]
     assert result == whole_result and result.steps == 12 and result.seconds == 3.0

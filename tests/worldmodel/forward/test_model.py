@@ -238,7 +238,8 @@ def test_a_model_with_default_arguments_is_the_configurator_default_model() -> N
     rates = [m.p for m in default.modules() if isinstance(m, nn.Dropout)]
     assert rates == [m.p for m in configured.modules() if isinstance(m, nn.Dropout)]
     assert len(rates) == ModelConfig().layers and shapes["decoder.0.weight"] == (
-        ModelConfig().hidden, S + A + ModelConfig().latent_dim
+        ModelConfig().hidden,
+        S + A + ModelConfig().latent_dim,
     )
 
 
@@ -248,17 +249,27 @@ def test_a_model_with_default_arguments_is_the_configurator_default_model() -> N
 )
 def test_a_model_size_below_its_minimum_is_refused(kwargs: dict) -> None:
     sizes = {"state_dim": S, "action_dim": A, "hidden": 8} | kwargs
-    with pytest.raises(ValueError, match=r"^model sizes must be positive \(latent_dim may be 0 for deterministic\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^model sizes must be positive \(latent_dim may be 0 for deterministic\)$",
+    ):
         ForwardModel(**sizes)
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"latent_dropout": 1.5}, {"latent_dropout": -0.1}, {"dropout": 1.0}, {"dropout": 1.5},
-     {"dropout": -0.1}],  # fmt: skip
+    [
+        {"latent_dropout": 1.5},
+        {"latent_dropout": -0.1},
+        {"dropout": 1.0},
+        {"dropout": 1.5},
+        {"dropout": -0.1},
+    ],  # fmt: skip
 )
 def test_a_dropout_rate_outside_its_range_is_refused(kwargs: dict) -> None:
-    with pytest.raises(ValueError, match=r"^latent_dropout must be in \[0, 1\] and dropout in \[0, 1\)$"):
+    with pytest.raises(
+        ValueError, match=r"^latent_dropout must be in \[0, 1\] and dropout in \[0, 1\)$"
+    ):
         ForwardModel(S, A, hidden=8, **kwargs)
 
 
@@ -286,8 +297,10 @@ def test_step_names_a_state_or_action_of_the_wrong_size(which: str) -> None:
 def test_step_takes_any_leading_dims_including_none() -> None:
     model = _cvae(latent_dropout=0.5).eval()
     g = torch.Generator().manual_seed(7)
-    s, a, z = torch.randn(2, 4, 3, generator=g), torch.randn(2, 4, 2, generator=g), torch.randn(
-        2, 4, 4, generator=g
+    s, a, z = (
+        torch.randn(2, 4, 3, generator=g),
+        torch.randn(2, 4, 2, generator=g),
+        torch.randn(2, 4, 4, generator=g),
     )
     with torch.no_grad():
         batched = model.step(s, a, z)
@@ -310,7 +323,10 @@ def test_the_posterior_of_each_step_sees_the_real_next_state_after_the_predicted
     g = torch.Generator().manual_seed(8)
     model.set_normalization(Stats(*(torch.rand(3, generator=g) + 0.5 for _ in range(4))))
     horizon = 3
-    obs, action = torch.randn(horizon + 1, 6, 3, generator=g), torch.randn(horizon, 6, 2, generator=g)
+    obs, action = (
+        torch.randn(horizon + 1, 6, 3, generator=g),
+        torch.randn(horizon, 6, 2, generator=g),
+    )
     window = Window(obs, action, torch.zeros(horizon, 6), torch.zeros(horizon, 6, dtype=torch.bool))
     inputs: list[torch.Tensor] = []
     hook = model.encoder.register_forward_hook(lambda m, args, out: inputs.append(args[0]))
@@ -340,7 +356,9 @@ def test_latent_dropout_one_charges_no_kl_and_zero_charges_every_window(mode: st
 def test_zero_mode_scores_dropped_windows_on_the_z_zero_prediction() -> None:
     """With z = 0 both rollouts coincide: the energy score is the error norm of that one."""
     torch.manual_seed(0)
-    model = ForwardModel(S, A, hidden=32, dropout=0.0, latent_dropout=1.0, latent_dropout_mode="zero")
+    model = ForwardModel(
+        S, A, hidden=32, dropout=0.0, latent_dropout=1.0, latent_dropout_mode="zero"
+    )
     w = window()
     terms = model.loss(w, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

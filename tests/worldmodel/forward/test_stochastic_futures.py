@@ -14,7 +14,9 @@ def _bimodal_batch(n: int, g: torch.Generator) -> Window:
     a = 2 * torch.rand(n, 1, generator=g) - 1
     coin = 2 * torch.randint(0, 2, (n, 1), generator=g).float() - 1
     s_next = s + 0.2 * a + JUMP * coin
-    return Window(torch.stack([s, s_next]), a[None], torch.zeros(1, n), torch.zeros(1, n, dtype=torch.bool))
+    return Window(
+        torch.stack([s, s_next]), a[None], torch.zeros(1, n), torch.zeros(1, n, dtype=torch.bool)
+    )
 
 
 def _trained(latent_dim: int, steps: int = 600) -> ForwardModel:
@@ -133,13 +135,17 @@ def test_dropped_windows_are_scored_on_two_rollouts_with_z_from_the_prior() -> N
     z = model.sample_prior(2, 2, 8, generator=g)  # [H, 2 rollouts, B, Z]
     energy = torch.zeros(8)
     with torch.no_grad():
-        states = model.rollout(window.obs[0].repeat(2, 1), window.action.repeat(1, 2, 1), z.flatten(1, 2))
+        states = model.rollout(
+            window.obs[0].repeat(2, 1), window.action.repeat(1, 2, 1), z.flatten(1, 2)
+        )
     states = states.view(2, 2, 8, 3)
     for t in range(2):
         errors = ((states[t] - window.obs[t + 1]) / model.delta_std).norm(dim=-1)
         spread = ((states[t, 0] - states[t, 1]) / model.delta_std).norm(dim=-1)
         energy += errors.mean(0) - 0.5 * spread
-    torch.testing.assert_close(terms.energy.detach(), (energy / (2 * 3**0.5)).mean(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        terms.energy.detach(), (energy / (2 * 3**0.5)).mean(), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_half_latent_dropout_mixes_both_scores_in_proportion() -> None:
