@@ -237,3 +237,17 @@ def test_the_decision_holds_the_executed_action_and_the_time_the_decision_took()
     assert agent.last is not None
     np.testing.assert_array_equal(agent.last.action, action)
     assert 0.0 < agent.last.seconds <= took
+
+
+def test_generators_are_the_plans_and_the_proposals_where_it_has_one() -> None:
+    agent = _agent(RecordingPlanner())
+    assert agent.generators() == {"plan": agent.generator}
+
+    class Proposal:
+        generator = torch.Generator().manual_seed(1)
+
+        def __call__(self, state: Tensor, horizon: int) -> Tensor:
+            return torch.zeros(horizon, 1)
+
+    agent.proposal = Proposal()
+    assert agent.generators() == {"plan": agent.generator, "proposal": Proposal.generator}

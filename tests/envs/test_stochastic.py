@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from envs import make_task
-from envs.stochastic import LEDGE_EDGE, LEDGE_GOAL, PUSH, gusty_ledge_cost, pushed_pendulum_outcomes
+from envs.stochastic import (
+    LEDGE_EDGE,
+    LEDGE_GOAL,
+    PUSH,
+    GustyLedgeEnv,
+    gusty_ledge_cost,
+    pushed_pendulum_outcomes,
+)
 
 STOCHASTIC = ["GustyLedge-v0", "PushedInvertedPendulum-v0"]
 
@@ -69,3 +76,17 @@ def test_the_pendulum_push_changes_the_cart_velocity_by_twice_the_push() -> None
     # two frames of the cart's own dynamics damp the kick a little
     assert outcomes[1, 0, 2] - outcomes[0, 0, 2] == pytest.approx(2 * PUSH, rel=0.1)
     np.testing.assert_allclose(outcomes[0, 0, 2], -outcomes[1, 0, 2], atol=1e-3)
+
+
+def test_the_ledge_env_renders_its_cart_where_it_stands() -> None:
+    env = make_task("GustyLedge-v0").make_env(seed=0, render_mode="rgb_array")
+    obs, _ = env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+    columns = np.nonzero(frame.mean(-1).min(0) < 80)[0]  # the dark cart
+    assert abs(columns.mean() - (obs[0] + 1.5) / 3 * 64) < 1.5
+    edge = int((LEDGE_EDGE + 1.5) / 3 * 64) + 1
+    assert tuple(frame[0, edge]) == (230, 180, 180) and tuple(frame[0, 0]) == (255, 255, 255)
+    with pytest.raises(ValueError, match="^GustyLedge renders only 'rgb_array', not 'human'$"):
+        GustyLedgeEnv(render_mode="human")
+    assert GustyLedgeEnv().render() is None

@@ -98,3 +98,33 @@ def test_the_prior_mean_picks_the_middle_member() -> None:
 def test_an_ensemble_of_one_is_refused() -> None:
     with pytest.raises(ValueError, match="members >= 2"):
         EnsembleModel(2, 1, members=1, hidden=8, layers=1)
+
+
+def test_prior_draws_follow_the_generator_and_the_models_dtype() -> None:
+    model = _model()
+    a = model.sample_prior(4, 2, generator=torch.Generator().manual_seed(7))
+    b = model.sample_prior(4, 2, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(7)))
+    assert model.double().sample_prior(3).dtype == torch.float64
+
+
+def test_training_loss_weighs_each_members_transitions_by_its_bootstrap_draw() -> None:
+    model = _model(members=2)
+    g = torch.Generator().manual_seed(0)
+    obs, action = torch.randn(2, 1, 2, generator=g), torch.randn(1, 1, 1, generator=g)
+    window = Window(obs, action, torch.zeros(1, 1), torch.zeros(1, 1, dtype=torch.bool))
+    mean, logvar = model.gaussians(obs[0], action[0])
+    target_n = (obs[1] - obs[0] - model.delta_mean) / model.delta_std
+    nll = (0.5 * ((target_n - mean).square() * (-logvar).exp() + logvar)).mean(-1)  # [E, N]
+    bounds = 0.01 * (model.max_logvar.sum() - model.min_logvar.sum()) / 2
+    seen_small = False
+    for seed in range(8):
+        weights = torch.poisson(torch.ones(2, 1), generator=torch.Generator().manual_seed(seed))
+        expected = (weights * nll).sum() / weights.sum().clamp(min=1.0) + bounds
+        terms = model.loss(window, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(terms.loss, expected)
+        seen_small |= weights.sum().item() == 1.0
+    assert seen_small  # a draw of one transition in all is divided by 1
+    torch.testing.assert_close(terms.reconstruction, (target_n - mean).square().mean())
+    assert terms.kl.item() == 0.0 and terms.energy.item() == 0.0

@@ -69,3 +69,28 @@ def test_mode_shares_leave_out_transitions_without_distinct_outcomes() -> None:
     assert mode_shares(samples, outcomes) == (1.0, 0.0)
     with pytest.raises(ValueError, match="coincide"):
         mode_shares(samples[:, :1], outcomes[:, :1])
+
+
+def test_mode_shares_count_each_sample_by_its_own_distances() -> None:
+    # asymmetric modes at 0 and 4 on dim 0 (dim 1 constant): separation 4, radius 1
+    outcomes = torch.tensor([[[0.0, 2.0]], [[4.0, 2.0]]])  # [M=2, N=1, D=2]
+    on_boundary = torch.tensor([[[1.0, 2.0]], [[3.0, 2.0]], [[2.0, 2.0]], [[8.0, 2.0]]])
+    # 1.0 and 3.0 lie exactly 1 from a mode and from the mean 2 (both counted), 2.0 on the mean
+    assert mode_shares(on_boundary, outcomes) == (0.5, 0.75)
+
+
+def test_mode_shares_keep_close_modes_and_leave_out_only_coinciding_ones() -> None:
+    outcomes = torch.tensor(
+        [[[0.0], [0.0], [5.0]], [[0.2], [1e-6], [5.0]]], dtype=torch.float64
+    )  # separations 0.2, 1e-6 (left out) and 0 (left out)
+    samples = torch.tensor([[[0.2], [0.0], [5.0]], [[0.1], [0.0], [5.0]]], dtype=torch.float64)
+    assert mode_shares(samples, outcomes) == (0.5, 0.5)
+
+
+def test_mode_shares_say_when_no_transition_has_modes() -> None:
+    outcomes = torch.zeros(2, 3, 1)
+    message = "^mode_shares: every transition's outcomes coincide; there are no modes$"
+    with pytest.raises(ValueError, match=message):
+        mode_shares(torch.zeros(4, 3, 1), outcomes)
+    with pytest.raises(ValueError, match="^mode_shares needs at least two possible outcomes"):
+        mode_shares(torch.zeros(4, 3, 1), outcomes[:1])
