@@ -128,3 +128,32 @@ def test_training_loss_weighs_each_members_transitions_by_its_bootstrap_draw() -
     assert seen_small  # a draw of one transition in all is divided by 1
     torch.testing.assert_close(terms.reconstruction, (target_n - mean).square().mean())
     assert terms.kl.item() == 0.0 and terms.energy.item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_uncertainty_is_the_variance_of_each_members_noise_free_rollout(dtype: torch.dtype) -> None:
+    torch.manual_seed(1)
+    model = EnsembleModel(2, 2, members=4, hidden=8, layers=2).to(dtype)
+    model.set_normalization(
+        Stats(
+            *(
+                torch.tensor(v, dtype=dtype)
+                for v in ([0.5, -1.0], [2.0, 0.5], [0.1, 0.0], [0.3, 3.0])
+            )
+        )
+    )
+    g = torch.Generator().manual_seed(0)
+    s0 = torch.randn(3, 2, generator=g, dtype=dtype)
+    actions = torch.randn(5, 3, 2, generator=g, dtype=dtype)
+    rollouts = []
+    for m in range(4):
+        s, states = s0, []
+        for t in range(5):
+            mean, _ = model.gaussians(s, actions[t])
+            s = s + mean[m] * model.delta_std + model.delta_mean
+            states.append((s - model.state_mean) / model.state_std)
+        rollouts.append(torch.stack(states))
+    expected = torch.stack(rollouts).var(dim=0).sum(-1)  # [T, B]
+    got = model.uncertainty(s0, actions)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, expected)
