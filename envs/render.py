@@ -29,7 +29,7 @@ import mujoco
 import numpy as np
 from PIL import Image, ImageDraw
 
-from envs.stochastic import draw_ledge
+from envs.stochastic import LEDGE_EDGE, LEDGE_GOAL
 from envs.tasks import Task
 
 _LINUX = sys.platform.startswith("linux")
@@ -206,6 +206,24 @@ class PendulumStateRenderer:
 
     def close(self) -> None:
         """Nothing to free."""
+
+
+def draw_ledge(states: np.ndarray, width: int = 64, height: int = 64) -> np.ndarray:
+    """GustyLedge from above the rail: the edge (red), the goal (green), the cart; states [T, 2]
+    (position, velocity) -> frames [T, H, W, 3] uint8, positions -1.5 .. 1.5 across the frame."""
+    to_px = lambda x: (x + 1.5) / 3.0 * width  # noqa: E731
+    frames = np.empty((len(states), height, width, 3), np.uint8)
+    for t, position in enumerate(np.asarray(states, np.float64)[:, 0]):
+        image = Image.new("RGB", (width, height), (255, 255, 255))
+        draw = ImageDraw.Draw(image)
+        draw.rectangle([to_px(LEDGE_EDGE), 0, width, height], fill=(230, 180, 180))
+        goal = to_px(LEDGE_GOAL)
+        draw.line([goal, 0, goal, height], fill=(60, 160, 60), width=1)
+        x = to_px(float(np.clip(position, -1.5, 1.5)))
+        draw.rectangle([x - 0.05 * width, 0.4 * height, x + 0.05 * width, 0.6 * height],
+                       fill=(40, 40, 40))  # fmt: skip
+        frames[t] = np.asarray(image)
+    return frames
 
 
 class LedgeStateRenderer:

@@ -132,7 +132,7 @@ class EnsembleModel(nn.Module):
         self,
         s0: Tensor,
         actions: Tensor,
-        n: int = 8,
+        n: int = 8,  # pragma: no mutate (unused here: the members are the samples)
         z: Tensor | None = None,
         generator: Generator | None = None,
     ) -> Tensor:
