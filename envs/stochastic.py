@@ -2,7 +2,7 @@
 
 A world model that predicts their mean predicts a state that never happens; one that samples
 must put its samples on the outcomes. Each env here knows its outcomes exactly
-(:func:`gusty_ledge_outcomes`, :meth:`PushedInvertedPendulumEnv.outcomes`), so evaluation can
+(:func:`gusty_ledge_outcomes`, :func:`pushed_pendulum_outcomes`), so evaluation can
 count how many sampled predictions land on a real one (`worldmodel.forward.evaluate`).
 
 * ``GustyLedge-v0``: a cart on a rail is blown a fixed distance left or right each step (a fair
@@ -20,10 +20,8 @@ from functools import cache
 from typing import Any
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 import torch
-from gymnasium.envs.mujoco.inverted_pendulum_v5 import InvertedPendulumEnv
 from torch import Tensor
 
 LEDGE_GUST = 0.1  #: metres the wind moves the cart each step, left or right
@@ -33,7 +31,7 @@ LEDGE_FALL = 10.0
 LEDGE_GAIN = 0.5  #: velocity' = (1 - gain) velocity + gain action
 LEDGE_DT = 0.2  #: position' = position + dt velocity' + gust
 
-PUSH = 0.3  #: m/s added to or taken from the cart's velocity before each step
+PUSH = 0.3  #: m/s added to or taken from the cart's velocity before each step (pushed_pendulum)
 
 
 def _ledge_drive(obs: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,38 +95,10 @@ class GustyLedgeEnv(gym.Env):
         return draw_ledge(self._obs[None])[0]
 
 
-class PushedInvertedPendulumEnv(InvertedPendulumEnv):
-    """InvertedPendulum-v5 whose cart velocity changes by +-PUSH (a fair coin) before each step."""
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        self._push(float(self.np_random.choice((-PUSH, PUSH))))
-        return super().step(action)
-
-    def _push(self, push: float) -> None:
-        qvel = self.data.qvel.copy()
-        qvel[0] += push
-        self.set_state(self.data.qpos.copy(), qvel)
-
-    def outcomes(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
-        """The two possible next observations [2, 4] (push left, right) of obs [4], action [1]
-        (physical units). Simulates both pushes from obs (the full state: qpos, qvel) and
-        restores the env's state.
-        """
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION  # everything a step reads, controls included
-        saved = np.empty(mujoco.mj_stateSize(self.model, spec))
-        mujoco.mj_getState(self.model, self.data, saved, spec)
-        results = []
-        for push in (-PUSH, PUSH):
-            self.set_state(obs[:2], obs[2:])
-            self._push(push)
-            self.do_simulation(action, self.frame_skip)
-            results.append(self._get_obs())
-        mujoco.mj_setState(self.model, self.data, saved, spec)
-        return np.stack(results)
-
-
 @cache
-def _pendulum_simulator() -> PushedInvertedPendulumEnv:
+def _pendulum_simulator() -> Any:
+    from envs.pushed_pendulum import PushedInvertedPendulumEnv  # MuJoCo only when used
+
     return PushedInvertedPendulumEnv()
 
 
@@ -144,7 +114,8 @@ def register() -> None:
     """Register the stochastic envs with gymnasium (idempotent)."""
     for env_id, entry, steps in (
         ("GustyLedge-v0", GustyLedgeEnv, 100),
-        ("PushedInvertedPendulum-v0", PushedInvertedPendulumEnv, 1000),
+        # A string entry point: gymnasium imports MuJoCo only when the env is made.
+        ("PushedInvertedPendulum-v0", "envs.pushed_pendulum:PushedInvertedPendulumEnv", 1000),
     ):
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry, max_episode_steps=steps)
