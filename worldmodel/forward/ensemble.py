@@ -16,17 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import Generator, Tensor, nn
 
-from worldmodel.data.store import Stats, Window
+from worldmodel.data.store import Window
+from worldmodel.forward.layers import NormalizedModel
 from worldmodel.forward.model import LossTerms
 
 
-class EnsembleModel(nn.Module):
+class EnsembleModel(NormalizedModel):
     """E Gaussian-output MLPs over the normalised delta; works on raw (unnormalised) states."""
 
     def __init__(
         self, state_dim: int, action_dim: int, members: int, hidden: int, layers: int
     ) -> None:
-        super().__init__()
+        super().__init__(state_dim)
         if min(state_dim, action_dim, hidden, layers) <= 0 or members < 2:
             raise ValueError(
                 "ensemble sizes (dims, hidden, layers) must be positive and members >= 2 "
@@ -47,28 +48,8 @@ class EnsembleModel(nn.Module):
         # not earned and none blows up outside the data.
         self.max_logvar = nn.Parameter(torch.full((state_dim,), 0.5))
         self.min_logvar = nn.Parameter(torch.full((state_dim,), -10.0))
-        for name in ("state_mean", "delta_mean"):
-            self.register_buffer(name, torch.zeros(state_dim))
-        for name in ("state_std", "delta_std"):
-            self.register_buffer(name, torch.ones(state_dim))
 
     stochastic = True
-
-    @property
-    def device(self) -> torch.device:
-        return self.state_mean.device
-
-    def set_normalization(self, stats: Stats) -> None:
-        """Copy data statistics into the buffers (done once, before training)."""
-        for name in ("state_mean", "state_std", "delta_mean", "delta_std"):
-            getattr(self, name).copy_(getattr(stats, name))
-
-    def sample_prior(self, *shape: int, generator: Generator | None = None) -> Tensor:
-        """z ~ N(0, I) of shape [*shape, 1 + S]: z[0] picks the member, z[1:] is the noise."""
-        return torch.randn(
-            *shape, self.latent_dim, generator=generator, device=self.device,
-            dtype=self.state_mean.dtype,
-        )  # fmt: skip
 
     def member(self, z: Tensor) -> Tensor:
         """The member [...] that z [..., 1 + S] picks: floor(Phi(z[0]) E), so a standard normal

@@ -8,8 +8,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Generator, Tensor, nn
+
+from worldmodel.data.store import Stats
 
 
 def mlp(inp: int, hidden: int, out: int, layers: int, dropout: float) -> nn.Sequential:
@@ -91,3 +94,36 @@ def frozen(module: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+class NormalizedModel(nn.Module):
+    """What every forward model shares: normalisation buffers (they travel with the
+    `state_dict`), its device, and z ~ N(0, I) of its `latent_dim`."""
+
+    latent_dim: int
+
+    def __init__(self, state_dim: int) -> None:
+        super().__init__()
+        for name in ("state_mean", "delta_mean"):
+            self.register_buffer(name, torch.zeros(state_dim))
+        for name in ("state_std", "delta_std"):
+            self.register_buffer(name, torch.ones(state_dim))
+
+    @property
+    def device(self) -> torch.device:
+        return self.state_mean.device
+
+    def set_normalization(self, stats: Stats) -> None:
+        """Copy data statistics into the buffers (done once, before training)."""
+        for name in ("state_mean", "state_std", "delta_mean", "delta_std"):
+            getattr(self, name).copy_(getattr(stats, name))
+
+    def sample_prior(self, *shape: int, generator: Generator | None = None) -> Tensor:
+        """z ~ N(0, I) of shape [*shape, latent_dim] on the model's device."""
+        return torch.randn(
+            *shape,
+            self.latent_dim,
+            generator=generator,
+            device=self.device,  # pragma: no mutate
+            dtype=self.state_mean.dtype,
+        )

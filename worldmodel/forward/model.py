@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Generator, Tensor, nn
 
-from worldmodel.data.store import Stats, Window
+from worldmodel.data.store import Window
 from worldmodel.errors import DataError
-from worldmodel.forward.layers import functional, mc_dropout, mlp
+from worldmodel.forward.layers import NormalizedModel, functional, mc_dropout, mlp
 
 LATENT_DROPOUT_MODES = ("prior", "zero")
 
@@ -37,7 +37,7 @@ class LossTerms:
     energy: Tensor  #: energy score of prior samples per step (0 for the deterministic model)
 
 
-class ForwardModel(nn.Module):
+class ForwardModel(NormalizedModel):
     """Predicts the next state from state, action and latent; works on raw (unnormalised) states.
 
     Normalisation statistics are buffers, so they travel with the `state_dict`.
@@ -55,7 +55,7 @@ class ForwardModel(nn.Module):
         latent_dropout_mode: str = "prior",
         beta: float = 1.0,
     ) -> None:
-        super().__init__()
+        super().__init__(state_dim)
         if min(state_dim, action_dim, hidden, layers) <= 0 or latent_dim < 0:
             raise ValueError("model sizes must be positive (latent_dim may be 0 for deterministic)")
         if not 0.0 <= latent_dropout <= 1.0 or not 0.0 <= dropout < 1.0:
@@ -79,33 +79,10 @@ class ForwardModel(nn.Module):
         # carrying a bit in z costs more than it saves and the posterior collapses.
         if latent_dim:
             self.log_std = nn.Parameter(torch.zeros(state_dim))
-        for name in ("state_mean", "delta_mean"):
-            self.register_buffer(name, torch.zeros(state_dim))
-        for name in ("state_std", "delta_std"):
-            self.register_buffer(name, torch.ones(state_dim))
 
     @property
     def stochastic(self) -> bool:
         return self.latent_dim > 0
-
-    @property
-    def device(self) -> torch.device:
-        return self.state_mean.device
-
-    def set_normalization(self, stats: Stats) -> None:
-        """Copy data statistics into the buffers (done once, before training)."""
-        for name in ("state_mean", "state_std", "delta_mean", "delta_std"):
-            getattr(self, name).copy_(getattr(stats, name))
-
-    def sample_prior(self, *shape: int, generator: Generator | None = None) -> Tensor:
-        """z ~ N(0, I) of shape [*shape, latent_dim] on the model's device."""
-        return torch.randn(
-            *shape,
-            self.latent_dim,
-            generator=generator,
-            device=self.device,  # pragma: no mutate
-            dtype=self.state_mean.dtype,
-        )
 
     def _check_dims(self, s: Tensor, a: Tensor, z: Tensor | None, what: str) -> None:
         """Last dims S, A, Z as the model expects, else a `DataError` naming both shapes."""
