@@ -3,7 +3,9 @@ model vs s' = s.
 
 For each task: collect `--steps` random-action steps, split by episode, train each model kind
 with the default config, and report on the held-out episodes, for each k, the k-step error, the
-spread of the k-step predictions over latent samples and over dropout masks, and training time.
+spread of the k-step predictions over latent samples and over dropout masks, the energy score
+of prior samples and the coverage of their central 80 % interval (`sample_scores`, full state),
+and training time.
 
     python -m benchmarks.model_accuracy                       # the acceptance run (20k steps)
     python -m benchmarks.model_accuracy --steps 2000 --max-steps 50 --tasks Pendulum-v1  # smoke
@@ -32,7 +34,7 @@ from benchmarks.common import environment_info, write_csv
 from envs import make_task
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
-from worldmodel.forward.evaluate import k_step_errors
+from worldmodel.forward.evaluate import k_step_errors, sample_scores
 from worldmodel.forward.fit import fit_world_model, split_episodes
 from worldmodel.forward.model import ForwardModel
 
@@ -90,6 +92,7 @@ def benchmark(
         trainer = build_trainer(train_config, model, seed)
         fit = fit_world_model(trainer, store, fit_schedule(train_config), seed=seed)
         spread = spreads(model, val, KS, seed)
+        scores = {s.k: s for s in sample_scores(model, val, KS, seed=seed)}
         for e in k_step_errors(model, val, KS, max_windows=MAX_WINDOWS, seed=seed):
             latent, dropout = spread[e.k]
             rows.append(
@@ -104,6 +107,8 @@ def benchmark(
                     "ratio": e.model / e.baseline,
                     "latent_spread": latent,
                     "dropout_spread": dropout,
+                    "energy": scores[e.k].energy_full,
+                    "coverage": scores[e.k].coverage,
                     "train_steps": fit.steps,
                     "train_seconds": round(fit.seconds, 1),
                 }

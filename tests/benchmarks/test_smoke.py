@@ -43,6 +43,10 @@ def test_model_accuracy_smoke(tmp_path: Path) -> None:
         # The deterministic model has no z, so its predictions do not spread over z-samples.
         latent, dropout = float(r["latent_spread"]), float(r["dropout_spread"])
         assert (latent == 0) if r["kind"] == "deterministic" else (latent > 0)
+        # One prediction has a zero-width interval, which no real outcome falls in.
+        coverage = float(r["coverage"])
+        assert (coverage == 0) if r["kind"] == "deterministic" else (0 <= coverage <= 1)
+        assert float(r["energy"]) > 0
         assert dropout > 0  # default dropout 0.05: masks differ
     assert out.with_suffix(".png").is_file()
 
