@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from agents.configurator import build_trainer, fit_schedule, new_world_model
-from agents.configurator.config import Config
-from envs import make_task
+from agents.configurator.config import Config, ModelConfig, TrainConfig
+from envs import Task, make_task
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
-from worldmodel.forward.fit import fit_world_model, split_episodes
+from worldmodel.forward.fit import FitResult, fit_world_model, split_episodes
 from worldmodel.forward.model import ForwardModel
 
 T = TypeVar("T")
@@ -69,20 +69,40 @@ def measured_rows(
     return rows
 
 
+def random_steps(task_id: str, steps: int, seed: int) -> tuple[Task, EpisodeStore]:
+    """The task and `steps` random-action steps of it, seeded by `seed`."""
+    task = make_task(task_id)
+    env = task.make_env(seed=seed)
+    store = EpisodeStore(task.obs_dim, task.act_dim)
+    collect(env, random_policy(env, seed), steps, store, seed)
+    env.close()
+    return task, store
+
+
+def fit_model(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    task: Task,
+    store: EpisodeStore,
+    device: torch.device,
+    seed: int,
+) -> tuple[ForwardModel, FitResult, EpisodeStore]:
+    """A new model fitted to `store` as `wm train` fits it: normalised by the training episodes,
+    validated on the others. Returns the model (in eval mode), the fit and the held-out store."""
+    train_set, val_set = split_episodes(store, train_config.val_fraction, seed)
+    model = new_world_model(model_config, task, train_set.stats(), device, seed)
+    trainer = build_trainer(train_config, model, seed)
+    result = fit_world_model(trainer, store, fit_schedule(train_config), seed=seed)
+    return model.eval(), result, val_set
+
+
 def fit_on_random_steps(config: Config, device: torch.device) -> tuple[ForwardModel, EpisodeStore]:
     """`wm train` in-process: `config.steps` random steps of `config.env`, a model fitted to them
     (seeded by `config.seed`, in eval mode), and the steps."""
-    task = make_task(config.env)
-    env = task.make_env(seed=config.seed)
-    store = EpisodeStore(task.obs_dim, task.act_dim)
-    collect(env, random_policy(env, config.seed), config.steps, store, config.seed)
-    env.close()
-    train_set, _ = split_episodes(store, config.train.val_fraction, config.seed)
-    model = new_world_model(config.model, task, train_set.stats(), device, config.seed)
-    trainer = build_trainer(config.train, model, config.seed)
-    result = fit_world_model(trainer, store, fit_schedule(config.train), seed=config.seed)
+    task, store = random_steps(config.env, config.steps, config.seed)
+    model, result, _ = fit_model(config.model, config.train, task, store, device, config.seed)
     print(
         f"model: {result.steps} steps on {config.steps} random steps, "
         f"val loss {result.best_val_loss:.4f}, {result.seconds:.0f}s"
     )
-    return model.eval(), store
+    return model, store

@@ -28,20 +28,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.configurator import build_trainer, fit_schedule, new_world_model, set_threads
+from agents.configurator import set_threads
 from agents.configurator.config import Config, ModelConfig, TrainConfig
-from benchmarks.common import environment_info, write_csv
-from envs import make_task
-from worldmodel.data.rollout import collect, random_policy
+from benchmarks.common import environment_info, fit_model, random_steps, write_csv
 from worldmodel.data.store import EpisodeStore
 from worldmodel.forward.evaluate import k_step_errors, sample_scores
-from worldmodel.forward.fit import fit_world_model, split_episodes
 from worldmodel.forward.model import ForwardModel
 
 TASKS = ("Pendulum-v1", "Reacher-v5", "HalfCheetah-v5")
 KS = (1, 5, 10, 25)
 SAMPLES = 8  # draws per start state for the spreads
 MAX_WINDOWS = 2048  # start states, as in `k_step_errors`
+CPU = torch.device("cpu")
 
 
 @torch.no_grad()
@@ -78,19 +76,12 @@ def spreads(
 def benchmark(
     task_id: str, steps: int, max_steps: int, seed: int, kinds: tuple[str, ...]
 ) -> list[dict]:
-    task = make_task(task_id)
-    env = task.make_env(seed=seed)
-    store = EpisodeStore(task.obs_dim, task.act_dim)
-    collect(env, random_policy(env, seed), steps, store, seed)
+    task, store = random_steps(task_id, steps, seed)
     train_config = TrainConfig(max_steps=max_steps, eval_every=min(200, max_steps))
-    train, val = split_episodes(store, train_config.val_fraction, seed)
     rows = []
     for kind in kinds:
-        model = new_world_model(
-            ModelConfig(kind=kind), task, train.stats(), torch.device("cpu"), seed
-        )
-        trainer = build_trainer(train_config, model, seed)
-        fit = fit_world_model(trainer, store, fit_schedule(train_config), seed=seed)
+        model_config = ModelConfig(kind=kind)
+        model, fit, val = fit_model(model_config, train_config, task, store, CPU, seed)
         spread = spreads(model, val, KS, seed)
         scores = {s.k: s for s in sample_scores(model, val, KS, seed=seed)}
         for e in k_step_errors(model, val, KS, max_windows=MAX_WINDOWS, seed=seed):

@@ -33,20 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.configurator import (
-    build_trainer,
-    fit_schedule,
-    make_config,
-    new_world_model,
-    set_threads,
-)
+from agents.configurator import make_config, set_threads
 from agents.configurator.config import Config, ModelConfig
-from benchmarks.common import environment_info, write_csv
-from envs import Task, make_task
-from worldmodel.data.rollout import collect, random_policy
+from benchmarks.common import environment_info, fit_model, random_steps, write_csv
+from envs import Task
 from worldmodel.data.store import EpisodeStore
 from worldmodel.forward.evaluate import k_step_errors, one_step_mode_shares, sample_scores
-from worldmodel.forward.fit import fit_world_model, split_episodes
 from worldmodel.forward.model import ForwardModel
 
 TASKS = ("GustyLedge-v0", "PushedInvertedPendulum-v0")
@@ -84,21 +76,13 @@ def action_sensitivity(model: ForwardModel, store: EpisodeStore, task: Task, see
 def benchmark(
     task_id: str, steps: int, max_steps: int, seed: int, kinds: tuple[str, ...]
 ) -> list[dict]:
-    task = make_task(task_id)
-    env = task.make_env(seed=seed)
-    store = EpisodeStore(task.obs_dim, task.act_dim)
-    collect(env, random_policy(env, seed), steps, store, seed)
-    env.close()
+    task, store = random_steps(task_id, steps, seed)
     defaults = make_config({"env": task_id})  # the task's presets (e.g. its training horizon)
     train_config = replace(defaults.train, max_steps=max_steps, eval_every=min(200, max_steps))
-    train, val = split_episodes(store, train_config.val_fraction, seed)
     rows = []
     for kind in kinds:
         config = model_config(kind, defaults.model)
-        model = new_world_model(config, task, train.stats(), torch.device("cpu"), seed)
-        fit = fit_world_model(
-            build_trainer(train_config, model, seed), store, fit_schedule(train_config), seed=seed
-        )
+        model, fit, val = fit_model(config, train_config, task, store, torch.device("cpu"), seed)
         at_mode, at_mean = one_step_mode_shares(
             model, val, task.outcomes, task.random_dims, SAMPLES, seed=seed
         )

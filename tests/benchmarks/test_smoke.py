@@ -130,3 +130,35 @@ def test_exploitation_smoke(tmp_path: Path) -> None:
         ("0.0", "2"),
         ("0.0", "4"),
     ]
+
+
+@pytest.mark.slow
+def test_stochastic_futures_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "sf.csv"
+    run("benchmarks.stochastic_futures", "--tasks", "GustyLedge-v0", "--steps", "600",
+        "--max-steps", "5", "--kinds", "deterministic", "cvae", "--threads", "1",
+        "--out", str(out))  # fmt: skip
+    rows = read(out)
+    assert {(r["kind"], r["k"]) for r in rows} == {
+        (kind, k) for kind in ("deterministic", "cvae") for k in ("1", "10", "25")
+    }
+    for r in rows:
+        # Identical samples have a zero-width interval; one-step shares are fractions.
+        coverage = float(r["coverage"])
+        assert (coverage == 0) if r["kind"] == "deterministic" else (0 <= coverage <= 1)
+        if r["k"] == "1":
+            assert 0 <= float(r["at_mode"]) + float(r["at_mean"]) <= 1 + 1e-6
+
+
+@pytest.mark.slow
+def test_epistemic_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "ep.csv"
+    run("benchmarks.epistemic", "--tasks", "Pendulum-v1", "--seeds", "0", "--steps", "600",
+        "--max-steps", "5", "--threads", "1", "--out", str(out))  # fmt: skip
+    rows = read(out)
+    assert {(r["kind"], r["k"]) for r in rows} == {
+        (kind, k) for kind in ("cvae", "ensemble") for k in ("1", "10")
+    }
+    for r in rows:
+        assert -1 <= float(r["spearman"]) <= 1 and 0 <= float(r["auroc"]) <= 1
+        assert float(r["ratio"]) > 0
