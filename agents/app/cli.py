@@ -79,9 +79,10 @@ def _port(text: str) -> int:
     return value
 
 
-class Terminated(Exception):
+class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that `finally` blocks run (run-folder lock released,
-    logs flushed, TensorBoard's child stopped), as they do for Ctrl-C."""
+    logs flushed, TensorBoard's child stopped), as they do for Ctrl-C. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way swallows it."""
 
 
 @contextlib.contextmanager

@@ -242,7 +242,7 @@ def launch_tensorboard(logdir: str = "runs", port: int = 6006) -> int:
     before anything starts. Ctrl-C, SIGTERM (raised as an exception by `wm`) or any error here
     stops the child too, so no TensorBoard is left listening behind us.
     """
-    if importlib.util.find_spec("tensorboard") is None:
+    if not tensorboard_installed():
         raise ConfigError("TensorBoard is not installed; pip install tensorboard")
     check_port_free(port)
     print(f"TensorBoard on http://127.0.0.1:{port}/ (Ctrl-C to stop)", flush=True)
@@ -251,6 +251,10 @@ def launch_tensorboard(logdir: str = "runs", port: int = 6006) -> int:
         return child.wait()
     finally:
         stop_child(child)
+
+
+def tensorboard_installed() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def check_port_free(port: int) -> None:
