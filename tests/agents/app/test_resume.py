@@ -147,17 +147,27 @@ def _dead_pid() -> int:
     return child.pid
 
 
+SHORT = [*TINY]
+SHORT[SHORT.index("--steps") + 1] = "400"
+
+
+@pytest.fixture(scope="module")
+def whole_short(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 400-step run never stopped."""
+    runs = tmp_path_factory.mktemp("whole")
+    assert main(["run", *SHORT, "--runs_dir", str(runs)]) == 0
+    (run_dir,) = runs.iterdir()
+    return run_dir
+
+
 @pytest.mark.parametrize("stopped_in", ["seed steps", "first checkpoint"])
 def test_resume_before_the_first_checkpoint_starts_over_in_place(
-    stopped_in: str, tmp_path: Path, monkeypatch, capsys
+    stopped_in: str, whole_short: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     """As after a kill -9 before the first checkpoint (a stale lock left behind): the run starts
     over in its own folder and ends as one never stopped. Stopped while collecting the seed steps,
     or at the first checkpoint with data.npz written and the checkpoint not."""
-    short = [*TINY]
-    short[short.index("--steps") + 1] = "400"
-    assert main(["run", *short, "--runs_dir", str(tmp_path / "whole")]) == 0
-    (whole,) = (tmp_path / "whole").iterdir()
+    short, whole = SHORT, whole_short
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
