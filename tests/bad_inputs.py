@@ -3,6 +3,7 @@ the rows of the bad-input table in test_bad_input.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from agents.app.runs.folder import CHECKPOINT_FILE, DATA_FILE
+from agents.app.runs.lock import run_folder_lock
 from agents.mpc import MPCAgent
 from agents.planners import GradientPlanner
 from agents.policy import Policy, PolicyAgent
@@ -55,6 +57,24 @@ def other_task(groups: dict, meta: dict) -> None:
 
 def nan_weights(groups: dict, meta: dict) -> None:
     groups["model"]["decoder.0.weight"][0, 0] = float("nan")
+
+
+def nan_optimizer_state(groups: dict, meta: dict) -> None:
+    groups["optim_model"]["0.exp_avg"].view(-1)[0] = float("nan")
+
+
+HELD_LOCKS = contextlib.ExitStack()
+"""Run-folder locks taken by `hold_lock`; test_bad_input.py releases them after each row."""
+
+
+def hold_lock(run: Path) -> None:
+    """As if another `wm run` were writing to `run`: its lock is held (a flock conflicts with
+    another open of the same file, in this process too)."""
+    HELD_LOCKS.enter_context(run_folder_lock(run))
+
+
+def no_tensorboard(_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agents.app.media.inspection.tensorboard_installed", lambda: False)
 
 
 def newer_checkpoint(run: Path) -> None:

@@ -10,25 +10,30 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 from bad_inputs import (
+    HELD_LOCKS,
     edit_data,
     fake_tasks,
     garbage,
+    hold_lock,
     model_wrong_action_shape,
     mpc_nan_obs,
     mpc_wrong_obs_shape,
     nan_obs,
+    nan_optimizer_state,
     nan_weights,
     newer_checkpoint,
     newer_data,
+    no_tensorboard,
     other_dims_data,
     other_task,
     policy_inf_obs,
@@ -41,6 +46,7 @@ from bad_inputs import (
     truncate,
 )
 
+import agents.app.train
 from agents.app.cli import main
 from agents.app.runs.folder import CHECKPOINT_FILE, CONFIG_FILE, DATA_FILE, load_world_model
 from worldmodel.errors import WorldModelError
@@ -65,6 +71,41 @@ def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def unfinished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny `wm train` stopped after its last validation's checkpoint, before it was marked
+    complete: its checkpoint holds training state to resume from (optimiser included)."""
+    before = torch.get_num_threads()
+    runs = tmp_path_factory.mktemp("unfinished_runs")
+
+    def stop() -> dict:
+        raise KeyboardInterrupt
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(agents.app.train, "complete_state", stop)
+            assert main(["train", "--runs_dir", str(runs), *TINY]) == 130
+    finally:
+        torch.set_num_threads(before)
+    (run,) = runs.iterdir()
+    return run
+
+
+@pytest.fixture(autouse=True)
+def release_held_locks() -> Iterator[None]:
+    yield
+    HELD_LOCKS.close()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port of 127.0.0.1 that something listens on: what '{port}' stands for."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
 # --- the table ---------------------------------------------------------------------------------
 
 
@@ -73,7 +114,8 @@ class Case:
     """One row of docs/errors.md.
 
     argv: CLI arguments; '{runs}' is a fresh (absent) runs folder, '{run}' a copy of the good
-    run, '{file}' an existing regular file. call: an API entry point instead of argv.
+    run (of the fixture `source` names), '{file}' an existing regular file, '{port}' a port
+    something listens on. call: an API entry point instead of argv.
     """
 
     id: str
@@ -83,6 +125,7 @@ class Case:
     mutate: Callable[[Path], None] | None = None
     prepare: Callable[[Path, pytest.MonkeyPatch], None] | None = None
     marks: tuple = field(default=())
+    source: str = "good_run"
 
 
 TRAIN = ("train", "--runs_dir", "{runs}")
@@ -166,6 +209,9 @@ CASES = [
          ("eval-model", "{run}"), mutate=newer_checkpoint),
     Case("checkpoint-nan-weights", ("NaN or inf values", "diverged"), ("mpc", "{run}"),
          mutate=resave_checkpoint(nan_weights)),
+    Case("checkpoint-nan-optimizer", ("optimiser state '0.exp_avg' has NaN or inf", "diverged"),
+         ("train", "--resume", "{run}"), mutate=resave_checkpoint(nan_optimizer_state),
+         source="unfinished_run"),
     Case("checkpoint-no-config", ("no valid config",), ("eval-model", "{run}"),
          mutate=resave_checkpoint(lambda g, m: m.pop("config"))),
     # Run folders.
@@ -177,6 +223,10 @@ CASES = [
          prepare=lambda _runs, _mp: None),
     Case("run-folders-exhausted", ("could not create a new run folder", "--name"),
          (*TRAIN, *TINY), prepare=thousand_run_folders),
+    Case("run-folder-in-use", ("is in use by process", "(lock ", "wait for it or stop it"),
+         ("run", "--resume", "{run}"), mutate=hold_lock),
+    Case("run-folder-in-use-train", ("is in use by process", "wait for it or stop it"),
+         ("train", "--resume", "{run}"), mutate=hold_lock),
     Case("runs-dir-is-a-file", ("cannot create a run folder", "--runs-dir"),
          ("train", "--runs_dir", "{file}", *TINY)),
     Case("bad-name", ("name 'a/b'", "another --name"), (*TRAIN, "--name", "a/b")),
@@ -210,6 +260,13 @@ CASES = [
          ("mpc", "{run}", "--episodes", "0")),
     Case("dream-steps-zero", ("steps must be positive, got 0",),
          ("dream", "{run}", "--steps", "0", "--no-video")),
+    # TensorBoard.
+    Case("tensorboard-port-in-use", ("cannot serve on port", "pass another --port"),
+         ("tensorboard", "--logdir", "{runs}", "--port", "{port}")),
+    Case("tensorboard-bad-port", ("--port: must be a port in 1..65535, got 99999",),
+         ("tensorboard", "--logdir", "{runs}", "--port", "99999")),
+    Case("tensorboard-missing", ("TensorBoard is not installed", "pip install tensorboard"),
+         ("tensorboard", "--logdir", "{runs}"), prepare=no_tensorboard),
     # Malformed command lines.
     Case("not-a-number", ("--steps: invalid int value: 'ten'", "--help"),
          (*TRAIN, "--steps", "ten")),
@@ -230,16 +287,15 @@ def _snapshot(root: Path) -> dict[str, bytes | None]:
     }
 
 
-def _expand(argv: tuple[str, ...], runs: Path, run: Path | None, file: Path) -> list[str]:
-    subs = {"{runs}": str(runs), "{run}": str(run), "{file}": str(file)}
-    return [re.sub(r"\{runs\}|\{run\}|\{file\}", lambda m: subs[m.group()], a) for a in argv]
+def _expand(argv: tuple[str, ...], subs: dict[str, str]) -> list[str]:
+    return [re.sub(r"\{[a-z]+\}", lambda m: subs[m.group()], a) for a in argv]
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     case: Case,
     tmp_path: Path,
-    good_run: Path,
+    request: pytest.FixtureRequest,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -258,7 +314,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     run = None
     if "{run}" in " ".join(case.argv):
         run = tmp_path / "run"
-        shutil.copytree(good_run, run)
+        shutil.copytree(request.getfixturevalue(case.source), run)
         if case.mutate is not None:
             case.mutate(run)
     if case.prepare is not None:
@@ -267,7 +323,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     before = {"runs": _snapshot(runs), "run": _snapshot(run) if run else {}}
     capsys.readouterr()
 
-    code = main(_expand(case.argv, runs, run, a_file))
+    subs = {"{runs}": str(runs), "{run}": str(run), "{file}": str(a_file)}
+    if "{port}" in " ".join(case.argv):
+        subs["{port}"] = str(request.getfixturevalue("taken_port"))
+    code = main(_expand(case.argv, subs))
 
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()

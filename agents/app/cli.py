@@ -12,8 +12,10 @@ import io
 import operator
 import os
 import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -64,6 +66,40 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 1..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in 1..65535, got {value}")
+    return value
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that `finally` blocks run (run-folder lock released,
+    logs flushed, TensorBoard's child stopped), as they do for Ctrl-C. A BaseException, like
+    KeyboardInterrupt, so that no `except Exception` on the way swallows it."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` for the block (the main thread only can catch signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -198,7 +234,9 @@ def _cmd_dream(args: argparse.Namespace, options: list[str]) -> None:
 def _cmd_tensorboard(args: argparse.Namespace, options: list[str]) -> None:
     from agents.app.media.inspection import launch_tensorboard
 
-    launch_tensorboard(args.logdir, args.port)
+    status = launch_tensorboard(args.logdir, args.port)
+    if status:  # TensorBoard's own failure, already reported by it: pass its status on
+        raise SystemExit(status)
 
 
 def _cmd_tasks(args: argparse.Namespace, options: list[str]) -> None:
@@ -246,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("tensorboard", help="serve run folders on http://127.0.0.1 only")
     board.add_argument("--logdir", default="runs", help="folder of run folders")
-    board.add_argument("--port", type=int, default=6006)
+    board.add_argument("--port", type=_port, default=6006, help="port on 127.0.0.1")
     board.set_defaults(func=_cmd_tensorboard)
 
     tasks = sub.add_parser("tasks", help="list the supported tasks")
@@ -265,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        args.func(args, options)
+        with _sigterm_raises():
+            args.func(args, options)
     except SystemExit as exc:  # `wm train --help` (0) or a bad option (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
     except (WorldModelError, UnknownTaskError) as exc:
@@ -276,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"wm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"wm {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:  # `wm tasks | head`: the reader left, nothing is wrong
         # Python would report the pipe again while flushing stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

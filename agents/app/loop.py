@@ -21,13 +21,14 @@ from agents.app.media.logger import Logger
 from agents.app.runs.folder import (
     CHECKPOINT_FILE,
     DATA_FILE,
-    load_config,
     new_run_dir,
     policy_modules,
     save_config,
     save_world_model,
 )
+from agents.app.runs.lock import run_folder_lock
 from agents.app.runs.loop_state import Learners, LoopState, check_resumable, restore, snapshot
+from agents.app.runs.resume import announce_restart, clear_interrupted_writes, resume_point
 from agents.configurator.assemble import (
     PolicyParts,
     build_agent,
@@ -48,7 +49,6 @@ from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import CheckpointError, ConfigError, TrainingDivergedError
 from worldmodel.forward.fit import ModelTrainer, fit_world_model
-from worldmodel.io.checkpoint import load_checkpoint
 
 
 def train_policy(
@@ -86,29 +86,50 @@ def run(config: Config) -> Path:
             "lower --loop.seed-steps or raise --steps"
         )
     device = resolve_device(config.device)
-    set_threads(config.threads)
-    torch.manual_seed(config.seed)
     run_dir = new_run_dir(config)
-    save_config(run_dir, config)
-    return _loop(config, task, device, run_dir, None)
+    with run_folder_lock(run_dir):
+        save_config(run_dir, config)
+        return _fresh(config, task, device, run_dir)
 
 
 def resume(run_dir: Path) -> Path:
     """Continue the `wm run` of `run_dir` from its checkpoint to its `config.steps`.
 
     The run's config.json is read, never rewritten; data.npz may be one episode newer than the
-    checkpoint (it is written first), and its extra episode is dropped. A finished run is left
-    as it is.
+    checkpoint (it is written first), and its extra episode is dropped. A run stopped before its
+    first checkpoint starts over in place; a finished run is left as it is.
     """
     run_dir = Path(run_dir)
-    config = load_config(run_dir)
-    task = make_task(config.env)
-    device = resolve_device(config.device)
-    groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device="cpu")
+    with run_folder_lock(run_dir):
+        point = resume_point(run_dir)
+        config, task, device = point.config, point.task, point.device
+        if point.checkpoint is None:
+            announce_restart(run_dir)
+            clear_interrupted_writes(run_dir)
+            return _fresh(config, task, device, run_dir)
+        restored = _restore(run_dir, config, task, device, *point.checkpoint)
+        if restored is None:
+            return run_dir
+        clear_interrupted_writes(run_dir)
+        return _loop(config, task, device, run_dir, restored)
+
+
+def _fresh(config: Config, task: Task, device: torch.device, run_dir: Path) -> Path:
+    """The loop from its first step: the same seeds whether new or started over in place."""
+    set_threads(config.threads)
+    torch.manual_seed(config.seed)
+    return _loop(config, task, device, run_dir, None)
+
+
+def _restore(
+    run_dir: Path, config: Config, task: Task, device: torch.device, groups: dict, meta: dict
+) -> tuple[EpisodeStore, LoopState, Learners] | None:
+    """Data, counters and learners of the checkpoint (None: the run is complete); every check
+    passes before anything is written."""
     state = check_resumable(run_dir, config, task, meta)
     if state.steps >= config.steps:
         print(f"{run_dir} is already complete ({state.steps} env steps); nothing to resume")
-        return run_dir
+        return None
     store = EpisodeStore.load(
         run_dir / DATA_FILE,
         capacity=config.loop.capacity,
@@ -124,11 +145,8 @@ def resume(run_dir: Path) -> Path:
     store.drop_newer(state.episode)
     set_threads(config.threads)
     learners = _build_learners(config, task, store, device)
-    restore(learners, groups, meta, run_dir)  # every check passes before anything is written
-    for name in (DATA_FILE, CHECKPOINT_FILE):  # leftovers of a write the crash interrupted
-        for stale in run_dir.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-    return _loop(config, task, device, run_dir, (store, state, learners))
+    restore(learners, groups, meta, run_dir)
+    return store, state, learners
 
 
 def _loop(

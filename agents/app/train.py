@@ -14,12 +14,13 @@ from agents.app.media.logger import Logger
 from agents.app.runs.folder import (
     CHECKPOINT_FILE,
     DATA_FILE,
-    load_config,
     load_world_model,
     new_run_dir,
     save_config,
     save_world_model,
 )
+from agents.app.runs.lock import run_folder_lock
+from agents.app.runs.resume import announce_restart, clear_interrupted_writes, resume_point
 from agents.app.runs.train_state import (
     check_train_resumable,
     complete_state,
@@ -48,7 +49,6 @@ from worldmodel.forward.evaluate import (
 )
 from worldmodel.forward.fit import FitResult, FitState, fit_world_model, split_episodes
 from worldmodel.forward.model import ForwardModel
-from worldmodel.io.checkpoint import load_checkpoint
 
 K_STEPS = (1, 5, 10, 25)
 Restored = tuple[dict[str, dict[str, torch.Tensor]], dict]  #: checkpoint groups, meta['train']
@@ -65,8 +65,9 @@ def train(config: Config) -> Path:
     device = resolve_device(config.device)
     set_threads(config.threads)
     run_dir = new_run_dir(config)
-    save_config(run_dir, config)
-    return _train(config, task, device, run_dir, None, None, resuming=False)
+    with run_folder_lock(run_dir):
+        save_config(run_dir, config)
+        return _train(config, task, device, run_dir, None, None, resuming=False)
 
 
 def resume(run_dir: Path) -> Path:
@@ -78,30 +79,30 @@ def resume(run_dir: Path) -> Path:
     run is left as it is.
     """
     run_dir = Path(run_dir)
-    config = load_config(run_dir)
-    task = make_task(config.env)
-    device = resolve_device(config.device)
-    restored = None
-    if (run_dir / CHECKPOINT_FILE).exists():
-        groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device="cpu")
-        state = check_train_resumable(run_dir, config, task, meta)
-        if state.get("complete"):
-            print(
-                f"{run_dir} is already complete ({meta.get('model_steps')} gradient steps); "
-                "nothing to resume"
-            )
-            return run_dir
-        restored = groups, state
-    store = (
-        EpisodeStore.load(run_dir / DATA_FILE, obs_dim=task.obs_dim, act_dim=task.act_dim)
-        if (run_dir / DATA_FILE).exists()
-        else None
-    )
-    set_threads(config.threads)
-    for name in (DATA_FILE, CHECKPOINT_FILE):  # leftovers of a write the crash interrupted
-        for stale in run_dir.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-    return _train(config, task, device, run_dir, store, restored, resuming=True)
+    with run_folder_lock(run_dir):
+        point = resume_point(run_dir)
+        config, task = point.config, point.task
+        restored = None
+        if point.checkpoint is not None:
+            groups, meta = point.checkpoint
+            state = check_train_resumable(run_dir, config, task, meta)
+            if state.get("complete"):
+                print(
+                    f"{run_dir} is already complete ({meta.get('model_steps')} gradient steps); "
+                    "nothing to resume"
+                )
+                return run_dir
+            restored = groups, state
+        else:
+            announce_restart(run_dir)
+        store = (
+            EpisodeStore.load(run_dir / DATA_FILE, obs_dim=task.obs_dim, act_dim=task.act_dim)
+            if (run_dir / DATA_FILE).exists()
+            else None
+        )
+        set_threads(config.threads)
+        clear_interrupted_writes(run_dir)
+        return _train(config, task, point.device, run_dir, store, restored, resuming=True)
 
 
 def _train(

@@ -97,11 +97,20 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor]
 
 
 def load_optimizer_state(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, Tensor],
+    meta: dict[str, Any],
+    what: str = "optimiser",
 ) -> None:
-    """Inverse of `optimizer_state`."""
+    """Inverse of `optimizer_state`; NaN or inf in its tensors (Adam's moments) is a one-line
+    `CheckpointError`, as in weights: resuming from them would make every update NaN."""
     state: dict[int, dict[str, Any]] = {}
     for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(
+                f"{what} state '{name}' has NaN or inf values; the checkpoint was saved from a "
+                "diverged run: start a new run (lower --train.lr)"
+            )
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = tensor
     for index, values in meta["scalars"].items():

@@ -6,7 +6,9 @@ explicit arguments and logs through a `Logger`. `wm tensorboard` serves the runs
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ from agents.configurator.config import Config, to_dict
 from envs import Task
 from envs.render import StateRenderer, make_renderer
 from worldmodel.data.store import EpisodeStore, Window
+from worldmodel.errors import ConfigError
 from worldmodel.forward.layers import eval_mode
 from worldmodel.forward.model import ForwardModel, mc_dropout
 
@@ -233,6 +236,49 @@ def tensorboard_command(logdir: str = "runs", port: int = 6006) -> list[str]:
 
 
 def launch_tensorboard(logdir: str = "runs", port: int = 6006) -> int:
-    """Serve `logdir` on http://127.0.0.1:port until interrupted; returns TensorBoard's status."""
-    print(f"TensorBoard on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
-    return subprocess.call(tensorboard_command(logdir, port))
+    """Serve `logdir` on http://127.0.0.1:port until interrupted; returns TensorBoard's status.
+
+    A port that is taken, or a TensorBoard that is not installed, is a one-line `ConfigError`
+    before anything starts. Ctrl-C, SIGTERM (raised as an exception by `wm`) or any error here
+    stops the child too, so no TensorBoard is left listening behind us.
+    """
+    if not tensorboard_installed():
+        raise ConfigError("TensorBoard is not installed; pip install tensorboard")
+    check_port_free(port)
+    print(f"TensorBoard on http://127.0.0.1:{port}/ (Ctrl-C to stop)", flush=True)
+    child = subprocess.Popen(tensorboard_command(logdir, port))
+    try:
+        return child.wait()
+    finally:
+        stop_child(child)
+
+
+def tensorboard_installed() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def check_port_free(port: int) -> None:
+    """A one-line error unless 127.0.0.1:`port` can be bound now, as TensorBoard will (it would
+    print a screenful and exit 255 instead)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As a server does: a port whose old connections linger in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve on port {port} of 127.0.0.1 ({exc.strerror}); pass another "
+                "--port, or stop what listens there"
+            ) from exc
+
+
+def stop_child(child: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM `child` if it still runs, SIGKILL it after `grace` seconds; reap it."""
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()

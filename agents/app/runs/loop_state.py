@@ -150,6 +150,7 @@ def restore(learners: Learners, groups: dict, meta: dict, run_dir: Path) -> None
                 optimizer,
                 to(groups.get(f"optim_{name}", {})),
                 resume_meta["optimizers"][name],
+                f"{name} optimiser",
             )
         rng = groups["rng"]
         for name, generator in _generators(learners).items():
@@ -163,6 +164,8 @@ def restore(learners: Learners, groups: dict, meta: dict, run_dir: Path) -> None
         if learners.parts is not None:
             learners.parts.policy_learner.total_steps = int(counters["policy_total_steps"])
             learners.parts.policy_learner.skipped_updates = int(counters["policy_skipped_updates"])
+    except CheckpointError:
+        raise  # already one line saying what is wrong (a ValueError, so not re-worded below)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise CheckpointError(
             f"checkpoint {where} has optimiser or RNG state that does not fit this run ({exc}); "

@@ -89,7 +89,9 @@ def restore_fit(
     load_module_state(model, best, "best world model")
     load_module_state(model, to(groups.get("model", {})), "world model")
     try:
-        load_optimizer_state(trainer.optimizer, to(groups["optim_model"]), state["optimizer"])
+        load_optimizer_state(
+            trainer.optimizer, to(groups["optim_model"]), state["optimizer"], "model optimiser"
+        )
         rng = groups["rng"]
         trainer.generator.set_state(rng["trainer"])
         load_global_rng_state(rng)
@@ -106,6 +108,8 @@ def restore_fit(
             best_weights=best,
             seconds=float(fit["seconds"]),
         )
+    except CheckpointError:
+        raise  # already one line saying what is wrong (a ValueError, so not re-worded below)
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise CheckpointError(
             f"checkpoint {where} has optimiser, RNG or fit state that does not fit this run "

@@ -1,6 +1,8 @@
 """`wm run --resume`: a resumed run continues exactly where its checkpoint stopped."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from tiny_run import TINY_LOOP
 
 import agents.app.loop
 from agents.app.cli import main
+from agents.app.runs.lock import LOCK_FILE
 from worldmodel.data.store import EpisodeStore
 from worldmodel.io.checkpoint import load_checkpoint, save_checkpoint
 
@@ -135,3 +138,77 @@ def test_resume_of_a_finished_run_leaves_it_as_it_is(tmp_path: Path, capsys) -> 
     assert main(["run", "--resume", str(run_dir)]) == 0
     assert "already complete (800 env steps)" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def _dead_pid() -> int:
+    """The PID of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+SHORT = [*TINY]
+SHORT[SHORT.index("--steps") + 1] = "400"
+
+
+@pytest.fixture(scope="module")
+def whole_short(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 400-step run never stopped."""
+    runs = tmp_path_factory.mktemp("whole")
+    assert main(["run", *SHORT, "--runs_dir", str(runs)]) == 0
+    (run_dir,) = runs.iterdir()
+    return run_dir
+
+
+@pytest.mark.parametrize("stopped_in", ["seed steps", "first checkpoint"])
+def test_resume_before_the_first_checkpoint_starts_over_in_place(
+    stopped_in: str, whole_short: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """As after a kill -9 before the first checkpoint (a stale lock left behind): the run starts
+    over in its own folder and ends as one never stopped. Stopped while collecting the seed steps,
+    or at the first checkpoint with data.npz written and the checkpoint not."""
+    short, whole = SHORT, whole_short
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    where = "collect" if stopped_in == "seed steps" else "save_world_model"
+    monkeypatch.setattr(agents.app.loop, where, stop)
+    assert main(["run", *short, "--runs_dir", str(tmp_path / "stopped")]) == 130
+    monkeypatch.undo()
+    (stopped,) = (tmp_path / "stopped").iterdir()
+    assert not (stopped / "checkpoint.safetensors").exists()
+    assert (stopped / "data.npz").exists() == (stopped_in == "first checkpoint")
+    (stopped / LOCK_FILE).write_text(json.dumps({"pid": _dead_pid(), "host": ""}))
+    config_before = (stopped / "config.json").read_bytes()
+    capsys.readouterr()
+
+    assert main(["run", "--resume", str(stopped)]) == 0
+
+    assert "has no checkpoint yet; starting it over in place" in capsys.readouterr().out
+    assert (stopped / "config.json").read_bytes() == config_before
+    assert not (stopped / LOCK_FILE).exists()
+    final, final_meta = load_checkpoint(stopped / "checkpoint.safetensors")
+    expected, expected_meta = load_checkpoint(whole / "checkpoint.safetensors")
+    assert final_meta["resume"] == expected_meta["resume"]
+    for group, tensors in expected.items():
+        for key, tensor in tensors.items():
+            assert torch.equal(final[group][key], tensor), f"{group}/{key} differs"
+    assert len(EpisodeStore.load(stopped / "data.npz")) == 400
+
+
+def test_resume_refuses_nan_in_the_optimiser_state(tmp_path: Path, monkeypatch, capsys) -> None:
+    stopped = _interrupted_run(tmp_path / "runs", "mpc", monkeypatch, episodes=1)
+    path = stopped / "checkpoint.safetensors"
+    groups, meta = load_checkpoint(path)
+    groups["optim_model"]["0.exp_avg_sq"].view(-1)[0] = float("inf")
+    save_checkpoint(path, groups, meta)
+    before = {p.name: p.read_bytes() for p in stopped.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["run", "--resume", str(stopped)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "wm run: error: model optimiser state '0.exp_avg_sq' has NaN or inf values; the "
+        "checkpoint was saved from a diverged run: start a new run (lower --train.lr)"
+    )
+    assert {p.name: p.read_bytes() for p in stopped.iterdir() if p.is_file()} == before
