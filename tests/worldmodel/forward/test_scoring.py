@@ -146,3 +146,17 @@ def test_interval_coverage_refuses_every_level_outside_the_open_interval(level: 
     """Both ends of (0, 1) are refused, with the level in the message."""
     with pytest.raises(ValueError, match=rf"^level must be in \(0, 1\), got {level}$"):
         interval_coverage(torch.zeros(2, 1, 1), torch.zeros(1, 1), level=level)
+
+
+def test_mode_shares_measure_from_each_transitions_own_outcomes_and_their_mean() -> None:
+    """Modes away from the origin, different per transition: (0, 5) and (2, 5) with mean (1, 5),
+    and (10, -3) and (10, 1) with mean (10, -1). A sample at a transition's mean, or on one of
+    its modes, counts there and nowhere else; the same points given to the other transition
+    count at neither."""
+    outcomes = torch.tensor([[[0.0, 5.0], [10.0, -3.0]], [[2.0, 5.0], [10.0, 1.0]]])
+    at_mean = torch.tensor([[[1.0, 5.0], [10.0, -1.0]]])
+    on_mode = torch.tensor([[[2.0, 5.0], [10.0, -3.0]], [[0.0, 5.0], [10.0, 1.0]]])
+    swapped = at_mean.flip(1)
+    assert mode_shares(at_mean, outcomes) == (0.0, 1.0)
+    assert mode_shares(on_mode, outcomes) == (1.0, 0.0)
+    assert mode_shares(swapped, outcomes) == (0.0, 0.0)
