@@ -12,7 +12,12 @@ from torch import Generator, Tensor
 
 from envs.stochastic import LEDGE_DT, LEDGE_GAIN, LEDGE_GUST, gusty_ledge_outcomes
 from worldmodel.data.store import EpisodeStore, Stats
-from worldmodel.forward.evaluate import k_step_errors, one_step_mode_shares, sample_scores
+from worldmodel.forward.evaluate import (
+    k_step_errors,
+    one_step_mode_shares,
+    sample_scores,
+    sampled_rollouts,
+)
 from worldmodel.forward.layers import NormalizedModel
 
 
@@ -120,6 +125,20 @@ def test_k_step_errors_default_to_k_1_5_10_25_on_at_most_2048_windows() -> None:
     """The defaults, read off what the function returns on a store of 2,100 steps."""
     results = k_step_errors(DriftModel([0.0, 0.0]), drift_store((2100,)))
     assert [(r.k, r.windows) for r in results] == [(1, 2048), (5, 2048), (10, 2048), (25, 2048)]
+
+
+def test_sampled_rollouts_are_the_models_draws_per_sample_step_and_window() -> None:
+    """predicted[j, t, i] is window i's real state after t + 1 steps plus sample j's summed
+    noise; real is the windows' states s[1..k] [k, N, S]; the model is left in eval mode."""
+    store, model = drift_store((12, 9)), DriftModel([0.5, 0.2])
+    model.train()
+    predicted, real, window = sampled_rollouts(model, store, 3, samples=4, max_windows=8, seed=1)
+    assert not model.training
+    assert (predicted.shape, real.shape) == ((4, 3, 8, 2), (3, 8, 2))
+    torch.testing.assert_close(real, window.obs[1:], rtol=0, atol=0)
+    z = torch.randn(3, 4 * 8, 2, generator=Generator().manual_seed(1)).view(3, 4, 8, 2)
+    noise = (model.noise * z).cumsum(0).transpose(0, 1)  # [samples, k, N, S]
+    torch.testing.assert_close(predicted, real + noise)
 
 
 def test_sample_scores_of_the_exact_model_are_a_perfect_score() -> None:
