@@ -221,15 +221,15 @@ class LedgeModel(NormalizedModel):
         return torch.stack(states).float()
 
 
-def ledge_store(steps: int, seed: int = 0) -> EpisodeStore:
-    """Episodes of 100 GustyLedge steps under random actions, from its exact outcomes."""
+def ledge_store(steps: int, length: int = 100, seed: int = 0) -> EpisodeStore:
+    """Episodes of `length` GustyLedge steps under random actions, from its exact outcomes."""
     rng, store = np.random.default_rng(seed), EpisodeStore(obs_dim=2, act_dim=1)
-    for _ in range(steps // 100):
-        obs, action = [np.array([rng.uniform(-1, 0.5), 0.0])], rng.uniform(-1, 1, (100, 1))
+    for _ in range(steps // length):
+        obs, action = [np.array([rng.uniform(-1, 0.5), 0.0])], rng.uniform(-1, 1, (length, 1))
         for a in action:
             obs.append(gusty_ledge_outcomes(obs[-1], a)[rng.integers(2)])
-        obs = np.stack(obs)
-        store.add_episode(obs[:-1], action, np.zeros(100), obs[1:], np.zeros(100), np.zeros(100))
+        obs, zeros = np.stack(obs), np.zeros(length)
+        store.add_episode(obs[:-1], action, zeros, obs[1:], zeros, zeros)
     return store
 
 
@@ -266,3 +266,11 @@ def test_one_step_mode_shares_count_the_models_seeded_samples() -> None:
         shares = one_step_mode_shares(model, store, gusty_ledge_outcomes, **kwargs)
         assert shares == pytest.approx((inside, 1 - inside), abs=1e-6)
     assert len(store.spaced_windows(1, 1024).obs[0]) == 1024
+
+
+def test_one_step_mode_shares_use_every_transition_even_an_episodes_last() -> None:
+    """On episodes of one step each, every transition is a one-step window: the exact sampler
+    is at an outcome on all of them."""
+    store = ledge_store(50, length=1)
+    shares = one_step_mode_shares(LedgeModel(LEDGE_GUST), store, gusty_ledge_outcomes, samples=2)
+    assert shares == (1.0, 0.0)
