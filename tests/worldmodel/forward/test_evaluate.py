@@ -246,13 +246,16 @@ def test_one_step_mode_shares_of_the_exact_sampler_and_of_the_mean() -> None:
 def test_one_step_mode_shares_are_on_the_chosen_dims_in_normalised_units() -> None:
     """A velocity off by 0.03 is within the radius (0.25 x the 0.2 gap) in raw units but 0.3
     away once divided by a velocity std of 0.1: on all dims the samples are at neither the
-    outcomes nor their mean, on the position alone they are at an outcome."""
+    outcomes nor their mean, on the position alone they are at an outcome. Without the error
+    they are at an outcome whatever the std."""
     store = ledge_store(200)
     off = LedgeModel(LEDGE_GUST, velocity_error=0.03, std=0.1)
     assert one_step_mode_shares(off, store, gusty_ledge_outcomes, samples=4) == (0.0, 0.0)
     assert one_step_mode_shares(off, store, gusty_ledge_outcomes, (0,), samples=4) == (1.0, 0.0)
     raw = LedgeModel(LEDGE_GUST, velocity_error=0.03, std=1.0)
     assert one_step_mode_shares(raw, store, gusty_ledge_outcomes, samples=4) == (1.0, 0.0)
+    exact = LedgeModel(LEDGE_GUST, std=0.1)  # samples and outcomes scaled alike
+    assert one_step_mode_shares(exact, store, gusty_ledge_outcomes, samples=4) == (1.0, 0.0)
 
 
 def test_one_step_mode_shares_count_the_models_seeded_samples() -> None:
