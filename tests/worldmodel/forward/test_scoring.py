@@ -94,3 +94,69 @@ def test_mode_shares_say_when_no_transition_has_modes() -> None:
         mode_shares(torch.zeros(4, 3, 1), outcomes)
     with pytest.raises(ValueError, match="^mode_shares needs at least two possible outcomes"):
         mode_shares(torch.zeros(4, 3, 1), outcomes[:1])
+
+
+def _brute_energy(samples: list[list[list[float]]], target: list[list[float]]) -> list[float]:
+    """E|X - y| - sum_{i != j} |X_i - X_j| / (2 K (K - 1)), written out with loops."""
+    k, scores = len(samples), []
+    for n, y in enumerate(target):
+        x = [s[n] for s in samples]
+        error = sum(math.dist(xi, y) for xi in x) / k
+        spread = sum(
+            math.dist(xi, xj) for i, xi in enumerate(x) for j, xj in enumerate(x) if i != j
+        )
+        scores.append(error - spread / (2 * k * (k - 1)))
+    return scores
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_energy_score_equals_the_fair_formula_on_asymmetric_samples(k: int) -> None:
+    """Samples away from the target and not symmetric about it (so the sign of an error or a
+    spread matters): the score is the fair estimate, computed by hand, per transition."""
+    g = torch.Generator().manual_seed(k)
+    samples = 1.0 + torch.rand(k, 3, 2, generator=g, dtype=torch.float64) * torch.arange(1.0, 3.0)
+    target = torch.tensor([[0.5, 2.0], [3.0, -1.0], [1.2, 1.7]], dtype=torch.float64)
+    expected = _brute_energy(samples.tolist(), target.tolist())
+    torch.testing.assert_close(energy_score(samples, target), torch.tensor(expected).double())
+
+
+def test_energy_score_of_two_samples_by_hand() -> None:
+    """Samples 1 and 3 for a target 0: (1 + 3) / 2 - 2 / 2 = 1."""
+    samples = torch.tensor([[[1.0]], [[3.0]]])
+    assert energy_score(samples, torch.zeros(1, 1)).item() == pytest.approx(1.0)
+
+
+def test_interval_coverage_at_known_quantiles() -> None:
+    """Samples 0, 1, ..., 10 (and 10 more on dim 1): the central 80 % interval is [1, 9] (on
+    dim 1, [11, 19]), both ends included, so 1, 9, 5 and 2.4 of the 6 targets are in it; level
+    0.5 gives [2.5, 7.5]. Per dim, over targets."""
+    grid = torch.arange(11.0)
+    samples = torch.stack([grid, grid + 10], -1)[:, None].expand(11, 6, 2)  # [K=11, N=6, D=2]
+    inside = torch.tensor([1.0, 9.0, 5.0, 0.99, 9.01, 2.4])
+    target = torch.stack([inside, inside + 10], -1)  # [N, D]
+    torch.testing.assert_close(interval_coverage(samples, target), torch.tensor([2 / 3, 2 / 3]))
+    half = interval_coverage(samples, target, level=0.5)
+    torch.testing.assert_close(half, torch.tensor([1 / 6, 1 / 6]))  # only 5.0 lies in [2.5, 7.5]
+    mixed = torch.stack([inside, inside], -1)  # dim 1 targets below dim 1's interval
+    torch.testing.assert_close(interval_coverage(samples, mixed), torch.tensor([2 / 3, 0.0]))
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, -0.1, 1.5])
+def test_interval_coverage_refuses_every_level_outside_the_open_interval(level: float) -> None:
+    """Both ends of (0, 1) are refused, with the level in the message."""
+    with pytest.raises(ValueError, match=rf"^level must be in \(0, 1\), got {level}$"):
+        interval_coverage(torch.zeros(2, 1, 1), torch.zeros(1, 1), level=level)
+
+
+def test_mode_shares_measure_from_each_transitions_own_outcomes_and_their_mean() -> None:
+    """Modes away from the origin, different per transition: (0, 5) and (2, 5) with mean (1, 5),
+    and (10, -3) and (10, 1) with mean (10, -1). A sample at a transition's mean, or on one of
+    its modes, counts there and nowhere else; the same points given to the other transition
+    count at neither."""
+    outcomes = torch.tensor([[[0.0, 5.0], [10.0, -3.0]], [[2.0, 5.0], [10.0, 1.0]]])
+    at_mean = torch.tensor([[[1.0, 5.0], [10.0, -1.0]]])
+    on_mode = torch.tensor([[[2.0, 5.0], [10.0, -3.0]], [[0.0, 5.0], [10.0, 1.0]]])
+    swapped = at_mean.flip(1)
+    assert mode_shares(at_mean, outcomes) == (0.0, 1.0)
+    assert mode_shares(on_mode, outcomes) == (1.0, 0.0)
+    assert mode_shares(swapped, outcomes) == (0.0, 0.0)
