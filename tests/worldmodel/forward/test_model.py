@@ -571,10 +571,15 @@ def test_the_training_loss_is_the_elbo_of_kept_and_the_energy_of_dropped_windows
     torch.testing.assert_close(terms.energy, energy.mean())
 
 
-def test_the_validation_loss_scores_every_window_both_ways_without_a_dropout_draw() -> None:
-    """With `score_all` the loss is mean(NLL + beta KL) + mean(energy) over all windows."""
+@pytest.mark.parametrize("batch", [10, 1])
+def test_the_validation_loss_scores_every_window_both_ways_without_a_dropout_draw(
+    batch: int,
+) -> None:
+    """With `score_all` the loss is mean(NLL + beta KL) + mean(energy) over all windows (a
+    single window's terms are its own, not divided further)."""
     model, w = _loss_case()
-    everyone = torch.ones(10, dtype=torch.bool)
+    w = Window(w.obs[:, :batch], w.action[:, :batch], w.reward[:, :batch], w.terminated[:, :batch])
+    everyone = torch.ones(batch, dtype=torch.bool)
     with torch.no_grad():
         terms = model.loss(w, generator=torch.Generator().manual_seed(13), score_all=True)
         g = torch.Generator().manual_seed(13)
