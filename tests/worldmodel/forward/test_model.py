@@ -624,12 +624,14 @@ def test_the_energy_norm_is_smooth_at_zero() -> None:
 
 
 def test_normalized_error_is_the_mean_squared_error_in_state_units() -> None:
+    """((p - t) / sd)^2 averaged over the last dim only, for any leading dims."""
     model = ForwardModel(2, 1, hidden=8)
     model.set_normalization(
         Stats(torch.zeros(2), torch.tensor([2.0, 0.5]), torch.zeros(2), torch.ones(2))
     )
-    predicted, target = torch.tensor([[1.0, 1.0], [3.0, 0.0]]), torch.tensor([[0.0, 0.0]] * 2)
+    predicted = torch.tensor([[[3.0, 2.0]], [[5.0, 1.0]]])  # [2, 1, 2]
+    target = torch.tensor([[[2.0, 1.0]], [[2.0, 1.0]]])
     # [(1/2)^2 + (1/0.5)^2] / 2 = 2.125, [(3/2)^2 + 0] / 2 = 1.125
     torch.testing.assert_close(
-        normalized_error(model, predicted, target), torch.tensor([2.125, 1.125])
+        normalized_error(model, predicted, target), torch.tensor([[2.125], [1.125]])
     )
