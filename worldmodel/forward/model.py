@@ -123,9 +123,9 @@ class ForwardModel(NormalizedModel):
         self._check_dims(s0, actions, z, "ForwardModel.rollout")
         batch = actions.shape[1:-1]
         if (
-            actions.dim() < 2
+            actions.dim() < 3
             or s0.shape[:-1] != batch
-            or (z is not None and (z.dim() < 2 or z.shape[1:-1] != batch or len(z) < len(actions)))
+            or (z is not None and (z.shape[1:-1] != batch or len(z) < len(actions)))
         ):
             raise DataError(
                 f"ForwardModel.rollout: need s0 [B, {self.state_dim}], actions "

@@ -157,3 +157,105 @@ def test_uncertainty_is_the_variance_of_each_members_noise_free_rollout(dtype: t
     got = model.uncertainty(s0, actions)
     assert got.dtype == dtype
     torch.testing.assert_close(got, expected)
+
+
+ENSEMBLE_MESSAGE = (
+    r"^ensemble sizes \(dims, hidden, layers\) must be positive and members >= 2 "
+    r"\(its uncertainty is the members' disagreement\)$"
+)
+
+
+@pytest.mark.parametrize("size", ["state_dim", "action_dim", "hidden", "layers"])
+def test_a_size_of_zero_is_refused_with_the_rule(size: str) -> None:
+    sizes = {"state_dim": 2, "action_dim": 1, "members": 2, "hidden": 8, "layers": 1}
+    with pytest.raises(ValueError, match=ENSEMBLE_MESSAGE):
+        EnsembleModel(**(sizes | {size: 0}))
+
+
+def test_two_members_are_enough_and_the_sizes_are_kept() -> None:
+    model = EnsembleModel(3, 2, members=2, hidden=8, layers=1)
+    assert (model.state_dim, model.action_dim, model.members, model.latent_dim) == (3, 2, 2, 4)
+
+
+def test_members_start_like_nn_linear_and_the_log_variance_bounds_at_half_and_minus_ten() -> None:
+    """Weights and biases are U(-1/sqrt(in), 1/sqrt(in)) per layer (filling more than half of
+    it on each side); the soft bounds on the log-variance start at 0.5 and -10 per state dim."""
+    torch.manual_seed(0)
+    model = EnsembleModel(3, 2, members=4, hidden=32, layers=2)
+    assert [tuple(w.shape) for w in model.weights] == [(4, 5, 32), (4, 32, 32), (4, 32, 6)]
+    assert [tuple(b.shape) for b in model.biases] == [(4, 1, 32), (4, 1, 32), (4, 1, 6)]
+    for w, b, inp in zip(model.weights, model.biases, (5, 32, 32), strict=True):
+        bound = inp**-0.5
+        for p in (w, b):
+            assert p.abs().max() <= bound
+            assert p.max() > 0.5 * bound and p.min() < -0.5 * bound
+    assert model.max_logvar.tolist() == [0.5] * 3 and model.min_logvar.tolist() == [-10.0] * 3
+
+
+def test_the_gaussians_are_each_members_mlp_with_the_log_variance_softly_bounded() -> None:
+    """mean, raw = MLP_m([(s - mu) / sd, a]) split in halves; logvar = lo + softplus(hi -
+    softplus(hi - raw) - lo), with three state dims (six outputs) and bounds not the init's."""
+    torch.manual_seed(0)
+    model = EnsembleModel(3, 1, members=3, hidden=8, layers=2)
+    g = torch.Generator().manual_seed(1)
+    model.set_normalization(Stats(*(torch.rand(3, generator=g) + 0.5 for _ in range(4))))
+    with torch.no_grad():
+        model.max_logvar.copy_(torch.tensor([0.2, -0.3, 1.0]))
+        model.min_logvar.copy_(torch.tensor([-2.0, -1.0, -4.0]))
+        model.biases[-1][:, :, 3:] += torch.tensor([3.0, -3.0, 0.0])  # near each bound
+        s, a = torch.randn(5, 3, generator=g), torch.randn(5, 1, generator=g)
+        mean, logvar = model.gaussians(s, a)
+        for m in range(3):
+            h = torch.cat([(s - model.state_mean) / model.state_std, a], -1)
+            h = torch.nn.functional.silu(h @ model.weights[0][m] + model.biases[0][m])
+            h = torch.nn.functional.silu(h @ model.weights[1][m] + model.biases[1][m])
+            out = h @ model.weights[2][m] + model.biases[2][m]
+            hi, lo = model.max_logvar, model.min_logvar
+            upper = hi - torch.nn.functional.softplus(hi - out[:, 3:])
+            torch.testing.assert_close(mean[m], out[:, :3])
+            torch.testing.assert_close(logvar[m], lo + torch.nn.functional.softplus(upper - lo))
+
+
+def test_z0_picks_the_member_floor_of_phi_times_e_and_extremes_stay_in_range() -> None:
+    """Phi(-2, -0.5, 0.1, 0.9, 3) = 0.023, 0.309, 0.540, 0.816, 0.9987: with E = 4 that is
+    members 0, 1, 2, 3, 3; z0 = -inf, +inf and NaN pick 0, 3 and 0 (never out of range)."""
+    model = _model(members=4)
+    z0 = torch.tensor([-2.0, -0.5, 0.1, 0.9, 3.0, -math.inf, math.inf, math.nan])
+    z = torch.stack([z0, torch.zeros(8), torch.zeros(8)], -1)
+    assert model.member(z).tolist() == [0, 1, 2, 3, 3, 0, 3, 0]
+
+
+def test_step_and_rollout_take_several_leading_dims_and_draw_from_the_generator() -> None:
+    """s [2, 3, S] steps each row as its own; without z, z is the generator's prior draw."""
+    model = _model()
+    g = torch.Generator().manual_seed(2)
+    s, a, z = (torch.randn(2, 3, n, generator=g) for n in (2, 1, 3))
+    with torch.no_grad():
+        batched = model.step(s, a, z)
+        torch.testing.assert_close(batched[1], model.step(s[1], a[1], z[1]))
+        drawn = model.step(s, a, generator=torch.Generator().manual_seed(4))
+        z = torch.randn(2, 3, 3, generator=torch.Generator().manual_seed(4))
+        torch.testing.assert_close(drawn, model.step(s, a, z))
+        actions = torch.randn(4, 3, 1, generator=g)
+        drawn = model.rollout(s[0], actions, generator=torch.Generator().manual_seed(5))
+        z = torch.randn(4, 3, 3, generator=torch.Generator().manual_seed(5))
+        torch.testing.assert_close(drawn, model.rollout(s[0], actions, z))
+
+
+def test_bootstrap_weights_are_poisson_counts_per_member_and_transition() -> None:
+    """With 3 members, 6 transitions and 3 state dims, the training loss is sum(w * nll) /
+    sum(w) + bounds, w [E, N] the Poisson(1) draw of the generator, nll the mean over dims."""
+    torch.manual_seed(0)
+    model = EnsembleModel(3, 1, members=3, hidden=8, layers=1)
+    g = torch.Generator().manual_seed(0)
+    obs, action = torch.randn(3, 3, 3, generator=g), torch.randn(2, 3, 1, generator=g)
+    window = Window(obs, action, torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.bool))
+    with torch.no_grad():
+        s, target = obs[:-1].flatten(0, 1), (obs[1:] - obs[:-1]).flatten(0, 1)
+        mean, logvar = model.gaussians(s, action.flatten(0, 1))
+        nll = -torch.distributions.Normal(mean, (0.5 * logvar).exp()).log_prob(target)
+        nll = (nll - 0.5 * math.log(2 * math.pi)).mean(-1)  # [E, N]
+        weights = torch.poisson(torch.ones(3, 6), generator=torch.Generator().manual_seed(3))
+        bounds = 0.01 * (model.max_logvar.sum() - model.min_logvar.sum()) / 3
+        terms = model.loss(window, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(terms.loss, (weights * nll).sum() / weights.sum() + bounds)

@@ -1,3 +1,6 @@
+import math
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +9,7 @@ from torch import nn
 from worldmodel.data.store import EpisodeStore, Stats, Window
 from worldmodel.errors import DataError
 from worldmodel.forward.fit import FitSchedule, ModelTrainer
-from worldmodel.forward.model import ForwardModel, mc_dropout
+from worldmodel.forward.model import ForwardModel, _norm, mc_dropout, normalized_error
 
 S, A = 3, 2
 
@@ -367,3 +370,268 @@ def test_zero_mode_scores_dropped_windows_on_the_z_zero_prediction() -> None:
     errors = ((states - w.obs[1:]) / model.delta_std).norm(dim=-1)  # [H, B]
     expected = errors.mean(0) / S**0.5
     torch.testing.assert_close(terms.energy.detach(), expected.mean(), rtol=1e-4, atol=1e-6)
+
+
+def _stats(seed: int) -> Stats:
+    g = torch.Generator().manual_seed(seed)
+    return Stats(*(torch.rand(3, generator=g) + 0.5 for _ in range(4)))
+
+
+def test_an_unknown_latent_dropout_mode_is_refused_with_the_modes() -> None:
+    with pytest.raises(
+        ValueError, match=r"^latent_dropout_mode must be one of \('prior', 'zero'\)$"
+    ):
+        ForwardModel(S, A, hidden=8, latent_dropout_mode="mean")
+
+
+def test_the_boundary_rates_are_accepted_and_kept_as_given() -> None:
+    """latent_dropout 0 and 1 and dropout 0 are allowed; the model keeps what it was given."""
+    model = ForwardModel(3, 2, latent_dim=5, hidden=8, layers=1, dropout=0.0, latent_dropout=1.0,
+                         latent_dropout_mode="zero", beta=0.25)  # fmt: skip
+    assert (model.state_dim, model.action_dim, model.latent_dim) == (3, 2, 5)
+    assert (model.latent_dropout, model.latent_dropout_mode, model.beta) == (1.0, "zero", 0.25)
+    assert ForwardModel(3, 2, hidden=8, latent_dropout=0.0).latent_dropout == 0.0
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_the_encoder_reads_s_a_delta_through_one_layer_fewer_and_has_no_dropout(
+    layers: int,
+) -> None:
+    """Encoder: [2S + A] -> hidden x max(layers - 1, 1) -> [2Z], no dropout; decoder:
+    [S + A + Z] -> hidden x layers -> [S] with dropout; the decoder's log-scale starts at 0."""
+    model = ForwardModel(3, 2, latent_dim=4, hidden=16, layers=layers, dropout=0.1)
+
+    def sizes(net: nn.Module) -> list[tuple[int, int]]:
+        return [(m.in_features, m.out_features) for m in net if isinstance(m, nn.Linear)]
+
+    enc_hidden = max(layers - 1, 1)
+    assert sizes(model.encoder) == [(8, 16)] + [(16, 16)] * (enc_hidden - 1) + [(16, 8)]
+    assert not any(isinstance(m, nn.Dropout) for m in model.encoder)
+    assert sizes(model.decoder) == [(9, 16)] + [(16, 16)] * (layers - 1) + [(16, 3)]
+    assert [m.p for m in model.decoder if isinstance(m, nn.Dropout)] == [0.1] * layers
+    assert model.log_std.tolist() == [0.0, 0.0, 0.0] and model.log_std.requires_grad
+    assert not hasattr(ForwardModel(3, 2, latent_dim=0, hidden=8), "log_std")
+
+
+def test_a_step_adds_the_denormalised_decoder_output_to_the_state() -> None:
+    """s' = s + G([(s - mu_s) / sd_s, a, z]) * sd_delta + mu_delta, by hand."""
+    model = _cvae(latent_dropout=0.5).eval()
+    stats = _stats(9)
+    model.set_normalization(stats)
+    g = torch.Generator().manual_seed(9)
+    s, a, z = (
+        torch.randn(5, 3, generator=g),
+        torch.randn(5, 2, generator=g),
+        torch.randn(5, 4, generator=g),
+    )
+    with torch.no_grad():
+        out = model.decoder(torch.cat([(s - stats.state_mean) / stats.state_std, a, z], -1))
+        torch.testing.assert_close(
+            model.step(s, a, z), s + out * stats.delta_std + stats.delta_mean
+        )
+
+
+def test_step_and_rollout_draw_their_latents_from_the_generator() -> None:
+    """Without z, step and rollout use `sample_prior` of the generator, for any leading dims."""
+    model = _cvae(latent_dropout=0.5).eval()
+    g = torch.Generator().manual_seed(2)
+    s, a = torch.randn(2, 3, 3, generator=g), torch.randn(2, 3, 2, generator=g)
+    with torch.no_grad():
+        drawn = model.step(s, a, generator=torch.Generator().manual_seed(4))
+        z = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(4))
+        torch.testing.assert_close(drawn, model.step(s, a, z))
+        s0, actions = s[0], torch.randn(5, 3, 2, generator=g)
+        drawn = model.rollout(s0, actions, generator=torch.Generator().manual_seed(6))
+        z = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(6))
+        torch.testing.assert_close(drawn, model.rollout(s0, actions, z))
+
+
+def test_a_longer_z_is_cut_to_the_horizon_and_batch_dims_may_be_several() -> None:
+    """z longer than the actions is cut to their horizon; batch dims [T, B1, B2, .] are rows."""
+    model = _cvae(latent_dropout=0.5).eval()
+    g = torch.Generator().manual_seed(3)
+    s0, actions, z = (
+        torch.randn(4, 3, generator=g), torch.randn(5, 4, 2, generator=g),
+        torch.randn(7, 4, 4, generator=g),
+    )  # fmt: skip
+    with torch.no_grad():
+        batched = model.rollout(s0, actions, z[:5])
+        torch.testing.assert_close(model.rollout(s0, actions, z), batched)
+        two = model.rollout(s0.view(2, 2, 3), actions.view(5, 2, 2, 2), z[:5].view(5, 2, 2, 4))
+        torch.testing.assert_close(two, batched.view(5, 2, 2, 3))
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((3,), (2,), None),  # actions without a time dim
+        ((3,), (5, 2), None),  # actions without a batch dim (a batch of one is [T, 1, A])
+        ((4, 3), (5, 6, 2), None),  # s0's batch is not the actions'
+        ((6, 3), (5, 6, 2), (4,)),  # z without time and batch dims
+        ((6, 3), (5, 6, 2), (5, 4, 4)),  # z's batch is not the actions'
+        ((6, 3), (5, 6, 2), (4, 6, 4)),  # z shorter than the actions
+    ],
+)
+def test_rollout_names_every_shape_when_they_do_not_fit_together(shapes: tuple) -> None:
+    model = _cvae(latent_dropout=0.5)
+    s0, actions, z = (None if shape is None else torch.zeros(shape) for shape in shapes)
+    message = (
+        r"^ForwardModel.rollout: need s0 \[B, 3\], actions \[T, B, 2\], z \[T, B, 4\]; got "
+        + re.escape(f"{shapes[0]}, {shapes[1]}, {shapes[2]}")
+        + "$"
+    )
+    with pytest.raises(DataError, match=message):
+        model.rollout(s0, actions, z)
+
+
+def test_uncertainty_needs_two_masks_and_uses_eight_by_default() -> None:
+    """n < 2 is refused (a variance needs two samples); n = 2 is allowed; the default is 8
+    (the same dropout masks as n = 8, not those of 9); without z, one prior draw of the
+    generator is shared by all masks."""
+    torch.manual_seed(0)
+    model = ForwardModel(3, 2, latent_dim=4, hidden=16, layers=1, dropout=0.3).eval()
+    s0, actions = torch.randn(4, 3), torch.randn(5, 4, 2)
+    z = torch.randn(5, 4, 4)
+    with pytest.raises(ValueError, match=r"^uncertainty needs n >= 2 dropout masks, got 1$"):
+        model.uncertainty(s0, actions, n=1, z=z)
+    assert model.uncertainty(s0, actions, n=2, z=z).shape == (5, 4)
+
+    def seeded(**kw: object) -> torch.Tensor:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return model.uncertainty(s0, actions, **kw)
+
+    torch.testing.assert_close(seeded(z=z), seeded(n=8, z=z))
+    assert not torch.allclose(seeded(z=z), seeded(n=9, z=z))
+    drawn = seeded(generator=torch.Generator().manual_seed(5))
+    given = seeded(z=torch.randn(5, 4, 4, generator=torch.Generator().manual_seed(5)))
+    torch.testing.assert_close(drawn, given)
+
+
+def _expected_terms(
+    model: ForwardModel, w: Window, kept: torch.Tensor, dropped: torch.Tensor,
+    g: torch.Generator,
+) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """The CVAE's per-window ELBO terms and energy by hand, with torch.distributions, drawing
+    from g in the model's order: the posterior's noise step by step, then the prior's z."""
+    horizon, half_log_2pi = w.action.shape[0], 0.5 * math.log(2 * math.pi)
+    obs, act = w.obs[:, kept], w.action[:, kept]
+    s, nll, kl, squared = obs[0], 0.0, 0.0, 0.0
+    scale = torch.distributions.Normal(0.0, model.log_std.clamp(min=-7.0).exp())
+    prior = torch.distributions.Normal(0.0, 1.0)
+    for t in range(horizon):
+        mu, logvar = model._posterior(s, act[t], obs[t + 1])
+        noise = torch.randn(mu.shape, generator=g)
+        q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+        kl = kl + torch.distributions.kl_divergence(q, prior).sum(-1)
+        s = model.step(s, act[t], mu + noise * (0.5 * logvar).exp())
+        error = (s - obs[t + 1]) / model.delta_std
+        nll = nll - (scale.log_prob(error) + half_log_2pi).sum(-1)
+        squared = squared + error.square().mean(-1)
+    obs, act = w.obs[:, dropped], w.action[:, dropped]
+    z = model.sample_prior(horizon, 2, obs.shape[1], generator=g)
+    states, energy = obs[0].expand(2, -1, -1), 0.0
+    for t in range(horizon):
+        states = model.step(states, act[t].expand(2, -1, -1), z[t])
+        errors = ((states - obs[t + 1]) / model.delta_std).norm(dim=-1).mean(0)
+        spread = ((states[0] - states[1]) / model.delta_std).norm(dim=-1)
+        energy = energy + errors - 0.5 * spread
+    n = horizon * 3
+    return nll / n, kl / n, squared / horizon, energy / (horizon * 3**0.5)
+
+
+def _loss_case() -> tuple[ForwardModel, Window]:
+    torch.manual_seed(0)
+    model = ForwardModel(3, 2, latent_dim=4, hidden=16, layers=2, dropout=0.0,
+                         latent_dropout=0.5, beta=0.7)  # fmt: skip
+    model.set_normalization(_stats(11))
+    with torch.no_grad():
+        model.log_std.copy_(torch.tensor([-9.0, 0.3, -0.5]))  # -9 is held at the floor, -7
+        model.encoder[-1].bias.copy_(torch.linspace(-1.5, 1.5, 8))
+    g = torch.Generator().manual_seed(11)
+    obs = torch.randn(3, 10, 3, generator=g).cumsum(0)
+    return model, Window(obs, torch.randn(2, 10, 2, generator=g), torch.zeros(2, 10),
+                         torch.zeros(2, 10, dtype=torch.bool))  # fmt: skip
+
+
+def test_the_training_loss_is_the_elbo_of_kept_and_the_energy_of_dropped_windows() -> None:
+    """Each window is dropped when its uniform draw is below `latent_dropout`; the loss is
+    (sum of NLL + beta KL over kept windows + sum of energies over dropped ones) / B, over a
+    2-step unroll, and the logged terms are their means over their own windows."""
+    model, w = _loss_case()
+    with torch.no_grad():
+        terms = model.loss(w, generator=torch.Generator().manual_seed(12))
+        g = torch.Generator().manual_seed(12)
+        dropped = torch.rand(10, generator=g) < 0.5
+        assert 0 < dropped.sum() < 10
+        nll, kl, squared, energy = _expected_terms(model, w, ~dropped, dropped, g)
+    torch.testing.assert_close(terms.loss, ((nll + 0.7 * kl).sum() + energy.sum()) / 10)
+    torch.testing.assert_close(terms.kl, kl.mean())
+    torch.testing.assert_close(terms.reconstruction, squared.mean())
+    torch.testing.assert_close(terms.energy, energy.mean())
+
+
+@pytest.mark.parametrize("batch", [10, 1])
+def test_the_validation_loss_scores_every_window_both_ways_without_a_dropout_draw(
+    batch: int,
+) -> None:
+    """With `score_all` the loss is mean(NLL + beta KL) + mean(energy) over all windows (a
+    single window's terms are its own, not divided further)."""
+    model, w = _loss_case()
+    w = Window(w.obs[:, :batch], w.action[:, :batch], w.reward[:, :batch], w.terminated[:, :batch])
+    everyone = torch.ones(batch, dtype=torch.bool)
+    with torch.no_grad():
+        terms = model.loss(w, generator=torch.Generator().manual_seed(13), score_all=True)
+        g = torch.Generator().manual_seed(13)
+        nll, kl, squared, energy = _expected_terms(model, w, everyone, everyone, g)
+    torch.testing.assert_close(terms.loss, (nll + 0.7 * kl).mean() + energy.mean())
+    torch.testing.assert_close(terms.kl, kl.mean())
+    torch.testing.assert_close(terms.reconstruction, squared.mean())
+    torch.testing.assert_close(terms.energy, energy.mean())
+
+
+def test_latent_dropout_drops_its_share_of_windows() -> None:
+    """Over 4,000 windows at latent_dropout 0.3 the encoder sees 70 % of them (+-2 %)."""
+    torch.manual_seed(0)
+    model = ForwardModel(3, 2, latent_dim=2, hidden=8, layers=1, dropout=0.0, latent_dropout=0.3)
+    g = torch.Generator().manual_seed(0)
+    w = Window(torch.randn(2, 4000, 3, generator=g), torch.randn(1, 4000, 2, generator=g),
+               torch.zeros(1, 4000), torch.zeros(1, 4000, dtype=torch.bool))  # fmt: skip
+    rows: list[int] = []
+    hook = model.encoder.register_forward_hook(lambda m, args, out: rows.append(len(args[0])))
+    with torch.no_grad():
+        model.loss(w, generator=torch.Generator().manual_seed(1))
+    hook.remove()
+    assert rows[0] / 4000 == pytest.approx(0.7, abs=0.02)
+
+
+def test_the_deterministic_loss_is_its_reconstruction_and_charges_nothing_else() -> None:
+    torch.manual_seed(0)
+    model = ForwardModel(3, 2, latent_dim=0, hidden=16, layers=1)
+    terms = model.loss(window(horizon=2, batch=4))
+    assert terms.loss is terms.reconstruction and terms.reconstruction.item() > 0
+    assert terms.kl.item() == 0.0 and terms.energy.item() == 0.0
+
+
+def test_the_energy_norm_is_smooth_at_zero() -> None:
+    """_norm(0) = sqrt(1e-12) = 1e-6 with gradient 0 (not NaN); elsewhere the plain norm."""
+    x = torch.zeros(2, 3, requires_grad=True)
+    value = _norm(x)
+    value.sum().backward()
+    assert value.tolist() == pytest.approx([1e-6, 1e-6], rel=1e-6)
+    assert x.grad.abs().max().item() == 0.0
+    assert _norm(torch.tensor([3.0, 4.0])).item() == pytest.approx(5.0, rel=1e-9)
+
+
+def test_normalized_error_is_the_mean_squared_error_in_state_units() -> None:
+    """((p - t) / sd)^2 averaged over the last dim only, for any leading dims."""
+    model = ForwardModel(2, 1, hidden=8)
+    model.set_normalization(
+        Stats(torch.zeros(2), torch.tensor([2.0, 0.5]), torch.zeros(2), torch.ones(2))
+    )
+    predicted = torch.tensor([[[3.0, 2.0]], [[5.0, 1.0]]])  # [2, 1, 2]
+    target = torch.tensor([[[2.0, 1.0]], [[2.0, 1.0]]])
+    # [(1/2)^2 + (1/0.5)^2] / 2 = 2.125, [(3/2)^2 + 0] / 2 = 1.125
+    torch.testing.assert_close(
+        normalized_error(model, predicted, target), torch.tensor([[2.125], [1.125]])
+    )
