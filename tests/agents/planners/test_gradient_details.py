@@ -166,3 +166,45 @@ def test_one_candidates_huge_gradient_does_not_change_anothers_clipping() -> Non
     conditioned = planner._condition(grad)
     torch.testing.assert_close(conditioned[:, 1], torch.tensor([[6.0], [8.0]]))
     torch.testing.assert_close(conditioned[:, 0], torch.full((2, 1), 10.0 / math.sqrt(2.0)))
+
+
+def hand_adam(
+    x: Tensor, grad_fn, steps: int, lr: float, decay: float, max_norm: float
+) -> list[Tensor]:
+    """Adam (betas 0.9, 0.999, eps 1e-8, bias-corrected) on [T, N, A] iterates, each
+    candidate's [T, A] gradient clipped to max_norm first, the step size times decay after each
+    step; the iterates it visits, the start included."""
+    m, v, iterates = torch.zeros_like(x), torch.zeros_like(x), [x]
+    for t in range(1, steps + 1):
+        g = grad_fn(x)
+        norm = g.pow(2).sum(dim=(0, 2), keepdim=True).sqrt()
+        g = g * torch.clamp(max_norm / norm, max=1.0)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g**2
+        m_hat, v_hat = m / (1 - 0.9**t), v / (1 - 0.999**t)
+        x = x - lr * decay ** (t - 1) * m_hat / (v_hat.sqrt() + 1e-8)
+        iterates.append(x)
+    return iterates
+
+
+def test_gradient_planner_takes_clipped_decaying_adam_steps_on_a_quadratic() -> None:
+    """Six steps on sum h (x - c)^2 / 2 from two starts whose first gradients (norms 7.7 and
+    13.1) are clipped to 3: each candidate ends at the cheapest iterate hand-written Adam visits."""
+    h = torch.tensor([1.0, 4.0], dtype=torch.float64)
+    c = torch.tensor([0.3, -0.2], dtype=torch.float64)
+
+    def cost(a: Tensor) -> Tensor:
+        return (0.5 * h * (a - c) ** 2).sum(dim=(0, 2))
+
+    starts = torch.stack([torch.full((3, 2), 0.9), torch.full((3, 2), -2.0)], dim=1).double()
+    planner = GradientPlanner(3, -5.0, 5.0, 2, iterations=6, lr=0.2, lr_decay=0.7,
+                              max_grad_norm=3.0, dtype=torch.float64)  # fmt: skip
+    population = planner.optimize(cost, starts)
+
+    iterates = torch.stack(hand_adam(starts, lambda a: h * (a - c), 6, 0.2, 0.7, 3.0))
+    costs = torch.stack([cost(x) for x in iterates])  # [steps + 1, N]
+    best = costs.argmin(dim=0)
+    expected = iterates[best, :, torch.arange(2)].transpose(0, 1)  # [T, N, A]
+    order = torch.argsort(costs.min(dim=0).values)
+    assert population.iterations == 6
+    torch.testing.assert_close(population.actions, expected[:, order], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(population.costs, costs.min(dim=0).values[order])
