@@ -448,3 +448,56 @@ def test_a_bad_header_is_named_in_the_error(tmp_path) -> None:
     _rewrite(path, _meta=np.array([1, 3, 2], np.int64))
     with pytest.raises(DataError, match=r"corrupt or incomplete \(bad header array\(\[1, 3, 2\]\)\)"):
         EpisodeStore.load(path)
+
+
+def test_episodes_yields_each_episode_whole_and_in_order() -> None:
+    """Episodes of 5, 1 and 3 steps come back as three dicts of all fields, of 5, 1 and 3 rows,
+    each with its own steps 0..n-1; an empty store yields none."""
+    store = make_store([5, 1, 3])
+    episodes = list(store.episodes())
+    assert [len(e["reward"]) for e in episodes] == [5, 1, 3]
+    assert all(set(e) == set(store.data) for e in episodes)
+    for i, e in enumerate(episodes):
+        assert e["episode"].tolist() == [i] * len(e["reward"])
+        assert e["obs"][:, 1].tolist() == list(range(len(e["reward"])))
+    assert list(EpisodeStore(3, 2).episodes()) == []
+
+
+def test_every_field_is_stored_in_its_own_dtype() -> None:
+    """Float64 and int inputs: states, actions and rewards float32, flags bool, ids int64."""
+    store = EpisodeStore(3, 2)
+    store.add_episode(np.zeros((2, 3)), np.zeros((2, 2), int), np.arange(2), np.zeros((2, 3)),
+                      np.zeros(2, int), np.zeros(2))  # fmt: skip
+    assert {k: v.dtype for k, v in store.data.items()} == {
+        "obs": np.float32, "action": np.float32, "reward": np.float32, "next_obs": np.float32,
+        "terminated": np.bool_, "truncated": np.bool_, "episode": np.int64,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("key", ["obs", "action", "reward", "next_obs"])
+def test_a_non_finite_value_in_any_field_is_refused_naming_the_field(key: str) -> None:
+    """The message is one line naming the field; the store stays empty."""
+    fields = dict(zip(("obs", "action", "reward", "next_obs"), _episode(2)[:4], strict=True))
+    fields[key] = fields[key].copy()
+    fields[key][1] = np.inf
+    store = EpisodeStore(3, 2)
+    message = f"^episode has non-finite values in '{key}'; drop it or fix the env$"
+    with pytest.raises(DataError, match=message):
+        store.add_episode(**fields, terminated=np.zeros(2), truncated=np.zeros(2))
+    assert len(store) == 0 and store.next_episode == 0
+
+
+def test_a_missing_or_non_npz_data_file_is_a_one_line_error_naming_it(tmp_path) -> None:
+    """No file: 'does not exist'; a text file: 'not an npz archive' (never handed to np.load)."""
+    missing = tmp_path / "data.npz"
+    with pytest.raises(DataError) as error:
+        EpisodeStore.load(missing)
+    assert str(error.value) == (
+        f"data file {missing} does not exist; pass a run folder that has one"
+    )
+    missing.write_text("not a zip")
+    with pytest.raises(DataError) as error:
+        EpisodeStore.load(missing)
+    assert str(error.value) == (
+        f"data file {missing} is corrupt or incomplete (not an npz archive); re-collect the data"
+    )
