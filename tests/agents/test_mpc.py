@@ -1,5 +1,6 @@
 """The MPC agent: receding horizon with a shifted warm start, and the plan it executes."""
 
+import logging
 import time
 
 import numpy as np
@@ -251,3 +252,107 @@ def test_generators_are_the_plans_and_the_proposals_where_it_has_one() -> None:
 
     agent.proposal = Proposal()
     assert agent.generators() == {"plan": agent.generator, "proposal": Proposal.generator}
+
+
+class NaNPlanner:
+    """Every plan is NaN at a NaN cost: each decision falls back."""
+
+    horizon = HORIZON
+
+    def plan(
+        self, objective: Objective, init: Tensor | None = None, generator: object = None
+    ) -> PlanResult:
+        return PlanResult(torch.full((HORIZON, 1), float("nan")), float("nan"), 1)
+
+
+def test_fallbacks_are_logged_at_the_1st_2nd_4th_and_8th_naming_the_action_used(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Powers of two only (no flood); the message names the planner's cost, what was executed
+    instead (zero action without a previous plan, then the shifted one) and the count."""
+    agent = _agent(NaNPlanner())  # type: ignore[arg-type]
+    obs = np.array([0.3, -0.1], np.float32)
+    with caplog.at_level(logging.WARNING, logger="agents.mpc"):
+        for _ in range(9):
+            agent.act(obs)
+    assert agent.fallbacks == 9
+    used = lambda what, n: (  # noqa: E731
+        f"MPC: non-finite plan (cost nan); used the {what} instead ({n} fallbacks so far)"
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        used("zero action", 1),
+        used("shifted previous plan", 2),
+        used("shifted previous plan", 4),
+        used("shifted previous plan", 8),
+    ]
+
+
+def test_a_fallback_at_a_finite_cost_logs_that_cost(caplog: pytest.LogCaptureFixture) -> None:
+    """The logged cost is the planner's (1.0 here), not a placeholder."""
+    agent = _agent(FiniteCostNaNPlanner())  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="agents.mpc"):
+        agent.act(np.array([0.3, -0.1], np.float32))
+    assert [r.getMessage() for r in caplog.records] == [
+        "MPC: non-finite plan (cost 1.0); used the zero action instead (1 fallbacks so far)"
+    ]
+
+
+class FixedPlanner:
+    """Returns `plan` at a claimed finite cost, without evaluating it; records its warm starts."""
+
+    horizon = HORIZON
+
+    def __init__(self, plan: Tensor) -> None:
+        self.plan_, self.inits = plan, []
+
+    def plan(
+        self, objective: Objective, init: Tensor | None = None, generator: object = None
+    ) -> PlanResult:
+        self.inits.append(init)
+        return PlanResult(self.plan_, 1.0, 1)
+
+
+def test_a_warm_start_of_nan_cost_loses_to_the_proposal_and_the_proposal_sees_the_state() -> None:
+    """The shifted plan (all 0.9) costs NaN where any action exceeds 0.8, the proposal (all 0.5)
+    a finite 1.0: NaN counts as the worst cost, so the proposal is the warm start. The proposal
+    is asked for a plan from the perceived state, for the planner's horizon."""
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=0, hidden=8, layers=1, dropout=0.0).eval()
+    nan = torch.tensor(float("nan"))
+    cost = TrajectoryCost(lambda s, a, s2: torch.where(a > 0.8, nan, a.square()).sum(-1))
+    asked: list[tuple[Tensor, int]] = []
+
+    def proposal(state: Tensor, horizon: int) -> Tensor:
+        asked.append((state.clone(), horizon))
+        return torch.full((horizon, 1), 0.5)
+
+    planner = FixedPlanner(torch.full((HORIZON, 1), 0.9))
+    agent = MPCAgent(model, Perception(2), cost, planner, latent_samples=1, proposal=proposal)
+    obs = np.array([0.3, -0.1], np.float32)
+    agent.act(obs)
+    agent.act(obs)
+    torch.testing.assert_close(planner.inits[1], torch.full((HORIZON, 1), 0.5))
+    assert len(asked) == 2 and all(h == HORIZON for _, h in asked)
+    for state, _ in asked:
+        torch.testing.assert_close(state, torch.tensor([0.3, -0.1]))
+
+
+def test_by_default_each_decision_unrolls_five_latent_samples_per_candidate() -> None:
+    """`latent_samples` defaults to 5: z is drawn [T, 5, Z] and every candidate is unrolled
+    under each of the 5 (one candidate: a batch of 5 rollouts)."""
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=2, hidden=8, layers=1, dropout=0.0).eval()
+    cost = TrajectoryCost(lambda s, a, s2: s2.square().sum(-1))
+    agent = MPCAgent(model, Perception(2), cost, FixedPlanner(torch.zeros(HORIZON, 1)))
+    assert agent.latent_samples == 5
+    batches: list[int] = []
+    rollout = model.rollout
+
+    def spy(s0: Tensor, actions: Tensor, z: Tensor | None = None) -> Tensor:
+        batches.append(s0.shape[0])
+        assert z is not None and z.shape == (actions.shape[0], s0.shape[0], 2)
+        return rollout(s0, actions, z)
+
+    model.rollout = spy  # type: ignore[method-assign]
+    agent.act(np.array([0.3, -0.1], np.float32))
+    assert batches == [5]  # only the first-step cost is evaluated: 1 candidate x 5 samples

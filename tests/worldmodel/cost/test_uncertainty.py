@@ -3,12 +3,14 @@
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
 
 from agents.configurator.config import PolicyConfig
 from worldmodel.cost.uncertainty import UncertaintyPenalty
+from worldmodel.data.store import EpisodeStore
 from worldmodel.forward.model import ForwardModel
 
 T, B = 3, 2
@@ -57,3 +59,64 @@ def test_raw_measures_with_the_model_in_eval_mode_and_restores_the_trainers_mode
     assert not any(model.seen), "raw let the trainer's mode into the measurement"
     assert all(m.training for m in model.modules())
     assert any(isinstance(m, nn.Dropout) for m in model.modules()) and (u > 0).all()
+
+
+def _dropout_model() -> ForwardModel:
+    torch.manual_seed(0)
+    return ForwardModel(2, 1, latent_dim=2, hidden=8, layers=2, dropout=0.3)
+
+
+def test_by_default_u_is_the_variance_over_8_dropout_masks() -> None:
+    """`masks` defaults to 8: `raw` equals the model's uncertainty over 8 masks, drawn from the
+    same torch seed (9 masks give another value)."""
+    model = _dropout_model()
+    penalty = UncertaintyPenalty(model)
+    assert penalty.masks == 8
+    s0, actions, z = torch.zeros(B, 2), torch.ones(T, B, 1), torch.zeros(T, B, 2)
+    torch.manual_seed(1)
+    got = penalty.raw(s0, actions, z)
+    with torch.no_grad():
+        model.eval()
+        torch.manual_seed(1)
+        eight = model.uncertainty(s0, actions, 8, z)
+        torch.manual_seed(1)
+        nine = model.uncertainty(s0, actions, 9, z)
+    torch.testing.assert_close(got.detach(), eight)
+    assert not torch.allclose(eight, nine)
+
+
+def _store(lengths: list[int]) -> EpisodeStore:
+    rng = np.random.default_rng(0)
+    store = EpisodeStore(2, 1)
+    for n in lengths:
+        obs = rng.normal(size=(n, 2))
+        store.add_episode(obs, rng.uniform(-1, 1, (n, 1)), np.zeros(n), obs + 0.1,
+                          np.zeros(n), np.zeros(n))  # fmt: skip
+    return store
+
+
+def test_calibrate_from_a_store_calibrates_on_512_windows_drawn_from_it() -> None:
+    """By default `calibrate_from` is `calibrate` on `store.sample(512, horizon, rng)`: same
+    statistics (same torch seed), and the rng left where 512 draws leave it."""
+    store, horizon = _store([6, 9, 4]), 3
+    model = _dropout_model()
+    penalty, by_hand = UncertaintyPenalty(model, masks=4), UncertaintyPenalty(model, masks=4)
+    rng = np.random.default_rng(5)
+    torch.manual_seed(2)
+    assert penalty.calibrate_from(store, horizon, rng) is True
+    rng_by_hand = np.random.default_rng(5)
+    torch.manual_seed(2)
+    by_hand.calibrate(store.sample(512, horizon, rng_by_hand))
+    assert penalty.horizon == horizon
+    torch.testing.assert_close(penalty.mean, by_hand.mean)
+    torch.testing.assert_close(penalty.std, by_hand.std)
+    assert rng.integers(1 << 30) == rng_by_hand.integers(1 << 30)
+
+
+def test_calibrate_from_a_store_without_a_long_enough_episode_leaves_it_uncalibrated() -> None:
+    """No episode reaches the horizon: False, nothing drawn, still uncalibrated."""
+    penalty = UncertaintyPenalty(_dropout_model(), masks=4)
+    rng = np.random.default_rng(5)
+    assert penalty.calibrate_from(_store([3, 2]), 4, rng) is False
+    assert penalty.horizon == 0 and penalty.mean is None
+    assert rng.integers(1 << 30) == np.random.default_rng(5).integers(1 << 30)

@@ -80,11 +80,18 @@ def test_capacity_applies_on_load(tmp_path) -> None:
 
 
 class _StepBudget(gym.Wrapper):
-    """Counts the steps taken; raises past `budget` (a loop that never ends fails at once)."""
+    """Counts the steps taken; raises past `budget` steps or resets (a loop that never ends, even
+    one of episodes that take no step, fails at once)."""
 
     def __init__(self, env: gym.Env, budget: int) -> None:
         super().__init__(env)
-        self.budget, self.steps = budget, 0
+        self.budget, self.steps, self.resets = budget, 0, 0
+
+    def reset(self, **kwargs):
+        if self.resets >= self.budget:
+            raise AssertionError(f"reset more than {self.budget} times: an endless loop")
+        self.resets += 1
+        return self.env.reset(**kwargs)
 
     def step(self, action):
         if self.steps >= self.budget:
@@ -102,4 +109,5 @@ def test_collecting_from_a_real_env_keeps_the_store_bounded() -> None:
         assert len(store) <= 1_000
     env.close()
     assert env.steps == 10_000  # exactly the steps asked for
+    assert env.resets == 50  # in 200-step episodes (the time limit), one reset each
     assert store.num_episodes == 5  # whole 200-step episodes, the newest ones

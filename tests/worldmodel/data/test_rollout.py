@@ -12,7 +12,8 @@ from worldmodel.errors import DataError
 class CountEnv(gym.Env):
     """obs = [t, reset seed]; reward = action + t; ends (terminated) once t reaches `end`.
 
-    Stepped more than `budget` times in all, it raises: a loop that never ends fails at once.
+    Stepped, or reset, more than `budget` times in all, it raises: a loop that never ends (even
+    one of episodes that take no step) fails at once.
     """
 
     observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
@@ -20,9 +21,12 @@ class CountEnv(gym.Env):
 
     def __init__(self, end: int | None = None, budget: int = 1_000) -> None:
         self.end, self.t, self.seed_used = end, 0, -1
-        self.budget, self.received = budget, []
+        self.budget, self.received, self.resets = budget, [], 0
 
     def reset(self, *, seed=None, options=None):
+        if self.resets >= self.budget:
+            raise AssertionError(f"reset more than {self.budget} times: an endless loop")
+        self.resets += 1
         super().reset(seed=seed)
         self.t, self.seed_used = 0, -1 if seed is None else seed
         return self._obs(), {}

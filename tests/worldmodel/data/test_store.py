@@ -350,3 +350,154 @@ def test_a_store_of_one_dim_states_and_actions_round_trips(tmp_path) -> None:
     loaded = EpisodeStore.load(tmp_path / "data.npz", obs_dim=1, act_dim=1)
     np.testing.assert_array_equal(loaded.data["next_obs"][:, 0], [1.0, 2.0, 3.0])
     assert (loaded.obs_dim, loaded.act_dim) == (1, 1)
+
+
+def test_drop_newer_forgets_exactly_the_episodes_from_that_id_on() -> None:
+    """Episodes 0, 1, 2; `drop_newer(1)` keeps episode 0 only (not 1) and the next episode added
+    gets id 1 again; dropping beyond the newest changes nothing."""
+    store = make_store([4, 3, 2])
+    store.drop_newer(3)
+    assert len(store) == 9 and store.next_episode == 3
+    store.drop_newer(1)
+    assert store.data["episode"].tolist() == [0] * 4 and store.next_episode == 1
+    np.testing.assert_array_equal(store.data["obs"][:, 1], np.arange(4))
+    store.add_episode(*_episode(2))
+    assert store.data["episode"].tolist() == [0] * 4 + [1] * 2
+
+
+def _brute_force_starts(episode_lengths: list[int], horizon: int) -> list[int]:
+    """Every flat index i such that steps i .. i + horizon - 1 are all of one episode."""
+    ids = [e for e, n in enumerate(episode_lengths) for _ in range(n)]
+    return [
+        i
+        for i in range(len(ids))
+        if i + horizon <= len(ids) and len(set(ids[i : i + horizon])) == 1
+    ]
+
+
+@pytest.mark.parametrize("horizon", [1, 2, 3, 5, 9, 10])
+def test_window_starts_equal_a_brute_force_enumeration(horizon: int) -> None:
+    """Episodes of 5, 1, 9, 7, 2 steps: the valid starts are exactly those found by checking
+    every index, and the windows there hold the episode's consecutive steps."""
+    lengths = [5, 1, 9, 7, 2]
+    store = make_store(lengths)
+    starts = store.window_starts(horizon)
+    assert starts.tolist() == _brute_force_starts(lengths, horizon)
+    if len(starts):
+        window = store.windows(starts, horizon)
+        offsets = np.cumsum([0, *lengths])[store.data["episode"][starts]]
+        np.testing.assert_array_equal(window.obs[0, :, 1].numpy(), starts - offsets)
+        np.testing.assert_array_equal(
+            window.obs[:, :, 1].numpy(), (starts - offsets)[None] + np.arange(horizon + 1)[:, None]
+        )
+
+
+def test_sampling_draws_every_valid_start_uniformly() -> None:
+    """20,000 windows of 3 steps from episodes of 5 and 4 steps: the 5 valid starts [0, 1, 2, 5,
+    6] each come up a fifth of the time (within 0.02), and no other start ever."""
+    store = make_store([5, 4])
+    window = store.sample(20_000, 3, np.random.default_rng(0))
+    flat = window.obs[0, :, 0].numpy() * 5 + window.obs[0, :, 1].numpy()  # episode 1 starts at 5
+    values, counts = np.unique(flat, return_counts=True)
+    assert values.tolist() == [0, 1, 2, 5, 6]
+    np.testing.assert_allclose(counts / 20_000, 0.2, atol=0.02)
+
+
+def test_a_window_holds_the_steps_fields_and_the_last_next_obs() -> None:
+    """The window at start 1 of a 5-step episode: obs s[1..4] (s[4] the last next_obs), actions,
+    rewards 1, 2, 3 and the episode's end flag at its step."""
+    store = make_store([5])
+    window = store.windows(np.array([1, 2]), 3)
+    assert window.obs[:, 0, 1].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert window.obs[:, 1, 1].tolist() == [2.0, 3.0, 4.0, 5.0]  # the end's next_obs
+    assert window.reward[:, 0].tolist() == [1.0, 2.0, 3.0]
+    assert window.terminated[:, 1].tolist() == [False, False, True]
+    assert window.action.tolist() == [[[1.0, 1.0]] * 2] * 3
+
+
+def test_spaced_windows_take_evenly_spaced_starts_or_all_of_them() -> None:
+    """10 valid starts of 1 step (one 10-step episode): 4 spaced windows start at 0, 3, 6, 9;
+    asking for 10 or more gives all ten in order."""
+    store = make_store([10])
+    assert store.spaced_windows(1, 4).obs[0, :, 1].tolist() == [0.0, 3.0, 6.0, 9.0]
+    assert store.spaced_windows(1, 10).obs[0, :, 1].tolist() == [float(i) for i in range(10)]
+    assert store.spaced_windows(1, 50).obs[0, :, 1].tolist() == [float(i) for i in range(10)]
+
+
+def test_a_round_trip_keeps_every_array_the_dims_and_the_episode_counter(tmp_path) -> None:
+    """Saved after `drop_newer(2)` (episode 2 gone, the next id back to 2): the loaded store has
+    equal arrays and dtypes, the dims and the counter, so the next episode added gets id 2."""
+    store = make_store([4, 6, 5])
+    store.drop_newer(2)
+    store.save(tmp_path / "data.npz")
+    loaded = EpisodeStore.load(tmp_path / "data.npz")
+    assert (loaded.obs_dim, loaded.act_dim, loaded.next_episode) == (3, 2, 2)
+    assert loaded.capacity is None and loaded.num_episodes == 2
+    assert set(loaded.data) == set(store.data)
+    for key, value in store.data.items():
+        assert loaded.data[key].dtype == value.dtype
+        np.testing.assert_array_equal(loaded.data[key], value)
+    loaded.add_episode(*_episode(1))
+    assert loaded.data["episode"].tolist()[-1] == 2
+
+
+def test_a_bad_header_is_named_in_the_error(tmp_path) -> None:
+    """A header of 3 numbers: the error quotes it as a bad header."""
+    path = tmp_path / "data.npz"
+    make_store([4, 3]).save(path)
+    _rewrite(path, _meta=np.array([1, 3, 2], np.int64))
+    with pytest.raises(DataError, match=r"corrupt or incomplete \(bad header array\(\[1, 3, 2\]\)\)"):
+        EpisodeStore.load(path)
+
+
+def test_episodes_yields_each_episode_whole_and_in_order() -> None:
+    """Episodes of 5, 1 and 3 steps come back as three dicts of all fields, of 5, 1 and 3 rows,
+    each with its own steps 0..n-1; an empty store yields none."""
+    store = make_store([5, 1, 3])
+    episodes = list(store.episodes())
+    assert [len(e["reward"]) for e in episodes] == [5, 1, 3]
+    assert all(set(e) == set(store.data) for e in episodes)
+    for i, e in enumerate(episodes):
+        assert e["episode"].tolist() == [i] * len(e["reward"])
+        assert e["obs"][:, 1].tolist() == list(range(len(e["reward"])))
+    assert list(EpisodeStore(3, 2).episodes()) == []
+
+
+def test_every_field_is_stored_in_its_own_dtype() -> None:
+    """Float64 and int inputs: states, actions and rewards float32, flags bool, ids int64."""
+    store = EpisodeStore(3, 2)
+    store.add_episode(np.zeros((2, 3)), np.zeros((2, 2), int), np.arange(2), np.zeros((2, 3)),
+                      np.zeros(2, int), np.zeros(2))  # fmt: skip
+    assert {k: v.dtype for k, v in store.data.items()} == {
+        "obs": np.float32, "action": np.float32, "reward": np.float32, "next_obs": np.float32,
+        "terminated": np.bool_, "truncated": np.bool_, "episode": np.int64,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("key", ["obs", "action", "reward", "next_obs"])
+def test_a_non_finite_value_in_any_field_is_refused_naming_the_field(key: str) -> None:
+    """The message is one line naming the field; the store stays empty."""
+    fields = dict(zip(("obs", "action", "reward", "next_obs"), _episode(2)[:4], strict=True))
+    fields[key] = fields[key].copy()
+    fields[key][1] = np.inf
+    store = EpisodeStore(3, 2)
+    message = f"^episode has non-finite values in '{key}'; drop it or fix the env$"
+    with pytest.raises(DataError, match=message):
+        store.add_episode(**fields, terminated=np.zeros(2), truncated=np.zeros(2))
+    assert len(store) == 0 and store.next_episode == 0
+
+
+def test_a_missing_or_non_npz_data_file_is_a_one_line_error_naming_it(tmp_path) -> None:
+    """No file: 'does not exist'; a text file: 'not an npz archive' (never handed to np.load)."""
+    missing = tmp_path / "data.npz"
+    with pytest.raises(DataError) as error:
+        EpisodeStore.load(missing)
+    assert str(error.value) == (
+        f"data file {missing} does not exist; pass a run folder that has one"
+    )
+    missing.write_text("not a zip")
+    with pytest.raises(DataError) as error:
+        EpisodeStore.load(missing)
+    assert str(error.value) == (
+        f"data file {missing} is corrupt or incomplete (not an npz archive); re-collect the data"
+    )
