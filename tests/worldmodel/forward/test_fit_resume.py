@@ -213,3 +213,15 @@ def test_split_episodes_uses_one_episode_for_both_and_splits_two() -> None:
     train, val = split_episodes(two, 0.5, 0)
     assert (train.num_episodes, val.num_episodes) == (1, 1)
     assert set(train.data["episode"]).isdisjoint(val.data["episode"])
+
+
+def test_a_library_fit_is_silent_unless_asked_for_a_progress_bar(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`fit_world_model` from Python draws no progress bar by default (the CLI turns it on)."""
+    trainer = _trainer()
+    seen: list[bool] = []
+    monkeypatch.setattr(trainer, "fit", lambda *args, **kwargs: seen.append(kwargs["progress"]))
+    fit_world_model(trainer, _store(), SCHEDULE)
+    fit_world_model(trainer, _store(), SCHEDULE, progress=True)
+    assert seen == [False, True]
