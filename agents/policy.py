@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from worldmodel.cost.risk import MEAN, Risk
 from worldmodel.cost.trajectory import Trajectory, TrajectoryCost, TrajectoryTerms, imagine
 from worldmodel.data.store import Stats
 from worldmodel.forward.layers import eval_mode, mlp
@@ -156,10 +157,12 @@ class PolicyProposal:
 class PolicyLearner:
     """Trains `policy` to minimise the `TrajectoryCost` J of its imagined rollouts.
 
-    Rollouts start from real states, z ~ prior, dropout off. The model's parameters stay frozen:
-    gradients reach the policy through the model's states, and `backward(inputs=policy params)`
-    leaves the model (and critic) untouched without flipping flags on a model its trainer
-    shares. A non-finite loss or gradient skips the update.
+    Rollouts start from real states, z ~ prior, dropout off. Each start state is rolled out
+    `latent_samples` times, each with its own z, and its J over those futures is combined by
+    `risk` (their mean, or the CVaR of the worst share); the loss is the mean over start states.
+    The model's parameters stay frozen: gradients reach the policy through the model's states,
+    and `backward(inputs=policy params)` leaves the model (and critic) untouched without
+    flipping flags on a model its trainer shares. A non-finite loss or gradient skips the update.
     """
 
     def __init__(
@@ -171,15 +174,18 @@ class PolicyLearner:
         horizon: int = 15,
         lr: float = 3e-4,
         grad_clip: float = 10.0,
+        latent_samples: int = 1,
+        risk: Risk = MEAN,
         seed: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
-        if horizon <= 0 or lr <= 0 or grad_clip <= 0:
-            raise ValueError("horizon, lr and grad_clip must be positive")
+        if horizon <= 0 or lr <= 0 or grad_clip <= 0 or latent_samples <= 0:
+            raise ValueError("horizon, lr, grad_clip and latent_samples must be positive")
         self.device = torch.device(device)
         self.policy = policy.to(self.device)
         self.model, self.trajectory_cost = model, trajectory_cost
         self.horizon, self.grad_clip = horizon, grad_clip
+        self.latent_samples, self.risk = latent_samples, risk
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.total_steps = 0
@@ -187,8 +193,9 @@ class PolicyLearner:
         self.last_rollout: tuple[Trajectory, TrajectoryTerms] | None = None
 
     def imagine(self, start_states: Tensor) -> Trajectory:
-        """The policy rolled H steps from start_states [B, S] (z ~ prior), graph kept."""
-        s = start_states.to(self.device)
+        """The policy rolled H steps from start_states [B, S], each `latent_samples` times with
+        its own z ~ prior (K copies side by side: batch index k * B + b), graph kept."""
+        s = start_states.to(self.device).repeat(self.latent_samples, 1)
         z = self.model.sample_prior(self.horizon, s.shape[0], generator=self.generator)
         return imagine(self.model, self.policy, s, z)
 
@@ -197,7 +204,7 @@ class PolicyLearner:
         (detached) for the critic."""
         trajectory = self.imagine(start_states)
         terms = self.trajectory_cost(trajectory)
-        loss = terms.total.mean()
+        loss = self.risk(terms.total.view(self.latent_samples, -1)).mean()
         if not loss.requires_grad:
             raise ValueError(
                 "the imagined objective does not depend on the policy: the cost has no gradient "

@@ -171,7 +171,15 @@ def build_policy_parts(
         penalty_weight=pc.uncertainty_weight,
     )
     policy_learner = PolicyLearner(
-        policy, model, objective, horizon=pc.horizon, lr=pc.lr, seed=config.seed, device=device
+        policy,
+        model,
+        objective,
+        horizon=pc.horizon,
+        lr=pc.lr,
+        latent_samples=pc.latent_samples if model.stochastic else 1,
+        risk=Risk(pc.risk, pc.cvar_alpha),
+        seed=config.seed,
+        device=device,
     )
     return PolicyParts(policy, critic, policy_learner, critic_learner)
 

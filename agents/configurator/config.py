@@ -183,14 +183,24 @@ class PolicyConfig:
     """Polyak rate of the critic's slow target copy."""
     critic_lr: float = 1e-3
     """Adam learning rate of the critic."""
+    latent_samples: int = 1
+    """Imagined futures per start state (z drawn for each) that `risk` combines."""
+    risk: str = "mean"
+    """How a start state's costs over its sampled futures combine: "mean", or "cvar" (the mean
+    of the worst `cvar_alpha` share)."""
+    cvar_alpha: float = 0.2
+    """risk "cvar": the share of the worst sampled futures averaged."""
 
     def __post_init__(self) -> None:
+        _check_choice(self, "risk", RISKS)
+        _check_range(self, "cvar_alpha", 0.01, 1.0)
         _check(
             self,
             positive=(
                 "hidden",
                 "layers",
                 "horizon",
+                "latent_samples",
                 "uncertainty_masks",
                 "lr",
                 "updates",
