@@ -1,4 +1,5 @@
-"""Training of the forward model: multi-step loss, Adam, validation early stopping."""
+"""Training of the forward model (and of any module with a loss on windows, such as the learned
+cost): Adam, skipped non-finite updates, validation early stopping, exact resume."""
 
 from __future__ import annotations
 
@@ -6,22 +7,49 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Generator, Tensor, nn
 from tqdm.auto import tqdm
 
 from worldmodel.data.store import EpisodeStore, Window
 from worldmodel.errors import TrainingDivergedError
-from worldmodel.forward.model import ForwardModel
 from worldmodel.optim import guarded_step
 
 Metrics = dict[str, float]
 MetricsSink = Callable[[Metrics, int], None]
+
+
+class Terms(Protocol):
+    """A loss and its named parts, as a trainable module's `loss` returns them."""
+
+    loss: Tensor
+
+    def metrics(self) -> Metrics: ...
+
+
+class Trainable(Protocol):
+    """What `ModelTrainer` fits: an `nn.Module` on a device with a loss on batches of windows
+    (`ForwardModel`, `EnsembleModel`, `LearnedCost`); `score_all` asks for the validation score
+    (every window scored every way)."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def loss(
+        self, window: Window, generator: Generator | None = None, score_all: bool = False
+    ) -> Terms: ...
+
+    # The parts of nn.Module the trainer uses.
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+    def state_dict(self) -> dict[str, Tensor]: ...
+    def load_state_dict(self, state_dict: dict[str, Tensor]) -> object: ...
+    def train(self, mode: bool = True) -> object: ...
+    def eval(self) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -67,7 +95,8 @@ class FitState:
 
 
 class ModelTrainer:
-    """Owns the optimiser and RNGs of one forward model; `fit` may be called again to warm-start.
+    """Owns the optimiser and RNGs of one forward model (or other `Trainable` module, such as a
+    learned cost); `fit` may be called again to warm-start.
 
     A non-finite loss or gradient skips the update (weights unchanged) and is counted
     (`skipped_updates`, logged as `charts/skipped_updates`). After `max_consecutive_skips` skipped
@@ -76,7 +105,7 @@ class ModelTrainer:
 
     def __init__(
         self,
-        model: ForwardModel,
+        model: Trainable,
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         grad_clip: float = 10.0,
@@ -112,13 +141,7 @@ class ModelTrainer:
             return {"skipped_updates": float(self.skipped_updates)}
         self.total_steps += 1
         self.consecutive_skips = 0
-        return {
-            "loss": terms.loss.item(),
-            "reconstruction": terms.reconstruction.item(),
-            "kl": terms.kl.item(),
-            "energy": terms.energy.item(),
-            "grad_norm": grad_norm.item(),
-        }
+        return {"loss": terms.loss.item(), **terms.metrics(), "grad_norm": grad_norm.item()}
 
     @torch.no_grad()
     def validate(self, windows: Window) -> Metrics:
@@ -130,11 +153,7 @@ class ModelTrainer:
         self.model.eval()
         generator = torch.Generator(device=self.model.device).manual_seed(0)
         terms = self.model.loss(windows.to(self.model.device), generator=generator, score_all=True)
-        return {
-            "loss": terms.loss.item(),
-            "reconstruction": terms.reconstruction.item(),
-            "energy": terms.energy.item(),
-        }
+        return {"loss": terms.loss.item(), **terms.metrics()}
 
     def fit(
         self,

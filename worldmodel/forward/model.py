@@ -36,6 +36,14 @@ class LossTerms:
     kl: Tensor  #: KL(q || prior) per state dim and step, of the windows scored by the ELBO
     energy: Tensor  #: energy score of prior samples per step (0 for the deterministic model)
 
+    def metrics(self) -> dict[str, float]:
+        """The terms besides `loss`, as floats, by name (what the trainer logs)."""
+        return {
+            "reconstruction": self.reconstruction.item(),
+            "kl": self.kl.item(),
+            "energy": self.energy.item(),
+        }
+
 
 class ForwardModel(NormalizedModel):
     """Predicts the next state from state, action and latent; works on raw (unnormalised) states.
