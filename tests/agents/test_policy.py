@@ -431,7 +431,9 @@ def test_a_one_step_horizon_and_a_small_grad_clip_are_accepted() -> None:
     assert learner.imagine(starts).actions.shape[0] == 1
     metrics = learner.update(starts)
     assert metrics["grad_norm"] > 0.5  # reported before clipping to 0.5
-    with pytest.raises(ValueError, match="^horizon, lr, grad_clip and latent_samples must be positive$"):
+    with pytest.raises(
+        ValueError, match="^horizon, lr, grad_clip and latent_samples must be positive$"
+    ):
         PolicyLearner(Policy(2, 1), model, cost, horizon=0)
 
 

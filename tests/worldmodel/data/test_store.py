@@ -446,7 +446,9 @@ def test_a_bad_header_is_named_in_the_error(tmp_path) -> None:
     path = tmp_path / "data.npz"
     make_store([4, 3]).save(path)
     _rewrite(path, _meta=np.array([1, 3, 2], np.int64))
-    with pytest.raises(DataError, match=r"corrupt or incomplete \(bad header array\(\[1, 3, 2\]\)\)"):
+    with pytest.raises(
+        DataError, match=r"corrupt or incomplete \(bad header array\(\[1, 3, 2\]\)\)"
+    ):
         EpisodeStore.load(path)
 
 
