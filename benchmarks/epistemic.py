@@ -73,7 +73,6 @@ def uncertainty_and_error(
     predicted, real, window = sampled_rollouts(model, store, k, SAMPLES, 1024, seed)
     error = ((predicted[:, -1].mean(0) - real[-1]) / model.state_std).pow(2).sum(-1)
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    model.eval()
     spread = model.uncertainty(window.obs[0], window.action, generator=generator)[-1]
     return spread.cpu().numpy(), error.cpu().numpy()
 

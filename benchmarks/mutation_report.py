@@ -130,14 +130,15 @@ def source_line(path: Path, function: str, text: str) -> int | None:
     `path` that reads `text` (stripped); None if there is none."""
     if not path.exists() or not text:
         return None
-    scope: list[ast.stmt] = ast.parse(path.read_text()).body
+    code = path.read_text()
+    scope: list[ast.stmt] = ast.parse(code).body
     node: ast.AST | None = None
     for part in function.split("."):
         node = next((n for n in scope if getattr(n, "name", None) == part), None)
         if node is None:
             return None
         scope = getattr(node, "body", [])
-    source = path.read_text().splitlines()
+    source = code.splitlines()
     for number in range(node.lineno, node.end_lineno + 1):
         if source[number - 1].strip() == text:
             return number

@@ -1,5 +1,6 @@
 """Fixtures every test shares."""
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -14,3 +15,12 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port of 127.0.0.1 that something listens on (the bad-input table's '{port}')."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -95,15 +94,6 @@ def unfinished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def release_held_locks() -> Iterator[None]:
     yield
     HELD_LOCKS.close()
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A port of 127.0.0.1 that something listens on: what '{port}' stands for."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        yield server.getsockname()[1]
 
 
 # --- the table ---------------------------------------------------------------------------------

@@ -9,22 +9,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import agents.app.media.inspection
 from agents.app.cli import main
-
-
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A port of 127.0.0.1 that something listens on."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        yield server.getsockname()[1]
 
 
 def _free_port() -> int:
