@@ -94,6 +94,7 @@ def benchmark(
                     "env_steps": steps,
                     "k": e.k,
                     "model_mse": e.model,
+                    "mean_mse": e.mean,
                     "baseline_mse": e.baseline,
                     "ratio": e.model / e.baseline,
                     "latent_spread": latent,
@@ -105,7 +106,7 @@ def benchmark(
                 }
             )
             print(
-                f"{task_id:<16} {kind:<13} k={e.k:<3} model {e.model:.4f} baseline "
+                f"{task_id:<16} {kind:<13} k={e.k:<3} model {e.model:.4f} mean {e.mean:.4f} baseline "
                 f"{e.baseline:.4f} ratio {e.model / e.baseline:.3f} spread z {latent:.2g} "
                 f"dropout {dropout:.2g} ({fit.seconds:.0f}s)"
             )

@@ -19,7 +19,8 @@ class KStepError:
     """Mean squared error in state-normalised units after k open-loop steps."""
 
     k: int  #: steps unrolled from a real start state under the real actions
-    model: float  #: the forward model, z drawn from the prior
+    model: float  #: the forward model, one rollout with z drawn from the prior
+    mean: float  #: the mean of `samples` prior rollouts: the model's point prediction
     baseline: float  #: the constant prediction s[t+k] = s[t]
     windows: int  #: how many start states were averaged
 
@@ -31,11 +32,14 @@ def k_step_errors(
     ks: tuple[int, ...] = (1, 5, 10, 25),
     max_windows: int = 2048,
     seed: int = 0,
+    samples: int = 8,
 ) -> list[KStepError]:
     """Error of the model and the baseline at each k; a k longer than every episode is skipped.
 
     Windows are evenly spaced over the valid starts, latents seeded, dropout off: the figure is
-    reproducible for a given model and store.
+    reproducible for a given model and store. A model whose samples spread (a CVAE's spread
+    matches its own error, as its energy score asks) errs more with one sample than with its
+    predictive mean; `mean` is the second, over `samples` rollouts.
     """
     model.eval()
     results = []
@@ -46,10 +50,12 @@ def k_step_errors(
         generator = torch.Generator(device=model.device).manual_seed(seed)
         predicted = model.rollout(window.obs[0], window.action, generator=generator)[-1]
         target = window.obs[k]
+        many, _, _ = sampled_rollouts(model, store, k, samples, max_windows, seed + 1)
         results.append(
             KStepError(
                 k=k,
                 model=normalized_error(model, predicted, target).mean().item(),
+                mean=normalized_error(model, many[:, -1].mean(0), target).mean().item(),
                 baseline=normalized_error(model, window.obs[0], target).mean().item(),
                 windows=window.obs.shape[1],
             )

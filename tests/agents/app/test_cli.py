@@ -58,7 +58,7 @@ def test_events_file_reads_back_with_tensorboard_and_has_the_expected_tags(run_d
         "charts/learning_rate",
         "charts/samples_per_s",
     }
-    expected |= {f"val/k_step_mse_{k}" for k in (1, 5, 10, 25)}
+    expected |= {f"val/k_step_mse_{k}{kind}" for k in (1, 5, 10, 25) for kind in ("", "_mean")}
     assert expected <= tags, expected - tags
     assert len(acc.Scalars("val/loss")) == 3
 

@@ -121,6 +121,20 @@ def test_k_step_error_of_a_noisy_model_is_its_seeded_summed_noise() -> None:
     assert few.windows == 5
 
 
+def test_the_mean_error_is_that_of_the_average_of_samples_seeded_draws() -> None:
+    """`mean` is the error of the average of `samples` rollouts (8 by default) drawn with seed
+    + 1: the averaged noise, so a spread model errs far less by its mean than by one sample."""
+    store, model = drift_store((30,)), DriftModel([0.5, 0.2])
+    (default,) = k_step_errors(model, store, ks=(4,))
+    (three,) = k_step_errors(model, store, ks=(4,), seed=5, samples=3)
+    for result, samples, seed in ((default, 8, 0), (three, 3, 5)):
+        averaged = drift_noise(model, 4, samples, 27, seed + 1).mean(0)
+        assert result.mean == pytest.approx(averaged.square().mean().item(), rel=1e-5)
+    assert default.mean < default.model / 4
+    (exact,) = k_step_errors(DriftModel([0.0, 0.0]), store, ks=(4,))
+    assert exact.mean == pytest.approx(0.0, abs=1e-12)
+
+
 def test_k_step_errors_default_to_k_1_5_10_25_on_at_most_2048_windows() -> None:
     """The defaults, read off what the function returns on a store of 2,100 steps."""
     results = k_step_errors(DriftModel([0.0, 0.0]), drift_store((2100,)))
