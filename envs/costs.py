@@ -101,33 +101,37 @@ def forward_cost(
 def hopper_healthy(
     obs: Tensor,
     *,
-    state_range: tuple[float, float],
+    state_range: tuple[float, float] | None,
     z_range: tuple[float, float],
     angle_range: tuple[float, float],
 ) -> Tensor:
-    """Hopper-v5 ``is_healthy`` of an observation ``[..., 12]`` (x included) -> bool ``[...]``.
+    """Hopper-v5 ``is_healthy`` of an observation ``[..., 12]`` (x included) -> bool ``[...]``;
+    Walker2d-v5's (``[..., 18]``) with ``state_range=None``: it checks only height and angle.
 
     The env checks ``state_vector()[2:]``, whose velocities are *unclipped*, whereas the
     observation clips them to +-10; so a velocity beyond the (default +-100) state range is
     invisible here. With default ranges that only matters for a blown-up simulation.
     Comparisons with NaN are False, so non-finite states are unhealthy, as in the env.
     """
-    state = obs[..., 2:]
     z, angle = obs[..., 1], obs[..., 2]
-    healthy_state = ((state > state_range[0]) & (state < state_range[1])).all(dim=-1)
     healthy_z = (z > z_range[0]) & (z < z_range[1])
     healthy_angle = (angle > angle_range[0]) & (angle < angle_range[1])
+    if state_range is None:
+        return healthy_z & healthy_angle
+    state = obs[..., 2:]
+    healthy_state = ((state > state_range[0]) & (state < state_range[1])).all(dim=-1)
     return healthy_state & healthy_z & healthy_angle
 
 
 def hopper_unhealthy(
     next_obs: Tensor,
     *,
-    state_range: tuple[float, float],
+    state_range: tuple[float, float] | None,
     z_range: tuple[float, float],
     angle_range: tuple[float, float],
 ) -> Tensor:
-    """Hopper-v5 termination (``terminate_when_unhealthy=True``): not healthy -> bool ``[...]``."""
+    """Hopper-v5 and Walker2d-v5 termination (``terminate_when_unhealthy=True``): not healthy
+    (:func:`hopper_healthy`) -> bool ``[...]``."""
     return ~hopper_healthy(
         next_obs, state_range=state_range, z_range=z_range, angle_range=angle_range
     )
@@ -142,11 +146,12 @@ def hopper_cost(
     forward_weight: float,
     ctrl_weight: float,
     healthy_reward: float,
-    state_range: tuple[float, float],
+    state_range: tuple[float, float] | None,
     z_range: tuple[float, float],
     angle_range: tuple[float, float],
 ) -> Tensor:
-    """Hopper-v5: :func:`forward_cost` minus ``healthy_reward`` if ``next_obs`` is healthy.
+    """Hopper-v5 and Walker2d-v5: :func:`forward_cost` minus ``healthy_reward`` if ``next_obs``
+    is healthy (:func:`hopper_healthy`).
 
     Since v5 the healthy reward is only paid when the post-step state is healthy (v4 paid it
     on every step), so the terminating step earns no healthy reward. That term is piecewise

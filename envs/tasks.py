@@ -198,10 +198,29 @@ def _half_cheetah() -> Task:
 
 
 def _hopper() -> Task:
-    with _probe("Hopper-v5", _WITH_X) as env:
+    return _upright_walker(
+        "Hopper-v5",
+        "hop forward (+x) on one leg without falling (ends when torso is low or tilted)",
+        state_range=True,
+    )
+
+
+def _walker2d() -> Task:
+    return _upright_walker(
+        "Walker2d-v5",
+        "walk forward (+x) on two legs without falling (ends when torso is low or tilted)",
+        state_range=False,
+    )
+
+
+def _upright_walker(env_id: str, description: str, state_range: bool) -> Task:
+    """Hopper and Walker2d: forward velocity, control cost and a healthy bonus; the episode
+    ends when unhealthy. Walker2d checks only torso height and angle, Hopper also a state range.
+    """
+    with _probe(env_id, _WITH_X) as env:
         u = env.unwrapped
         ranges = {
-            "state_range": tuple(map(float, u._healthy_state_range)),
+            "state_range": tuple(map(float, u._healthy_state_range)) if state_range else None,
             "z_range": tuple(map(float, u._healthy_z_range)),
             "angle_range": tuple(map(float, u._healthy_angle_range)),
         }
@@ -216,13 +235,7 @@ def _hopper() -> Task:
         terminated = (
             partial(costs.hopper_unhealthy, **ranges) if u._terminate_when_unhealthy else None
         )
-        return _task(
-            env,
-            _WITH_X,
-            "hop forward (+x) on one leg without falling (ends when torso is low or tilted)",
-            cost,
-            terminated=terminated,
-        )
+        return _task(env, _WITH_X, description, cost, terminated=terminated)
 
 
 def _gusty_ledge() -> Task:
@@ -257,6 +270,7 @@ TASKS: Mapping[str, Callable[[], Task]] = {
     "Reacher-v5": _reacher,
     "HalfCheetah-v5": _half_cheetah,
     "Hopper-v5": _hopper,
+    "Walker2d-v5": _walker2d,
     "GustyLedge-v0": _gusty_ledge,
     "PushedInvertedPendulum-v0": _pushed_inverted_pendulum,
 }

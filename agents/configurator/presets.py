@@ -28,6 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "Reacher-v5": {"model.hidden": 128, "loop.train_steps": 100, "loop.eval_every": 20},
     "HalfCheetah-v5": {},
     "Hopper-v5": {},
+    "Walker2d-v5": {},
     # A plan is judged on its sampled futures: eight futures show the gust that blows the cart
     # over the edge; 15 steps reach the goal from any start.
     "GustyLedge-v0": {"planner.horizon": 15, "planner.latent_samples": 8},
@@ -47,6 +48,7 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
     "Reacher-v5": {"steps": 15_000},
     "HalfCheetah-v5": {"steps": 50_000},
     "Hopper-v5": {"steps": 50_000},
+    "Walker2d-v5": {"steps": 50_000},
     "GustyLedge-v0": {"steps": 2_000},
     "PushedInvertedPendulum-v0": {"steps": 2_000},
 }

@@ -7,7 +7,7 @@ import envs.render
 from envs import make_task
 from envs.render import MujocoStateRenderer, PendulumStateRenderer, make_renderer
 
-MUJOCO_TASKS = ["InvertedPendulum-v5", "Reacher-v5", "HalfCheetah-v5", "Hopper-v5"]
+MUJOCO_TASKS = ["InvertedPendulum-v5", "Reacher-v5", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5"]
 
 
 def episode_states(env_id: str, steps: int = 10) -> np.ndarray:

@@ -16,7 +16,7 @@ from torch import Tensor
 from envs import TASKS, Task, UnknownTaskError, make_env, make_task
 
 ALL = sorted(TASKS)
-TERMINATING = ["Hopper-v5", "InvertedPendulum-v5", "PushedInvertedPendulum-v0"]
+TERMINATING = ["Hopper-v5", "InvertedPendulum-v5", "PushedInvertedPendulum-v0", "Walker2d-v5"]
 ALIVE_BONUS = {
     "InvertedPendulum-v5",
     "PushedInvertedPendulum-v0",
@@ -158,6 +158,30 @@ def test_hopper_terminated_matches_env_on_every_health_condition() -> None:
     np.testing.assert_array_equal(predicted.numpy(), ~healthy_)
 
 
+def test_walker2d_terminated_matches_env_on_height_and_angle_only() -> None:
+    """Walker2d-v5 checks torso height (0.8, 2) and angle (-1, 1), not a state range: states
+    that break each, and joint angles far outside Hopper's state range, set one by one."""
+    task = fresh_task("Walker2d-v5")
+    assert task.terminated is not None
+    env = task.make_env(seed=0)
+    walker = env.unwrapped
+    rng = np.random.default_rng(2)
+    observations, healthy = [], []
+    for _ in range(600):
+        qpos = np.concatenate(
+            [rng.uniform(-1, 1, 1), rng.uniform(0.6, 2.2, 1), rng.uniform(-1.3, 1.3, 1)]
+            + [rng.uniform(-150, 150, 6) if rng.random() < 0.3 else rng.uniform(-1, 1, 6)]
+        )
+        walker.set_state(qpos, rng.uniform(-20, 20, 9))  # type: ignore[attr-defined]
+        observations.append(walker._get_obs())  # type: ignore[attr-defined]
+        healthy.append(walker.is_healthy)  # type: ignore[attr-defined]
+    env.close()
+    healthy_ = np.array(healthy)
+    assert 100 <= healthy_.sum() <= 500
+    predicted = task.terminated(torch.as_tensor(np.stack(observations)))
+    np.testing.assert_array_equal(predicted.numpy(), ~healthy_)
+
+
 @pytest.mark.parametrize("env_id", sorted(set(ALL) - set(TERMINATING)))
 def test_non_terminating_tasks_have_no_termination(env_id: str) -> None:
     assert fresh_task(env_id).terminated is None
@@ -165,7 +189,13 @@ def test_non_terminating_tasks_have_no_termination(env_id: str) -> None:
 
 
 # Pendulum's reward is computed on the pre-step state, the others on the post-step one.
-STATE_ARG = {"Pendulum-v1": 0, "Reacher-v5": 2, "HalfCheetah-v5": 2, "Hopper-v5": 2}
+STATE_ARG = {
+    "Pendulum-v1": 0,
+    "Reacher-v5": 2,
+    "HalfCheetah-v5": 2,
+    "Hopper-v5": 2,
+    "Walker2d-v5": 2,
+}
 
 
 @pytest.mark.parametrize("env_id", ALL)
