@@ -10,6 +10,7 @@ through time, i.e. the Kelley-Bryson adjoint.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -23,7 +24,14 @@ from worldmodel.cost.trajectory import Trajectory, TrajectoryCost
 from worldmodel.forward.layers import frozen
 from worldmodel.forward.model import ForwardModel
 from worldmodel.perception import Perception
-from worldmodel.types import Decision, Generators, Objective, Planner
+from worldmodel.types import (
+    BatchObjective,
+    Decision,
+    Generators,
+    Objective,
+    Planner,
+    PlanResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,8 @@ class MPCAgent:
         self.action_dim = model.action_dim
         self.last: Decision | None = None
         self._plan: Tensor | None = None
+        self._plans: list[Tensor | None] = []  # act_batch's, one per env
+        self.last_batch: list[Decision] = []  #: act_batch's latest decision of each env
         self.fallbacks = 0  #: decisions (since construction) that used the safe action
 
     @property
@@ -74,8 +84,8 @@ class MPCAgent:
         return {"plan": self.generator} | ({"proposal": proposal} if proposal is not None else {})
 
     def reset(self) -> None:
-        """Forget the previous plan (a new episode starts)."""
-        self._plan, self.last = None, None
+        """Forget the previous plans (a new episode starts)."""
+        self._plan, self.last, self._plans, self.last_batch = None, None, [], []
 
     def objective(self, state: Tensor, z: Tensor) -> Objective:
         """Cost of candidate sequences from `state` [S] under latents z [T, K, Z].
@@ -83,18 +93,24 @@ class MPCAgent:
         The returned callable maps actions [T', N, A] (T' <= T) to the cost [N] over the K
         samples, combined by `risk` (their mean by default).
         """
+        batch = self.batch_objective(state[None], z)
+        return lambda actions: batch(actions[:, None])[0]
+
+    def batch_objective(self, states: Tensor, z: Tensor) -> BatchObjective:
+        """Cost of candidate sequences from each of E states [E, S] under latents z [T, K, Z]
+        (the same K futures' latents for every env): actions [T', E, N, A] -> cost [E, N]."""
         samples = z.shape[1]
 
         def evaluate(actions: Tensor) -> Tensor:
-            horizon, n = actions.shape[:2]
-            acts = (
-                actions.unsqueeze(1).expand(-1, samples, -1, -1).reshape(horizon, samples * n, -1)
-            )
-            zs = z[:horizon].unsqueeze(2).expand(-1, -1, n, -1).reshape(horizon, samples * n, -1)
-            s0 = state.expand(samples * n, -1)
-            states = self.model.rollout(s0, acts, zs)  # [T, K*N, S]
-            trajectory = Trajectory(torch.cat([s0[None], states]), acts, zs)
-            return self.risk(self.trajectory_cost(trajectory).total.view(samples, n))
+            horizon, envs, n = actions.shape[:3]
+            flat = actions.reshape(horizon, 1, envs * n, -1)  # env-major candidates
+            acts = flat.expand(-1, samples, -1, -1).reshape(horizon, samples * envs * n, -1)
+            zs = z[:horizon, :, None].expand(-1, -1, envs * n, -1).flatten(1, 2)
+            s0 = states.repeat_interleave(n, 0).repeat(samples, 1)  # [K*E*N, S]
+            states_t = self.model.rollout(s0, acts, zs)  # [T', K*E*N, S]
+            trajectory = Trajectory(torch.cat([s0[None], states_t]), acts, zs)
+            costs = self.trajectory_cost(trajectory).total.view(samples, envs * n)
+            return self.risk(costs).view(envs, n)
 
         return evaluate
 
@@ -107,12 +123,12 @@ class MPCAgent:
         objective = self.objective(state, z)
         self.model.eval()
         with frozen(self.model):
-            init = self._warm_start(objective, state, horizon)
+            init = self._warm_start(objective, state, horizon, self._plan)
             result = self.planner.plan(objective, init=init, generator=self.generator)
         plan = result.actions
         fallback = not (np.isfinite(result.cost) and torch.isfinite(plan).all())
         if fallback:
-            plan = self._safe_plan(horizon)
+            plan = self._safe_plan(horizon, self._plan)
             self.fallbacks += 1
             if self.fallbacks & (self.fallbacks - 1) == 0:  # 1st, 2nd, 4th, ...: no flood
                 log.warning(
@@ -134,9 +150,75 @@ class MPCAgent:
         )
         return action
 
-    def _warm_start(self, objective: Objective, state: Tensor, horizon: int) -> Tensor | None:
-        """The shifted previous plan or the policy's proposal, whichever the objective prefers."""
-        starts = [] if self._plan is None else [self._plan]
+    def act_batch(self, obs: np.ndarray) -> np.ndarray:
+        """First actions [E, A] of the best plans from E envs' observations [E, S], planned in
+        one call where the planner can (`plan_batch`), else env by env; each env keeps its own
+        warm start (`reset_envs` forgets it when that env's episode ends). Always finite and
+        within [-1, 1]; `last_batch` holds each env's decision."""
+        start = time.perf_counter()
+        states = torch.stack([self.perception(o) for o in obs])
+        envs, horizon = len(states), self.planner.horizon
+        if len(self._plans) != envs:
+            self._plans = [None] * envs
+        z = self.model.sample_prior(horizon, self.latent_samples, generator=self.generator)
+        objective = self.batch_objective(states, z)
+        self.model.eval()
+        with frozen(self.model):
+            init = torch.stack(
+                [
+                    self._warm_start(self.objective(states[e], z), states[e], horizon, plan)
+                    if plan is not None or self.proposal is not None
+                    # NaN: the planner's own default start (the middle of its box)
+                    else torch.full((horizon, self.action_dim), math.nan, device=states.device)
+                    for e, plan in enumerate(self._plans)
+                ]
+            )
+            results = self._plan_batch(objective, states, z, init)
+            plans = torch.stack([r.actions for r in results], dim=1)  # [T, E, A]
+            with torch.no_grad():
+                firsts = objective(plans[:1, :, None])[:, 0].tolist()
+        actions, decisions = [], []
+        seconds = (time.perf_counter() - start) / envs
+        for e, result in enumerate(results):
+            plan, fallback = result.actions, not np.isfinite(result.cost)
+            if fallback or not torch.isfinite(plan).all():
+                plan, fallback = self._safe_plan(horizon, self._plans[e]), True
+                self.fallbacks += 1
+            self._plans[e] = shift_plan(plan)
+            actions.append(plan[0].clamp(-1.0, 1.0).detach().cpu().numpy().astype(np.float32))
+            cost, first = (0.0, 0.0) if fallback else (float(result.cost), firsts[e])
+            decisions.append(Decision(actions[-1], cost, first, seconds, fallback))
+        self.last_batch = decisions
+        return np.stack(actions)
+
+    def reset_envs(self, envs: list[int]) -> None:
+        """Forget the plans of these envs of `act_batch` (their episodes ended)."""
+        for e in envs:
+            if e < len(self._plans):
+                self._plans[e] = None
+
+    def _plan_batch(
+        self, objective: BatchObjective, states: Tensor, z: Tensor, init: Tensor
+    ) -> list[PlanResult]:
+        """One `plan_batch` call where the planner has it, else `plan` for each env."""
+        plan_batch = getattr(self.planner, "plan_batch", None)
+        if plan_batch is not None:
+            return plan_batch(objective, len(states), init=init, generator=self.generator)
+        return [
+            self.planner.plan(
+                self.objective(state, z),
+                init=None if torch.isnan(start).all() else start,
+                generator=self.generator,
+            )
+            for state, start in zip(states, init, strict=True)
+        ]
+
+    def _warm_start(
+        self, objective: Objective, state: Tensor, horizon: int, plan: Tensor | None
+    ) -> Tensor | None:
+        """The shifted previous `plan` or the policy's proposal, whichever the objective
+        prefers."""
+        starts = [] if plan is None else [plan]
         if self.proposal is not None:
             starts.append(self.proposal(state, horizon).to(state.device))
         if len(starts) < 2:
@@ -145,8 +227,9 @@ class MPCAgent:
             costs = objective(torch.stack(starts, dim=1))
         return starts[int(torch.nan_to_num(costs, nan=float("inf")).argmin())]
 
-    def _safe_plan(self, horizon: int) -> Tensor:
-        """The previous plan shifted, else zeros: used when planning produced non-finite values."""
-        if self._plan is not None and torch.isfinite(self._plan).all():
-            return self._plan
+    def _safe_plan(self, horizon: int, plan: Tensor | None) -> Tensor:
+        """The previous `plan` shifted, else zeros: used when planning produced non-finite
+        values."""
+        if plan is not None and torch.isfinite(plan).all():
+            return plan
         return torch.zeros(horizon, self.action_dim, device=self.model.device)

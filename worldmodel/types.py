@@ -24,6 +24,9 @@ ValueFn = Callable[[Tensor], Tensor]
 """Cost-to-go beyond a horizon: `value(state [..., S]) -> [...]` (e.g. the critic's)."""
 Objective = Callable[[Tensor], Tensor]
 """What a planner minimises: candidate actions `[T, N, A]` -> cost `[N]`."""
+BatchObjective = Callable[[Tensor], Tensor]
+"""E independent problems at once (one per env): candidate actions `[T, E, N, A]` -> cost
+`[E, N]`, problem e's cost depending only on its own candidates."""
 Generators = dict[str, torch.Generator | np.random.Generator]
 """Named random number generators of a component (what a resumed run must restore)."""
 

@@ -18,6 +18,7 @@ from agents.planners.base import (
     Population,
     sanitize_cost,
 )
+from worldmodel.types import BatchObjective, PlanResult
 
 
 def objective_gradient(objective: Objective, actions: Tensor) -> tuple[Tensor, Tensor]:
@@ -109,6 +110,52 @@ class GradientPlanner(BoundedPlanner):
         pop = self.optimize(objective, starts)
         return Population(pop.actions[:, :k], pop.costs[:k], pop.iterations)
 
+    def plan_batch(
+        self,
+        objective: BatchObjective,
+        envs: int,
+        init: Tensor | None = None,
+        generator: Generator | None = None,
+    ) -> list[PlanResult]:
+        """Plan for `envs` independent problems at once: one Adam run over all their candidates.
+
+        Args:
+            objective: actions ``[T, E, N, A]`` -> cost ``[E, N]`` (problem e's N candidates).
+            envs: ``E``.
+            init: ``[E, T, A]`` warm starts (``None``: the middle of the box for every problem).
+            generator: source of the random restarts.
+
+        Returns:
+            Problem e's best sequence, its cost and the iterations run, for each e. Candidates do
+            not interact (Adam is elementwise, clipping per candidate), so each problem gets what
+            `plan` would give it, except that the run stops only once no problem improves: a
+            problem may get more iterations than alone, never fewer.
+        """
+        if envs < 1:
+            raise ValueError(f"envs must be >= 1, got {envs}")
+        if init is None:
+            first = self._initial(None).unsqueeze(1).expand(-1, envs, -1)
+        else:
+            if init.shape[:1] != (envs,):
+                raise ValueError(f"init must be [E={envs}, T, A], got {tuple(init.shape)}")
+            first = torch.stack([self._initial(start) for start in init], dim=1)  # [T, E, A]
+        restarts = self._uniform(envs * (self.candidates - 1), generator)
+        starts = torch.cat(
+            [first.unsqueeze(2), restarts.view(self.horizon, envs, -1, self.action_dim)], dim=2
+        ).flatten(1, 2)  # [T, E * N, A], problem-major
+        shape = (self.horizon, envs, self.candidates, self.action_dim)
+
+        def flat(actions: Tensor) -> Tensor:
+            return objective(actions.view(actions.shape[0], *shape[1:])).reshape(-1)
+
+        x, cost, steps = self._optimize(flat, starts, groups=envs)
+        best = cost.view(envs, -1).argmin(1)
+        x = x.view(shape)
+        return [
+            PlanResult(x[:, e, int(i)].contiguous(), float(cost.view(envs, -1)[e, i]), steps)
+            for e, i in enumerate(best)
+        ]
+
     def optimize(self, objective: Objective, starts: Tensor) -> Population:
         """Run Adam from given start sequences (deterministic, no randomness).
 
@@ -119,6 +166,16 @@ class GradientPlanner(BoundedPlanner):
         Returns:
             For each candidate, the best iterate it visited (the start included), sorted by cost.
         """
+        best_x, best_cost, steps = self._optimize(objective, starts, groups=1)
+        order = torch.argsort(best_cost, stable=True)
+        return Population(best_x[:, order], best_cost[order], steps)
+
+    def _optimize(
+        self, objective: Objective, starts: Tensor, groups: int
+    ) -> tuple[Tensor, Tensor, int]:
+        """Adam from starts ``[T, N, A]`` whose candidates form `groups` equal problem-major
+        groups; stops when no group's best improved over `patience` steps. Returns each
+        candidate's best iterate ``[T, N, A]``, its cost ``[N]`` and the steps run."""
         if starts.dim() != 3 or starts.shape[0::2] != self._shape:
             raise ValueError(
                 f"starts must be [T={self.horizon}, N, A={self.action_dim}], "
@@ -131,7 +188,7 @@ class GradientPlanner(BoundedPlanner):
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
         best_x = x.detach().clone()
         best_cost = torch.full(x.shape[1:2], math.inf, device=self.device, dtype=self.dtype)
-        history: list[float] = []
+        history: list[list[float]] = []
         steps = 0
         while True:
             last = steps == self.iterations
@@ -148,7 +205,7 @@ class GradientPlanner(BoundedPlanner):
             improved = cost < best_cost
             best_cost = torch.where(improved, cost, best_cost)
             best_x = torch.where(improved[:, None], x.detach(), best_x)
-            history.append(float(best_cost.min()))
+            history.append(best_cost.view(groups, -1).amin(1).tolist())
             if grad is None or self._converged(history):
                 break
             x.grad = self._condition(grad)
@@ -158,8 +215,7 @@ class GradientPlanner(BoundedPlanner):
                 # Adam can overflow to NaN on pathological gradients; clamp alone keeps NaN.
                 x.copy_(self._clip(torch.nan_to_num(x, nan=0.0)))
             steps += 1
-        order = torch.argsort(best_cost, stable=True)
-        return Population(best_x[:, order], best_cost[order], steps)
+        return best_x, best_cost, steps
 
     def _condition(self, grad: Tensor) -> Tensor:
         """Zero non-finite gradient entries and clip each candidate's ``[T, A]`` norm."""
@@ -171,10 +227,12 @@ class GradientPlanner(BoundedPlanner):
         norm = torch.linalg.vector_norm(grad / peak, dim=(0, 2), keepdim=True)
         return grad * torch.clamp(self.max_grad_norm / peak / norm, max=1.0)
 
-    def _converged(self, history: list[float]) -> bool:
+    def _converged(self, history: list[list[float]]) -> bool:
+        """No group's best cost improved by `tol` (relative) over the last `patience` steps."""
         if len(history) <= self.patience:
             return False
-        before, now = history[-1 - self.patience], history[-1]
-        # inf - inf is NaN: a run whose every candidate is non-finite has nothing to improve.
-        gain = (before - now) / max(abs(before), 1e-12)
-        return not gain >= self.tol
+        for before, now in zip(history[-1 - self.patience], history[-1], strict=True):
+            # inf - inf is NaN: a group whose every candidate is non-finite cannot improve.
+            if (before - now) / max(abs(before), 1e-12) >= self.tol:
+                return False
+        return True

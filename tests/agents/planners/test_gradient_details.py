@@ -92,7 +92,18 @@ def test_convergence_compares_the_best_cost_patience_steps_apart(
     history: list[float], converged: bool
 ) -> None:
     planner = GradientPlanner(3, -1.0, 1.0, 1, patience=2, tol=0.1)
-    assert planner._converged(history) is converged
+    assert planner._converged([[h] for h in history]) is converged
+
+
+def test_a_batch_has_converged_only_once_no_group_improves() -> None:
+    """Groups (problems planned together) each keep their best; one still improving keeps the
+    run going, whichever group it is."""
+    planner = GradientPlanner(3, -1.0, 1.0, 1, patience=2, tol=0.1)
+    flat = [10.0, 10.0, 9.5]
+    falling = [10.0, 10.0, 5.0]
+    assert planner._converged([[a, b] for a, b in zip(flat, flat, strict=True)])
+    assert not planner._converged([[a, b] for a, b in zip(flat, falling, strict=True)])
+    assert not planner._converged([[a, b] for a, b in zip(falling, flat, strict=True)])
 
 
 # --------------------------------------------------------------------------------------------
