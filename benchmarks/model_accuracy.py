@@ -106,8 +106,8 @@ def benchmark(
                 }
             )
             print(
-                f"{task_id:<16} {kind:<13} k={e.k:<3} model {e.model:.4f} mean {e.mean:.4f} baseline "
-                f"{e.baseline:.4f} ratio {e.model / e.baseline:.3f} spread z {latent:.2g} "
+                f"{task_id:<16} {kind:<13} k={e.k:<3} model {e.model:.4f} mean {e.mean:.4f} "
+                f"baseline {e.baseline:.4f} ratio {e.model / e.baseline:.3f} spread z {latent:.2g} "
                 f"dropout {dropout:.2g} ({fit.seconds:.0f}s)"
             )
     return rows
