@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from agents.planners import shift_plan
+from agents.planners import GradientPlanner, shift_plan
+from agents.planners.graphed import GraphedSearch
 from worldmodel.cost.risk import MEAN, Risk
 from worldmodel.cost.trajectory import Trajectory, TrajectoryCost
 from worldmodel.forward.layers import frozen
@@ -58,6 +59,7 @@ class MPCAgent:
         risk: Risk = MEAN,
         proposal: ActionProposal | None = None,
         seed: int = 0,
+        cuda_graphs: bool = True,
     ) -> None:
         if latent_samples <= 0:
             raise ValueError(f"latent_samples must be positive, got {latent_samples}")
@@ -72,6 +74,14 @@ class MPCAgent:
         self._plans: list[Tensor | None] = []  # act_batch's, one per env
         self.last_batch: list[Decision] = []  #: act_batch's latest decision of each env
         self.fallbacks = 0  #: decisions (since construction) that used the safe action
+        # On CUDA a gradient decision is replayed as one recorded graph (agents/planners/graphed)
+        self._graphed = (
+            GraphedSearch(planner, self._flat_objective)
+            if cuda_graphs
+            and isinstance(planner, GradientPlanner)
+            and planner.device.type == "cuda"
+            else None
+        )
 
     @property
     def horizon(self) -> int:
@@ -114,8 +124,21 @@ class MPCAgent:
 
         return evaluate
 
+    def _flat_objective(self, states: Tensor, z: Tensor) -> Objective:
+        """`batch_objective` over env-major candidates [T, E * N, A] -> [E * N]."""
+        batch, envs = self.batch_objective(states, z), len(states)
+
+        def evaluate(actions: Tensor) -> Tensor:
+            return batch(actions.view(actions.shape[0], envs, -1, actions.shape[-1])).flatten()
+
+        return evaluate
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The first action of the best plan from `obs` [S]; always finite and within [-1, 1]."""
+        if self._graphed is not None:  # one recorded decision for one env or many
+            action = self.act_batch(np.asarray(obs)[None])[0]
+            self.last = self.last_batch[0]
+            return action
         start = time.perf_counter()
         state = self.perception(obs)
         horizon = self.planner.horizon
@@ -200,7 +223,10 @@ class MPCAgent:
     def _plan_batch(
         self, objective: BatchObjective, states: Tensor, z: Tensor, init: Tensor
     ) -> list[PlanResult]:
-        """One `plan_batch` call where the planner has it, else `plan` for each env."""
+        """The recorded decision, else one `plan_batch` call where the planner has it, else
+        `plan` for each env."""
+        if self._graphed is not None:
+            return self._graphed_plans(states, z, init)
         plan_batch = getattr(self.planner, "plan_batch", None)
         if plan_batch is not None:
             return plan_batch(objective, len(states), init=init, generator=self.generator)
@@ -211,6 +237,23 @@ class MPCAgent:
                 generator=self.generator,
             )
             for state, start in zip(states, init, strict=True)
+        ]
+
+    def _graphed_plans(self, states: Tensor, z: Tensor, init: Tensor) -> list[PlanResult]:
+        """Each env's best plan of the gradient planner's fixed-iteration search, replayed."""
+        planner = self.planner
+        assert isinstance(planner, GradientPlanner)
+        envs, shape = len(states), (planner.horizon, len(states), -1, planner.action_dim)
+        restarts = planner._uniform(envs * (planner.candidates - 1), self.generator)
+        starts = torch.cat([init.transpose(0, 1)[:, :, None], restarts.view(shape)], dim=2)
+        x, cost = self._graphed(states, z, starts.flatten(1, 2))
+        cost = cost.view(envs, -1)
+        best = cost.argmin(1)
+        plans = x.view(shape)[:, torch.arange(envs), best].transpose(0, 1)  # [E, T, A]
+        costs = cost[torch.arange(envs), best].tolist()
+        return [
+            PlanResult(plan.clone(), c, planner.iterations)
+            for plan, c in zip(plans, costs, strict=True)
         ]
 
     def _warm_start(

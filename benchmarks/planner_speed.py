@@ -1,8 +1,11 @@
 """Planner speed: milliseconds per MPC decision on a HalfCheetah-size model (17-dim state, 6-dim
-action), for each planner at its default settings, at several horizons.
+action), for each planner at its default settings, at several horizons, for one env or a batch
+of envs planned together (`MPCAgent.act_batch`).
 
     python -m benchmarks.planner_speed                    # horizons 10 30 50, torch's threads
     taskset -c 0,1 python -m benchmarks.planner_speed --threads 2   # as on a 2-core machine
+    python -m benchmarks.planner_speed --device cuda --kinds gradient --horizons 30 \
+        --envs 1 64 --cuda-graphs on off                  # GPU: recorded decisions, batched
 
 The model is untrained (speed does not depend on the weights); the cost is HalfCheetah's own.
 Writes benchmarks/results/planner_speed.csv.
@@ -28,8 +31,17 @@ from worldmodel.perception import Perception
 KINDS = ("gradient", "cem", "mppi", "hybrid")
 
 
-def time_planner(kind: str, horizon: int, device: torch.device, decisions: int, seed: int) -> float:
-    """Median wall time of one decision, in milliseconds, after two warm-up decisions."""
+def time_planner(
+    kind: str,
+    horizon: int,
+    device: torch.device,
+    decisions: int,
+    seed: int,
+    envs: int = 1,
+    cuda_graphs: bool = True,
+) -> float:
+    """Median wall time of one decision (for all `envs` at once), in milliseconds, after two
+    warm-up decisions (which also record the CUDA graph, where one is)."""
     task = make_task("HalfCheetah-v5")
     torch.manual_seed(seed)
     model = build_model(ModelConfig(), task.obs_dim, task.act_dim).to(device).eval()
@@ -41,12 +53,13 @@ def time_planner(kind: str, horizon: int, device: torch.device, decisions: int, 
         build_planner(config, task.act_dim, device),
         latent_samples=config.latent_samples,
         seed=seed,
+        cuda_graphs=cuda_graphs,
     )
-    obs = np.random.default_rng(seed).normal(size=task.obs_dim).astype(np.float32)
+    obs = np.random.default_rng(seed).normal(size=(envs, task.obs_dim)).astype(np.float32)
     seconds = []
     for _ in range(decisions + 2):
         start = time.perf_counter()
-        agent.act(obs)
+        agent.act(obs[0]) if envs == 1 else agent.act_batch(obs)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
@@ -60,6 +73,8 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--envs", nargs="+", type=int, default=[1], help="envs per decision")
+    parser.add_argument("--cuda-graphs", nargs="+", choices=("on", "off"), default=["on"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/planner_speed.csv"))
     args = parser.parse_args()
@@ -67,19 +82,32 @@ def main() -> None:
     device = resolve_device(args.device)
     start = time.perf_counter()
     rows = []
-    for horizon in args.horizons:
-        for kind in args.kinds:
-            ms = time_planner(kind, horizon, device, args.decisions, args.seed)
-            rows.append(
-                {
-                    "planner": kind,
-                    "horizon": horizon,
-                    "device": str(device),
-                    "threads": torch.get_num_threads(),
-                    "ms_per_action": round(ms, 2),
-                }
-            )
-            print(f"{kind:<9} horizon {horizon:>3}: {ms:8.1f} ms/action ({device})")
+    settings = [
+        (horizon, kind, envs, graphs == "on")
+        for horizon in args.horizons
+        for kind in args.kinds
+        for envs in args.envs
+        for graphs in args.cuda_graphs
+    ]
+    for horizon, kind, envs, graphs in settings:
+        ms = time_planner(kind, horizon, device, args.decisions, args.seed, envs, graphs)
+        recorded = graphs and kind == "gradient" and device.type == "cuda"
+        rows.append(
+            {
+                "planner": kind,
+                "horizon": horizon,
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "envs": envs,
+                "cuda_graphs": recorded,
+                "ms_per_action": round(ms, 2),
+                "ms_per_env": round(ms / envs, 3),
+            }
+        )
+        print(
+            f"{kind:<9} horizon {horizon:>3} envs {envs:>3} graphs {recorded!s:<5}: "
+            f"{ms:8.1f} ms/decision ({device})"
+        )
     write_csv(args.out, rows, environment_info([args.seed], time.perf_counter() - start))
 
 

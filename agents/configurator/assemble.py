@@ -224,4 +224,5 @@ def build_agent(
         risk=Risk(pc.risk, pc.cvar_alpha),
         proposal=PolicyProposal(parts.policy, model, seed=config.seed) if with_policy else None,
         seed=config.seed,
+        cuda_graphs=pc.cuda_graphs,
     )

@@ -128,6 +128,9 @@ class PlannerConfig:
     """Weight of the model-uncertainty penalty in the planned cost."""
     terminal_value: bool = True
     """mpc+policy: add the critic's cost-to-go from the plan's last state to the planned cost."""
+    cuda_graphs: bool = True
+    """Gradient planner on a CUDA device: record a decision as one CUDA graph and replay it
+    (no early stop: always `iterations` steps). Ignored elsewhere."""
 
     def __post_init__(self) -> None:
         _check(

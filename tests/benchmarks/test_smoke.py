@@ -55,8 +55,15 @@ def test_model_accuracy_smoke(tmp_path: Path) -> None:
 def test_planner_speed_smoke(tmp_path: Path) -> None:
     out = tmp_path / "speed.csv"
     run("benchmarks.planner_speed", "--horizons", "3", "--decisions", "1", "--threads", "1",
-        "--out", str(out))  # fmt: skip
-    assert {r["planner"] for r in read(out)} == {"gradient", "cem", "mppi", "hybrid"}
+        "--envs", "1", "3", "--out", str(out))  # fmt: skip
+    rows = read(out)
+    assert {r["planner"] for r in rows} == {"gradient", "cem", "mppi", "hybrid"}
+    assert sorted(int(r["envs"]) for r in rows) == [1] * 4 + [3] * 4
+    assert all(r["cuda_graphs"] == "False" for r in rows)  # CPU: nothing is recorded
+    for r in rows:
+        assert float(r["ms_per_env"]) == pytest.approx(
+            float(r["ms_per_action"]) / int(r["envs"]), abs=0.01
+        )
 
 
 @pytest.mark.slow
