@@ -71,7 +71,7 @@ class MPCAgent:
         self.action_dim = model.action_dim
         self.last: Decision | None = None
         self._plan: Tensor | None = None
-        self._plans: list[Tensor | None] = []  # act_batch's, one per env
+        self._plans: dict[int, Tensor] = {}  # act_batch's, by env
         self.last_batch: list[Decision] = []  #: act_batch's latest decision of each env
         self.fallbacks = 0  #: decisions (since construction) that used the safe action
         # On CUDA a gradient decision is replayed as one recorded graph (agents/planners/graphed)
@@ -95,7 +95,7 @@ class MPCAgent:
 
     def reset(self) -> None:
         """Forget the previous plans (a new episode starts)."""
-        self._plan, self.last, self._plans, self.last_batch = None, None, [], []
+        self._plan, self.last, self._plans, self.last_batch = None, None, {}, []
 
     def objective(self, state: Tensor, z: Tensor) -> Objective:
         """Cost of candidate sequences from `state` [S] under latents z [T, K, Z].
@@ -173,16 +173,19 @@ class MPCAgent:
         )
         return action
 
-    def act_batch(self, obs: np.ndarray) -> np.ndarray:
+    def act_batch(self, obs: np.ndarray, envs: list[int] | None = None) -> np.ndarray:
         """First actions [E, A] of the best plans from E envs' observations [E, S], planned in
-        one call where the planner can (`plan_batch`), else env by env; each env keeps its own
-        warm start (`reset_envs` forgets it when that env's episode ends). Always finite and
-        within [-1, 1]; `last_batch` holds each env's decision."""
+        one call where the planner can (`plan_batch`), else env by env. Row i is env
+        `envs[i]` (default: env i), which keeps its own warm start from one call to the next
+        (`reset_envs` forgets it when its episode ends), so a call may plan for a subset of the
+        envs. Always finite and within [-1, 1]; `last_batch` holds each row's decision."""
         start = time.perf_counter()
         states = torch.stack([self.perception(o) for o in obs])
-        envs, horizon = len(states), self.planner.horizon
-        if len(self._plans) != envs:
-            self._plans = [None] * envs
+        ids = list(range(len(states))) if envs is None else list(envs)
+        horizon = self.planner.horizon
+        if len(ids) != len(states) or len(set(ids)) != len(ids):
+            raise ValueError(f"envs must name each of the {len(states)} rows once, got {envs}")
+        previous = [self._plans.get(i) for i in ids]
         z = self.model.sample_prior(horizon, self.latent_samples, generator=self.generator)
         objective = self.batch_objective(states, z)
         self.model.eval()
@@ -193,7 +196,7 @@ class MPCAgent:
                     if plan is not None or self.proposal is not None
                     # NaN: the planner's own default start (the middle of its box)
                     else torch.full((horizon, self.action_dim), math.nan, device=states.device)
-                    for e, plan in enumerate(self._plans)
+                    for e, plan in enumerate(previous)
                 ]
             )
             results = self._plan_batch(objective, states, z, init)
@@ -201,13 +204,13 @@ class MPCAgent:
             with torch.no_grad():
                 firsts = objective(plans[:1, :, None])[:, 0].tolist()
         actions, decisions = [], []
-        seconds = (time.perf_counter() - start) / envs
+        seconds = (time.perf_counter() - start) / len(ids)
         for e, result in enumerate(results):
             plan, fallback = result.actions, not np.isfinite(result.cost)
             if fallback or not torch.isfinite(plan).all():
-                plan, fallback = self._safe_plan(horizon, self._plans[e]), True
+                plan, fallback = self._safe_plan(horizon, previous[e]), True
                 self.fallbacks += 1
-            self._plans[e] = shift_plan(plan)
+            self._plans[ids[e]] = shift_plan(plan)
             actions.append(plan[0].clamp(-1.0, 1.0).detach().cpu().numpy().astype(np.float32))
             cost, first = (0.0, 0.0) if fallback else (float(result.cost), firsts[e])
             decisions.append(Decision(actions[-1], cost, first, seconds, fallback))
@@ -217,8 +220,7 @@ class MPCAgent:
     def reset_envs(self, envs: list[int]) -> None:
         """Forget the plans of these envs of `act_batch` (their episodes ended)."""
         for e in envs:
-            if e < len(self._plans):
-                self._plans[e] = None
+            self._plans.pop(e, None)
 
     def _plan_batch(
         self, objective: BatchObjective, states: Tensor, z: Tensor, init: Tensor

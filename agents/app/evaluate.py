@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -38,14 +39,53 @@ from worldmodel.types import Actor
 EVAL_SEED_OFFSET = 1_000_000
 
 
-def evaluate(agent: Actor, task: Task, episodes: int, seed: int) -> list[float]:
-    """Returns of `episodes` fresh episodes of `agent`, on seeds no training episode uses."""
+def evaluate(agent: Actor, task: Task, episodes: int, seed: int, envs: int = 1) -> list[float]:
+    """Returns of `episodes` fresh episodes of `agent`, on seeds no training episode uses.
+
+    With `envs` > 1 and an agent that plans for several envs at once (`act_batch`), up to
+    `envs` episodes run side by side in a gymnasium vector env, one batched decision per step
+    for all of them; episode i has the same seed either way.
+    """
+    if envs > 1 and hasattr(agent, "act_batch"):
+        return _evaluate_batched(agent, task, episodes, seed, min(envs, episodes))
     env = task.make_env(seed=seed + EVAL_SEED_OFFSET)
     returns = []
     for i in range(episodes):
         agent.reset()
         returns.append(run_episode(env, agent.act, seed=seed + EVAL_SEED_OFFSET + i).episode_return)
     env.close()
+    return returns
+
+
+def _evaluate_batched(agent: Actor, task: Task, episodes: int, seed: int, n: int) -> list[float]:
+    """`evaluate` on a `SyncVectorEnv` of n envs: a finished env starts the next episode (its
+    own seed) or, when none is left, idles until the others finish, and is no longer planned."""
+    vec = gym.vector.SyncVectorEnv(
+        [task.make_env for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.DISABLED
+    )
+    seeds = [seed + EVAL_SEED_OFFSET + i for i in range(episodes)]
+    obs, _ = vec.reset(seed=seeds[:n])
+    episode = list(range(n))  # the episode each env runs; -1 once it idles
+    returns, started = [0.0] * episodes, n
+    agent.reset()
+    while max(episode) >= 0:
+        active = [e for e in range(n) if episode[e] >= 0]
+        actions = np.zeros((n, task.act_dim), np.float32)
+        actions[active] = agent.act_batch(obs[active], envs=active)  # type: ignore[attr-defined]
+        obs, reward, terminated, truncated, _ = vec.step(actions)
+        for e in active:
+            returns[episode[e]] += float(reward[e])
+        done = [e for e in active if terminated[e] or truncated[e]]
+        if not done:
+            continue
+        agent.reset_envs(done)  # type: ignore[attr-defined]
+        mask, reset_seeds = np.zeros(n, bool), [None] * n
+        for e in done:
+            mask[e] = True
+            episode[e], started = (started, started + 1) if started < episodes else (-1, started)
+            reset_seeds[e] = seeds[episode[e]] if episode[e] >= 0 else None
+        obs, _ = vec.reset(seed=reset_seeds, options={"reset_mask": mask})
+    vec.close()
     return returns
 
 

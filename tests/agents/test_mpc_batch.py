@@ -124,3 +124,18 @@ def test_the_batch_objective_is_each_envs_objective_on_its_own_candidates() -> N
             alone = mpc.objective(states[e], z)(actions[:, e])
             torch.testing.assert_close(batch[e], alone, rtol=1e-5, atol=1e-6)
         assert not torch.allclose(batch[0], batch[1])
+
+
+def test_a_call_may_plan_for_a_subset_of_the_envs_each_keeping_its_warm_start() -> None:
+    """Rows name envs: after a step of all three, a step of envs 2 and 0 (in that order)
+    continues each one's own plan, as two agents planning alone do."""
+    batch = agent(gradient())
+    alone = [agent(gradient()) for _ in OBS]
+    batch.act_batch(OBS)
+    for e, single in enumerate(alone):
+        single.act(OBS[e])
+    actions = batch.act_batch(OBS[[2, 0]], envs=[2, 0])
+    np.testing.assert_allclose(actions[0], alone[2].act(OBS[2]), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(actions[1], alone[0].act(OBS[0]), rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="envs must name each of the 2 rows once"):
+        batch.act_batch(OBS[:2], envs=[1, 1])
