@@ -209,7 +209,13 @@ def _cmd_run(args: argparse.Namespace, options: list[str]) -> None:
 def _cmd_mpc(args: argparse.Namespace, options: list[str]) -> None:
     from agents.app.evaluate import mpc
 
-    mpc(Path(args.run_dir), episodes=args.episodes, device=args.device, seed=args.seed)
+    mpc(
+        Path(args.run_dir),
+        episodes=args.episodes,
+        device=args.device,
+        seed=args.seed,
+        envs=args.envs,
+    )
 
 
 def _cmd_eval_model(args: argparse.Namespace, options: list[str]) -> None:
@@ -259,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     mpc = sub.add_parser("mpc", help="run the MPC agent of a run folder and report its return")
     mpc.add_argument("run_dir", help="a run folder made by `wm run` or `wm train`")
     mpc.add_argument("--episodes", type=_positive_int, default=3, help="episodes to run")
+    mpc.add_argument(
+        "--envs", type=_positive_int, default=1, help="episodes side by side (vector env)"
+    )
     mpc.add_argument("--seed", type=int, default=0, help="seed of the episodes and the planner")
     mpc.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     mpc.set_defaults(func=_cmd_mpc)

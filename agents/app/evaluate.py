@@ -141,13 +141,16 @@ def load_agent(run_dir: Path, device: torch.device) -> tuple[LoadedModel, Actor]
     return loaded, build_agent(config, task, model, model.device, parts, penalty)
 
 
-def mpc(run_dir: Path, episodes: int, device: str = "auto", seed: int = 0) -> list[float]:
-    """Run the trained agent of `run_dir` for `episodes` episodes and print the returns."""
-    if episodes <= 0:
-        raise ConfigError(f"episodes must be positive, got {episodes}")
+def mpc(
+    run_dir: Path, episodes: int, device: str = "auto", seed: int = 0, envs: int = 1
+) -> list[float]:
+    """Run the trained agent of `run_dir` for `episodes` episodes (up to `envs` side by side)
+    and print the returns."""
+    if episodes <= 0 or envs <= 0:
+        raise ConfigError(f"episodes and envs must be positive, got {episodes} and {envs}")
     loaded, agent = load_agent(run_dir, resolve_device(device))
     start = time.perf_counter()
-    returns = evaluate(agent, loaded.task, episodes, seed)
+    returns = evaluate(agent, loaded.task, episodes, seed, envs=envs)
     print(
         f"{loaded.task.id}: mean return {np.mean(returns):.1f} over {episodes} episodes "
         f"({', '.join(f'{r:.1f}' for r in returns)}) in {time.perf_counter() - start:.0f}s"

@@ -287,7 +287,9 @@ class _Run:
         """
         config, steps, parts = self.config, self.state.steps, self.learners.parts
         episodes, seed = config.loop.eval_episodes, config.seed
-        returns = evaluate(self.learners.agent, self.task, episodes, seed)
+        returns = evaluate(
+            self.learners.agent, self.task, episodes, seed, envs=config.loop.eval_envs
+        )
         self.logger.scalars({"charts/eval_return": float(np.mean(returns))}, steps)
         if parts is not None:
             gap = imagination_gap(parts, self.task, episodes, seed)

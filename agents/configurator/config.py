@@ -232,6 +232,10 @@ class LoopConfig:
     """Iterations (episodes) between evaluations; the last iteration is always evaluated."""
     eval_episodes: int = 3
     """Episodes per evaluation, on their own seeds; they are not training data."""
+    eval_envs: int = 1
+    """Evaluation episodes run side by side in a gymnasium vector env, one batched decision
+    per step for all of them (MPC agents; a policy runs them one after another); 1: one after
+    another. The returns are the same either way, up to float rounding."""
     capacity: int = 1_000_000
     """Most transitions kept; the oldest whole episodes are dropped beyond it."""
     video_every: int = 3
@@ -246,6 +250,7 @@ class LoopConfig:
                 "train_steps",
                 "eval_every",
                 "eval_episodes",
+                "eval_envs",
                 "capacity",
                 "video_every",
             ),

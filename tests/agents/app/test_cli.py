@@ -105,6 +105,23 @@ def test_eval_model_reports_the_k_step_error_of_the_runs_model(run_dir: Path, ca
     assert "baseline" in capsys.readouterr().out
 
 
+def test_mpc_runs_episodes_side_by_side_in_a_vector_env(run_dir: Path, monkeypatch, capsys) -> None:
+    """`wm mpc RUN --envs 2`: both episodes planned in one batched call per step."""
+    from agents.mpc import MPCAgent
+
+    widths = []
+    act_batch = MPCAgent.act_batch
+
+    def recording(self, obs, envs=None):
+        widths.append(len(obs))
+        return act_batch(self, obs, envs)
+
+    monkeypatch.setattr(MPCAgent, "act_batch", recording)
+    assert main(["mpc", str(run_dir), "--episodes", "2", "--envs", "2"]) == 0
+    assert "over 2 episodes" in capsys.readouterr().out
+    assert len(widths) == 200 and set(widths) == {2}  # Pendulum: 200 steps, both envs each step
+
+
 def test_unknown_env_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     result = subprocess.run(
         [
