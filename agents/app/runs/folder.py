@@ -32,14 +32,17 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 def new_run_dir(config: Config) -> Path:
-    """A fresh `runs/<env>__<name>__<seed>__<time>` folder; never reuses an existing one."""
+    """A fresh `runs/<env>__<name>__<seed>__<time>` folder; never reuses an existing one. Characters
+    of the env id other than letters, digits, '.', '_' and '-' become '-'."""
     if not _NAME.fullmatch(config.name):
         raise ConfigError(
             f"name {config.name!r} may only hold letters, digits, '.', '_' and '-' (and may not "
             "start with '.'); pass another --name"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(config.runs_dir) / f"{config.env}__{config.name}__{config.seed}__{stamp}"
+    # 'dm_control/cartpole-swingup-v0' and 'my_pkg.envs:MyEnv-v0' are ids, not folder names.
+    env = re.sub(r"[^A-Za-z0-9._-]+", "-", config.env)
+    base = Path(config.runs_dir) / f"{env}__{config.name}__{config.seed}__{stamp}"
     for suffix in range(1000):
         path = base.with_name(base.name + (f"-{suffix}" if suffix else ""))
         try:
