@@ -287,6 +287,14 @@ CASES = [
          (*TRAIN, "--env", "Hopper-v3")),
     Case("dm-control-missing", ("need dm_control and shimmy", "pip install"),
          (*TRAIN, "--env", "dm_control/cheetah-run-v0"), prepare=no_dm_control),
+    # Learned cost and termination (issue 18).
+    Case("exact-cost-missing", ("Swimmer-v5 has no exact cost", "--cost learned"),
+         ("run", "--runs_dir", "{runs}", "--env", "Swimmer-v5", "--cost", "exact")),
+    Case("unknown-cost", ("cost must be one of ('exact', 'learned'), got 'both'",),
+         (*TRAIN, "--cost", "both")),
+    Case("checkpoint-no-learned-cost", ("has no learned cost", "--cost learned"),
+         ("mpc", "{run}"),
+         mutate=resave_checkpoint(lambda g, m: m["config"].update(cost="learned"))),
 ]  # fmt: skip
 
 

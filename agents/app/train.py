@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from agents.app.media.inspection import inspect_model, log_config, log_hparams
+from agents.app.media.inspection import (
+    cost_log,
+    inspect_model,
+    log_config,
+    log_hparams,
+    reward_error_metrics,
+)
 from agents.app.media.logger import Logger
 from agents.app.runs.folder import (
     CHECKPOINT_FILE,
@@ -24,12 +30,19 @@ from agents.app.runs.resume import announce_restart, clear_interrupted_writes, r
 from agents.app.runs.train_state import (
     check_train_resumable,
     complete_state,
+    fitting_cost,
     restore_fit,
+    restore_fitted_model,
+    snapshot_cost_fit,
     snapshot_fit,
 )
 from agents.configurator.assemble import (
     build_trainer,
+    cost_schedule,
     fit_schedule,
+    intrinsic_cost,
+    learns_cost,
+    new_learned_cost,
     new_world_model,
     resolve_device,
     set_threads,
@@ -37,6 +50,9 @@ from agents.configurator.assemble import (
 from agents.configurator.config import Config
 from agents.configurator.presets import check_for_task
 from envs import Task, make_task
+from worldmodel.cost.evaluate import RewardError, k_step_reward_errors
+from worldmodel.cost.intrinsic import IntrinsicCost
+from worldmodel.cost.learned import CostStats
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import TrainingDivergedError
@@ -114,52 +130,79 @@ def _train(
     restored: Restored | None,
     resuming: bool,
 ) -> Path:
-    """Collect (unless `store` is given), fit (from `restored` if given), evaluate, save."""
+    """Collect (unless `store` is given), fit the model and then any learned cost (from
+    `restored` if given), evaluate, save."""
     if store is None:
         store = _collect(config, task)
         store.save(run_dir / DATA_FILE)
     train_set, val_set = split_episodes(store, config.train.val_fraction, config.seed)
-    model = new_world_model(config.model, task, train_set.stats(), device, config.seed)
+    stats = train_set.stats()
+    model = new_world_model(config.model, task, stats, device, config.seed)
     trainer = build_trainer(config.train, model, config.seed)
-    fit_state = None if restored is None else restore_fit(trainer, *restored, run_dir)
+    cost_trainer = None
+    if learns_cost(config):
+        learned = new_learned_cost(
+            config.cost_model, task, stats, CostStats.of(train_set), device, config.seed
+        )
+        cost_trainer = build_trainer(config.train, learned, config.seed)
+    fit_state = cost_state = model_result = None
+    if restored is not None and fitting_cost(restored[1]) and cost_trainer is not None:
+        groups, state = restored
+        model_result = restore_fitted_model(trainer, groups, state, run_dir)
+        cost_state = restore_fit(cost_trainer, groups, state["cost"], run_dir, "cost")
+    elif restored is not None:
+        fit_state = restore_fit(trainer, *restored, run_dir)
     if resuming:
-        done = fit_state.steps if fit_state is not None else 0
+        done = model_result.steps if model_result else fit_state.steps if fit_state else 0
         max_steps = config.train.max_steps
         print(f"resuming {run_dir} at {done} of {max_steps} gradient steps", flush=True)
     logger = Logger(run_dir)
-    if fit_state is None:
+    if restored is None:
         log_config(logger, config)
+    cost_module = {} if cost_trainer is None else {"cost": cost_trainer.model}
 
-    def save(**meta: Any) -> None:
+    def save(extra: dict | None = None, **meta: Any) -> None:
         save_world_model(
-            run_dir / CHECKPOINT_FILE, config, task, model, model_steps=trainer.total_steps, **meta
-        )
+            run_dir / CHECKPOINT_FILE, config, task, model, cost_module | (extra or {}),
+            model_steps=trainer.total_steps, **meta,
+        )  # fmt: skip
 
     def checkpoint(state: FitState) -> None:
         groups, train_meta = snapshot_fit(trainer, state)
-        save(extra=groups, train=train_meta)
+        save(groups, train=train_meta)
+
+    def cost_checkpoint(state: FitState) -> None:
+        assert cost_trainer is not None and model_result is not None
+        groups, train_meta = snapshot_cost_fit(trainer, model_result, cost_trainer, state)
+        save(groups, train=train_meta)
 
     try:
         try:
-            result = fit_world_model(
-                trainer,
-                store,
-                fit_schedule(config.train),
-                seed=config.seed,
-                log=logger.scalars,
-                progress=config.progress,
-                resume=fit_state,
-                on_checkpoint=checkpoint,
-            )
+            if model_result is None:
+                model_result = fit_world_model(
+                    trainer, store, fit_schedule(config.train), seed=config.seed,
+                    log=logger.scalars, progress=config.progress, resume=fit_state,
+                    on_checkpoint=checkpoint,
+                )  # fmt: skip
+            if cost_trainer is not None:
+                cost_result = fit_world_model(
+                    cost_trainer, store, cost_schedule(config.train), seed=config.seed,
+                    log=cost_log(logger.scalars), progress=config.progress, resume=cost_state,
+                    on_checkpoint=cost_checkpoint,
+                )  # fmt: skip
+                print(f"fit the learned cost in {cost_result.steps} steps", flush=True)
         except TrainingDivergedError:
             # fit restored the best weights: keep them, so the run folder stays usable.
             save(diverged=True)
             raise
-        report = _log_fitted(logger, config, task, model, val_set, result, trainer.total_steps)
+        costs = intrinsic_cost(config, task, cost_trainer and cost_trainer.model)
+        report = _log_fitted(logger, config, task, model, costs, val_set, model_result,
+                             trainer.total_steps)  # fmt: skip
         logger.flush()
         # Last: a crash before it resumes from the last validation and redoes the steps above.
         save(train=complete_state())
-        print(f"trained {result.steps} steps in {result.seconds:.0f}s; run folder: {run_dir}")
+        seconds = model_result.seconds
+        print(f"trained {model_result.steps} steps in {seconds:.0f}s; run folder: {run_dir}")
         print(format_report(report))
     finally:
         logger.close()
@@ -171,13 +214,14 @@ def _log_fitted(
     config: Config,
     task: Task,
     model: ForwardModel,
+    costs: IntrinsicCost,
     val_set: EpisodeStore,
     result: FitResult,
     step: int,
 ) -> ModelReport:
-    """The fitted model's k-step errors and sample scores, imagination and hparams in
-    TensorBoard."""
-    report = model_report(model, task, val_set, config.seed)
+    """The fitted model's k-step errors and sample scores (and the k-step reward errors of the
+    run's cost), imagination and hparams in TensorBoard."""
+    report = model_report(model, task, val_set, config.seed, costs)
     _log_report(logger, report, step)
     logger.scalars({"charts/train_seconds": result.seconds}, step)
     inspect_model(logger, task, model, val_set, step, video=config.video, seed=config.seed)
@@ -211,7 +255,7 @@ def eval_model(run_dir: Path, device: str = "auto") -> ModelReport:
     task = loaded.task
     store = EpisodeStore.load(Path(run_dir) / DATA_FILE, obs_dim=task.obs_dim, act_dim=task.act_dim)
     _, val_set = split_episodes(store, config.train.val_fraction, config.seed)
-    report = model_report(loaded.model, task, val_set, config.seed)
+    report = model_report(loaded.model, task, val_set, config.seed, loaded.costs)
     logger = Logger(Path(run_dir) / "eval")
     _log_report(logger, report, int(loaded.meta.get("model_steps", 0)))
     logger.close()
@@ -226,18 +270,30 @@ class ModelReport:
     errors: list[KStepError]  #: k-step MSE against the constant baseline
     scores: list[SampleScores]  #: energy score and coverage of prior samples per k
     modes: tuple[float, float] | None  #: one-step samples at a real outcome / at their mean
+    rewards: list[RewardError] = field(default_factory=list)  #: k-step reward errors of a cost
 
 
-def model_report(model: ForwardModel, task: Task, val_set: EpisodeStore, seed: int) -> ModelReport:
+def model_report(
+    model: ForwardModel,
+    task: Task,
+    val_set: EpisodeStore,
+    seed: int,
+    costs: IntrinsicCost | None = None,
+) -> ModelReport:
     """The k-step errors, prior-sample scores on the task's random dims (all dims for a
-    deterministic task) and, where the task knows its outcomes, the one-step mode shares."""
+    deterministic task), where the task knows its outcomes the one-step mode shares, and where
+    the cost is learned its k-step reward errors."""
     modes = None
     if task.outcomes is not None and len(val_set.window_starts(1)):
         modes = one_step_mode_shares(model, val_set, task.outcomes, task.random_dims, seed=seed)
+    rewards = []
+    if costs is not None and costs.learned is not None:
+        rewards = k_step_reward_errors(model, costs.cost, val_set, K_STEPS, seed=seed)
     return ModelReport(
         errors=k_step_errors(model, val_set, K_STEPS, seed=seed),
         scores=sample_scores(model, val_set, K_STEPS, dims=task.random_dims, seed=seed),
         modes=modes,
+        rewards=rewards,
     )
 
 
@@ -256,6 +312,8 @@ def _log_report(logger: Logger, report: ModelReport, step: int) -> None:
         )
     if report.modes is not None:
         logger.scalars({"val/at_mode": report.modes[0], "val/at_mean": report.modes[1]}, step)
+    if report.rewards:
+        logger.scalars(reward_error_metrics(report.rewards), step)
 
 
 def format_report(report: ModelReport) -> str:
@@ -274,4 +332,11 @@ def format_report(report: ModelReport) -> str:
             f"one-step samples at a real outcome {report.modes[0]:.0%}, "
             f"at the outcomes' mean {report.modes[1]:.0%}"
         )
+    if report.rewards:
+        header = f"{'k':>4} {'reward mse':>10} {'on real':>10} {'variance':>10}"
+        lines.append(f"{header}  (learned cost; reward units)")
+        lines += [
+            f"{r.k:>4} {r.model:>10.4f} {r.real_states:>10.4f} {r.baseline:>10.4f}"
+            for r in report.rewards
+        ]
     return "\n".join(lines)
