@@ -77,3 +77,25 @@ def test_the_shim_drops_only_fields_this_mujoco_lacks() -> None:
     assert all(hasattr(mujoco.MjData(model), f) for f in sizes.array_sizes["mjdata"])
     assert "qpos0" in sizes.array_sizes["mjmodel"] and "qpos" in sizes.array_sizes["mjdata"]
     assert dmc.drop_missing_fields() == {"mjmodel": [], "mjdata": []}  # idempotent
+
+
+def test_wm_train_and_dream_run_a_suite_task_by_id(tmp_path, capsys) -> None:
+    """From the command line, by id: a world model and the learned cost fit on random steps
+    of cartpole-swingup, then `wm dream` runs in it (no exact cost anywhere)."""
+    from agents.app.cli import main
+    from agents.app.runs.folder import load_world_model
+
+    runs = tmp_path / "runs"
+    tiny = ["--steps", "1100", "--train.max_steps", "20", "--train.eval_every", "10",
+            "--model.hidden", "16", "--cost-model.hidden", "16", "--train.batch_size", "16",
+            "--no-progress", "--no-video", "--threads", "1", "--device", "cpu"]  # fmt: skip
+    assert main(["train", "--env", "dm_control/cartpole-swingup-v0", *tiny,
+                 "--runs_dir", str(runs)]) == 0  # fmt: skip
+    (run_dir,) = runs.iterdir()
+    assert run_dir.name.startswith("dm_control-cartpole-swingup-v0__train__0__")
+    loaded = load_world_model(run_dir)
+    assert loaded.config.cost == "learned" and loaded.costs.learned is not None
+    assert loaded.costs.terminated is None  # the suite's tasks never end early
+    capsys.readouterr()
+    assert main(["dream", str(run_dir), "--steps", "20", "--no-video"]) == 0
+    assert "dreamt 20 steps with the random agent" in capsys.readouterr().out
