@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.app.cli import main
 from agents.app.runs.folder import CHECKPOINT_FILE, load_world_model
@@ -88,6 +89,10 @@ def test_wm_run_trains_and_controls_it_from_the_command_line(tmp_path: Path, cap
     learned = load_world_model(run_dir).costs.learned
     assert learned is not None and learned.termination_net is not None  # it may fall off
     assert learned.pos_weight.item() > 1.0  # terminations seen, and rarer than not
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert "imagination/predictions" in events.Tags()["images"]  # inspection without a video
+    assert {"cost/val/termination", "val/reward_mse_1"} <= set(events.Tags()["scalars"])
     capsys.readouterr()
     assert main(["mpc", str(run_dir), "--episodes", "1", "--device", "cpu"]) == 0
     assert f"{ENV}: mean return" in capsys.readouterr().out

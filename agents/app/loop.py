@@ -57,7 +57,7 @@ from agents.configurator.presets import check_for_task
 from agents.policy import PolicyAgent
 from envs import Task, make_task
 from worldmodel.cost.evaluate import k_step_reward_errors
-from worldmodel.cost.learned import CostStats, LearnedCost
+from worldmodel.cost.learned import CostStats
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import CheckpointError, ConfigError, TrainingDivergedError
@@ -272,7 +272,7 @@ class _Run:
             fit = _retrain(learners.trainer, self.store, config, self.logger, first)
             self.logger.scalars({"charts/model_fit_seconds": fit}, state.steps)
             if learners.cost_trainer is not None:
-                fit = _retrain(learners.cost_trainer, self.store, config, self.logger, first)
+                fit = _retrain(learners.cost_trainer, self.store, config, self.logger, first, True)
                 self.logger.scalars({"charts/cost_fit_seconds": fit}, state.steps)
         except TrainingDivergedError:
             # fit restored the best weights: keep them and the data, so the run stays usable.
@@ -348,12 +348,16 @@ class _Run:
 
 
 def _retrain(
-    trainer: ModelTrainer, store: EpisodeStore, config: Config, logger: Logger, first: bool
+    trainer: ModelTrainer,
+    store: EpisodeStore,
+    config: Config,
+    logger: Logger,
+    first: bool,
+    is_cost: bool = False,
 ) -> float:
-    """Warm-started fit of the world model (or, on one-step windows, of the learned cost) on
-    everything collected so far; the first fit gets the full step budget."""
+    """Warm-started fit of the world model (`is_cost`: of the learned cost, on one-step
+    windows) on everything collected so far; the first fit gets the full step budget."""
     loop = config.loop
-    is_cost = isinstance(trainer.model, LearnedCost)
     schedule = (cost_schedule if is_cost else fit_schedule)(
         config.train,
         max_steps=loop.first_train_steps if first else loop.train_steps,

@@ -10,7 +10,6 @@ import torch
 from tqdm.auto import tqdm
 
 from agents.app.media.inspection import (
-    cost_log,
     inspect_model,
     log_config,
     log_hparams,
@@ -27,32 +26,14 @@ from agents.app.runs.folder import (
 )
 from agents.app.runs.lock import run_folder_lock
 from agents.app.runs.resume import announce_restart, clear_interrupted_writes, resume_point
-from agents.app.runs.train_state import (
-    check_train_resumable,
-    complete_state,
-    fitting_cost,
-    restore_fit,
-    restore_fitted_model,
-    snapshot_cost_fit,
-    snapshot_fit,
-)
-from agents.configurator.assemble import (
-    build_trainer,
-    cost_schedule,
-    fit_schedule,
-    intrinsic_cost,
-    learns_cost,
-    new_learned_cost,
-    new_world_model,
-    resolve_device,
-    set_threads,
-)
+from agents.app.runs.train_state import check_train_resumable, complete_state
+from agents.app.train_fits import Restored, TrainFits
+from agents.configurator.assemble import resolve_device, set_threads
 from agents.configurator.config import Config
 from agents.configurator.presets import check_for_task
 from envs import Task, make_task
 from worldmodel.cost.evaluate import RewardError, k_step_reward_errors
 from worldmodel.cost.intrinsic import IntrinsicCost
-from worldmodel.cost.learned import CostStats
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import TrainingDivergedError
@@ -63,11 +44,10 @@ from worldmodel.forward.evaluate import (
     one_step_mode_shares,
     sample_scores,
 )
-from worldmodel.forward.fit import FitResult, FitState, fit_world_model, split_episodes
+from worldmodel.forward.fit import FitResult, split_episodes
 from worldmodel.forward.model import ForwardModel
 
 K_STEPS = (1, 5, 10, 25)
-Restored = tuple[dict[str, dict[str, torch.Tensor]], dict]  #: checkpoint groups, meta['train']
 
 
 def train(config: Config) -> Path:
@@ -136,73 +116,36 @@ def _train(
         store = _collect(config, task)
         store.save(run_dir / DATA_FILE)
     train_set, val_set = split_episodes(store, config.train.val_fraction, config.seed)
-    stats = train_set.stats()
-    model = new_world_model(config.model, task, stats, device, config.seed)
-    trainer = build_trainer(config.train, model, config.seed)
-    cost_trainer = None
-    if learns_cost(config):
-        learned = new_learned_cost(
-            config.cost_model, task, stats, CostStats.of(train_set), device, config.seed
-        )
-        cost_trainer = build_trainer(config.train, learned, config.seed)
-    fit_state = cost_state = model_result = None
-    if restored is not None and fitting_cost(restored[1]) and cost_trainer is not None:
-        groups, state = restored
-        model_result = restore_fitted_model(trainer, groups, state, run_dir)
-        cost_state = restore_fit(cost_trainer, groups, state["cost"], run_dir, "cost")
-    elif restored is not None:
-        fit_state = restore_fit(trainer, *restored, run_dir)
+    fits = TrainFits.build(config, task, train_set, device)
+    done = 0 if restored is None else fits.restore(restored, run_dir)
     if resuming:
-        done = model_result.steps if model_result else fit_state.steps if fit_state else 0
         max_steps = config.train.max_steps
         print(f"resuming {run_dir} at {done} of {max_steps} gradient steps", flush=True)
     logger = Logger(run_dir)
     if restored is None:
         log_config(logger, config)
-    cost_module = {} if cost_trainer is None else {"cost": cost_trainer.model}
+    model = fits.trainer.model
 
-    def save(extra: dict | None = None, **meta: Any) -> None:
+    def save(extra: dict | None = None, train: dict | None = None, **meta: Any) -> None:
+        meta |= {} if train is None else {"train": train}
         save_world_model(
-            run_dir / CHECKPOINT_FILE, config, task, model, cost_module | (extra or {}),
-            model_steps=trainer.total_steps, **meta,
+            run_dir / CHECKPOINT_FILE, config, task, model, fits.modules() | (extra or {}),
+            model_steps=fits.trainer.total_steps, **meta,
         )  # fmt: skip
-
-    def checkpoint(state: FitState) -> None:
-        groups, train_meta = snapshot_fit(trainer, state)
-        save(groups, train=train_meta)
-
-    def cost_checkpoint(state: FitState) -> None:
-        assert cost_trainer is not None and model_result is not None
-        groups, train_meta = snapshot_cost_fit(trainer, model_result, cost_trainer, state)
-        save(groups, train=train_meta)
 
     try:
         try:
-            if model_result is None:
-                model_result = fit_world_model(
-                    trainer, store, fit_schedule(config.train), seed=config.seed,
-                    log=logger.scalars, progress=config.progress, resume=fit_state,
-                    on_checkpoint=checkpoint,
-                )  # fmt: skip
-            if cost_trainer is not None:
-                cost_result = fit_world_model(
-                    cost_trainer, store, cost_schedule(config.train), seed=config.seed,
-                    log=cost_log(logger.scalars), progress=config.progress, resume=cost_state,
-                    on_checkpoint=cost_checkpoint,
-                )  # fmt: skip
-                print(f"fit the learned cost in {cost_result.steps} steps", flush=True)
+            result = fits.fit(store, logger.scalars, save)
         except TrainingDivergedError:
             # fit restored the best weights: keep them, so the run folder stays usable.
             save(diverged=True)
             raise
-        costs = intrinsic_cost(config, task, cost_trainer and cost_trainer.model)
-        report = _log_fitted(logger, config, task, model, costs, val_set, model_result,
-                             trainer.total_steps)  # fmt: skip
+        steps = fits.trainer.total_steps
+        report = _log_fitted(logger, config, task, model, fits.costs, val_set, result, steps)
         logger.flush()
         # Last: a crash before it resumes from the last validation and redoes the steps above.
         save(train=complete_state())
-        seconds = model_result.seconds
-        print(f"trained {model_result.steps} steps in {seconds:.0f}s; run folder: {run_dir}")
+        print(f"trained {result.steps} steps in {result.seconds:.0f}s; run folder: {run_dir}")
         print(format_report(report))
     finally:
         logger.close()
