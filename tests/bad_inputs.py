@@ -187,3 +187,47 @@ def store_nan_episode() -> None:
 
 def store_zero_capacity() -> None:
     EpisodeStore(3, 1, capacity=0)
+
+
+# --- gymnasium envs that cannot be tasks (any env id, issue 18) --------------------------------
+
+
+def _unbounded_pendulum() -> gym.Env:
+    return UnboundedActions(gym.make("Pendulum-v1"))
+
+
+def gym_unbounded_env(_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gymnasium env (not in TASKS) whose actions are an unbounded Box."""
+    spec = gym.envs.registration.EnvSpec(
+        "UnboundedPendulum-v0", entry_point=_unbounded_pendulum, max_episode_steps=200
+    )
+    monkeypatch.setitem(gym.registry, "UnboundedPendulum-v0", spec)
+
+
+def module_raising_on_import(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user module `wm_broken_envs` (beside, not in, the runs folder) that raises when
+    imported."""
+    import sys
+
+    (runs.parent / "wm_broken_envs.py").write_text("raise RuntimeError('no licence found')\n")
+    monkeypatch.syspath_prepend(str(runs.parent))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.delitem(sys.modules, "wm_broken_envs", raising=False)
+
+
+def gym_env_failing_to_make(_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gymnasium env whose constructor fails (a missing shared library)."""
+
+    def broken() -> gym.Env:
+        raise OSError("libfoo.so: cannot open shared object file")
+
+    spec = gym.envs.registration.EnvSpec("Broken-v0", entry_point=broken, max_episode_steps=10)
+    monkeypatch.setitem(gym.registry, "Broken-v0", spec)
+
+
+def no_dm_control(_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if shimmy and dm_control were not installed (and no dm_control task built yet)."""
+    from envs import registry
+
+    monkeypatch.setattr("envs.dmc.available", lambda: False)
+    registry._build.cache_clear()

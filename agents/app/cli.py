@@ -25,6 +25,7 @@ import tyro
 from agents.configurator import make_config
 from agents.configurator.config import Config, flat_fields
 from envs import TASKS, UnknownTaskError, make_task
+from envs.registry import ANY_ENV_NOTE
 from envs.render import use_headless_gl
 from worldmodel.errors import ConfigError, WorldModelError
 
@@ -248,6 +249,7 @@ def _cmd_tensorboard(args: argparse.Namespace, options: list[str]) -> None:
 def _cmd_tasks(args: argparse.Namespace, options: list[str]) -> None:
     for task in map(make_task, TASKS):
         print(f"{task.id:<22} obs {task.obs_dim:>3}  act {task.act_dim:>2}  {task.description}")
+    print(ANY_ENV_NOTE)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,11 +56,12 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_config(overrides: dict[str, Any], command: str = "train") -> Config:
-    """Defaults, then the task's presets (and the command's), then `overrides`."""
+    """Defaults (the cost: exact where the task has one, else learned), then the task's presets
+    (and the command's), then `overrides`."""
     env = overrides.get("env", Config.env)
     task = make_task(env)  # an unknown task fails here, before anything is written
     preset = PRESETS.get(env, {}) | (RUN_PRESETS.get(env, {}) if command == "run" else {})
-    defaults = {"env": env, "name": command}
+    defaults = {"env": env, "name": command, "cost": "learned" if task.cost is None else "exact"}
     config = with_overrides(with_overrides(Config(), defaults | preset), overrides)
     _check_finite(to_dict(config))
     check_for_task(config, task, command)
@@ -90,6 +91,11 @@ def check_for_task(config: Config, task: Task, command: str = "train") -> None:
     `command` 'train' collects `config.steps` random steps before fitting; 'run' only
     `config.loop.seed_steps`.
     """
+    if config.cost == "exact" and task.cost is None:
+        raise ConfigError(
+            f"{task.id} has no exact cost; pass --cost learned (the default for it), or give "
+            "it one with envs.register_task"
+        )
     horizon = config.train.horizon
     if horizon > task.max_episode_steps:
         raise ConfigError(

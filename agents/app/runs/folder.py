@@ -12,13 +12,20 @@ from typing import Any
 
 import torch
 
-from agents.configurator.assemble import PolicyParts, build_model
+from agents.configurator.assemble import (
+    PolicyParts,
+    build_learned_cost,
+    build_model,
+    intrinsic_cost,
+    learns_cost,
+)
 from agents.configurator.config import (
     Config,
     from_dict,
     to_dict,
 )
 from envs import Task, make_task
+from worldmodel.cost.intrinsic import IntrinsicCost
 from worldmodel.data.store import Stats
 from worldmodel.errors import CheckpointError, ConfigError
 from worldmodel.forward.model import ForwardModel
@@ -32,14 +39,17 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 def new_run_dir(config: Config) -> Path:
-    """A fresh `runs/<env>__<name>__<seed>__<time>` folder; never reuses an existing one."""
+    """A fresh `runs/<env>__<name>__<seed>__<time>` folder; never reuses an existing one. Characters
+    of the env id other than letters, digits, '.', '_' and '-' become '-'."""
     if not _NAME.fullmatch(config.name):
         raise ConfigError(
             f"name {config.name!r} may only hold letters, digits, '.', '_' and '-' (and may not "
             "start with '.'); pass another --name"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(config.runs_dir) / f"{config.env}__{config.name}__{config.seed}__{stamp}"
+    # 'dm_control/cartpole-swingup-v0' and 'my_pkg.envs:MyEnv-v0' are ids, not folder names.
+    env = re.sub(r"[^A-Za-z0-9._-]+", "-", config.env)
+    base = Path(config.runs_dir) / f"{env}__{config.name}__{config.seed}__{stamp}"
     for suffix in range(1000):
         path = base.with_name(base.name + (f"-{suffix}" if suffix else ""))
         try:
@@ -116,6 +126,11 @@ def policy_modules(parts: PolicyParts | None) -> dict[str, torch.nn.Module]:
     }
 
 
+def cost_modules(costs: IntrinsicCost) -> dict[str, torch.nn.Module]:
+    """The learned cost a checkpoint holds beside the model, as 'cost' (none where exact)."""
+    return {} if costs.learned is None else {"cost": costs.learned}
+
+
 def load_policy_modules(parts: PolicyParts, groups: dict[str, dict[str, torch.Tensor]]) -> None:
     """Inverse of `policy_modules`; a checkpoint without them is a one-line error."""
     for name, module in policy_modules(parts).items():
@@ -138,6 +153,7 @@ class LoadedModel:
     model: ForwardModel
     meta: dict
     groups: dict[str, dict[str, torch.Tensor]]  #: every tensor group of the checkpoint
+    costs: IntrinsicCost  #: the run's cost: the task's exact one or the learned one restored
 
 
 def check_same_run(run_dir: Path, config: Config, task: Task, meta: dict) -> None:
@@ -269,4 +285,15 @@ def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> Loade
     model = build_model(config.model, task.obs_dim, task.act_dim).to(device)
     load_module_state(model, groups.get("model", {}), "world model")
     model.eval()
-    return LoadedModel(config=config, task=task, model=model, meta=meta, groups=groups)
+    learned = None
+    if learns_cost(config):
+        if "cost" not in groups:
+            raise CheckpointError(
+                f"checkpoint in {run_dir} has no learned cost, but its config says "
+                "--cost learned; restore the run's own checkpoint or train again"
+            )
+        learned = build_learned_cost(config.cost_model, task).to(device)
+        load_module_state(learned, groups["cost"], "learned cost")
+        learned.eval()
+    costs = intrinsic_cost(config, task, learned)
+    return LoadedModel(config, task, model, meta, groups, costs)
