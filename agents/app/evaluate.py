@@ -27,6 +27,7 @@ from agents.configurator.assemble import (
     penalty_horizon,
     resolve_device,
 )
+from agents.configurator.validate import check_seed
 from agents.policy import PolicyAgent
 from envs import Task
 from worldmodel.cost.trajectory import TrajectoryCost
@@ -105,6 +106,7 @@ def mpc(run_dir: Path, episodes: int, device: str = "auto", seed: int = 0) -> li
     """Run the trained agent of `run_dir` for `episodes` episodes and print the returns."""
     if episodes <= 0:
         raise ConfigError(f"episodes must be positive, got {episodes}")
+    check_seed(seed)
     loaded, agent = load_agent(run_dir, resolve_device(device))
     start = time.perf_counter()
     returns = evaluate(agent, loaded.task, episodes, seed)

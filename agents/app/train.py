@@ -80,7 +80,7 @@ def resume(run_dir: Path) -> Path:
     """
     run_dir = Path(run_dir)
     with run_folder_lock(run_dir):
-        point = resume_point(run_dir)
+        point = resume_point(run_dir, "train")
         config, task = point.config, point.task
         restored = None
         if point.checkpoint is not None:

@@ -13,11 +13,8 @@ from typing import Any
 import torch
 
 from agents.configurator.assemble import PolicyParts, build_model
-from agents.configurator.config import (
-    Config,
-    from_dict,
-    to_dict,
-)
+from agents.configurator.config import Config, from_dict, to_dict
+from agents.configurator.validate import config_from_json
 from envs import Task, make_task
 from worldmodel.data.store import Stats
 from worldmodel.errors import CheckpointError, ConfigError
@@ -60,15 +57,20 @@ def save_config(run_dir: Path, config: Config) -> None:
 
 
 def load_config(run_dir: Path) -> Config:
-    """The config a run was made with; a missing or broken file is a one-line error."""
+    """The config a run was made with; a missing, unreadable or broken file (not UTF-8, not
+    JSON, a value of the wrong type or out of range) is a one-line error naming it."""
     path = Path(run_dir) / CONFIG_FILE
     if not Path(run_dir).is_dir():
         raise ConfigError(f"run folder {run_dir} does not exist; pass one under runs/")
     try:
-        return from_dict(Config, json.loads(path.read_text()))
+        return config_from_json(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path} is missing; is {run_dir} a run folder?") from exc
-    except (json.JSONDecodeError, TypeError) as exc:
+    except OSError as exc:  # a folder of that name, no permission to read, ...
+        raise ConfigError(
+            f"cannot read {path} ({exc.strerror}); restore the run's config.json"
+        ) from exc
+    except (ValueError, TypeError, RecursionError) as exc:  # JSON, UTF-8, ConfigError
         raise ConfigError(
             f"{path} is not a valid config ({exc}); restore it or start anew"
         ) from exc
@@ -247,7 +249,7 @@ def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> Loade
         raise ConfigError(f"run folder {run_dir} does not exist; pass one under runs/")
     groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device=device)
     try:
-        config = from_dict(Config, meta["config"])
+        config = config_from_json(meta["config"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint in {run_dir} has no valid config ({exc}); restore it from a copy or "
