@@ -1,4 +1,5 @@
-"""The `wm` command line. Bad input: one line on stderr, exit status 2 (`--debug`: traceback).
+"""The `wm` command line. Bad input: one line on stderr, exit status 2; a fault of worldmodel
+itself: one line, exit status 1 (`boundary.py`; `--debug`: the traceback).
 
 argparse parses the commands and their own arguments; tyro parses the config options of `wm
 train` and `wm run` from the `Config` dataclasses, whose field docstrings are their --help texts.
@@ -22,9 +23,10 @@ from typing import Annotated, Any, NoReturn
 
 import tyro
 
+from agents.app.boundary import describe, quiet_writer_threads
 from agents.configurator import make_config
 from agents.configurator.config import Config, flat_fields
-from envs import TASKS, UnknownTaskError, make_task
+from envs import TASKS, make_task
 from envs.render import use_headless_gl
 from worldmodel.errors import ConfigError, WorldModelError
 
@@ -303,15 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(), contextlib.ExitStack() as stack:
+            if not args.debug:
+                stack.enter_context(quiet_writer_threads())
             args.func(args, options)
     except SystemExit as exc:  # `wm train --help` (0) or a bad option (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    except (WorldModelError, UnknownTaskError) as exc:
-        if args.debug:
-            raise
-        print(f"wm {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"wm {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -322,6 +321,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python would report the pipe again while flushing stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # the boundary: bad input (2) or a fault of worldmodel (1)
+        if args.debug:
+            raise
+        status, line = describe(exc, args.command)
+        print(line, file=sys.stderr)
+        return status
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,7 +282,16 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
         meta = arrays.pop("_meta")
         if meta.shape != (4,) or meta.dtype.kind not in "iu":
             raise ValueError(f"bad header {meta!r}")
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+    # zlib.error: a damaged compressed member; MemoryError: a damaged header's huge shape.
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        KeyError,
+        ValueError,
+        OSError,
+        EOFError,
+        MemoryError,
+    ) as exc:
         raise DataError(
             f"data file {path} is corrupt or incomplete ({exc}); re-collect the data"
         ) from exc
