@@ -50,6 +50,13 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def printable(text: str) -> str:
+    """`text` with every character a terminal would not print as itself escaped (`\\x1b`,
+    `\\u2028`, ...): a message quotes the user's tokens and files, which may hold line breaks
+    of any script, or escape sequences that would rewrite the terminal."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def describe(exc: BaseException, command: str) -> tuple[int, str]:
     """The exit status and the one line (`wm <command>: ...`) for `exc`."""
     prog = f"wm {command}"

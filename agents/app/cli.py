@@ -13,6 +13,7 @@ import io
 import operator
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -23,7 +24,7 @@ from typing import Annotated, Any, NoReturn
 
 import tyro
 
-from agents.app.boundary import describe, quiet_writer_threads
+from agents.app.boundary import describe, printable, quiet_writer_threads
 from agents.configurator import make_config
 from agents.configurator.config import Config, flat_fields
 from envs import TASKS, make_task
@@ -50,7 +51,7 @@ _ARGPARSE_WORDS = (
 
 def _usage_error(prog: str, message: str) -> NoReturn:
     """Usage errors as one line on stderr and exit status 2, like every other bad input."""
-    print(f"{prog}: error: {message}; see `{prog} --help`", file=sys.stderr)
+    print(printable(f"{prog}: error: {message}; see `{prog} --help`"), file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -136,7 +137,7 @@ def _parse_options(command: str, tokens: list[str]) -> tuple[str | None, dict[st
         _usage_error(prog, _one_line(boxed.getvalue()))
     sys.stderr.write(boxed.getvalue())  # tyro's warnings, if any
     if unknown:
-        _usage_error(prog, f"unrecognized arguments: {' '.join(unknown)}")
+        _usage_error(prog, f"unrecognized arguments: {shlex.join(unknown)}")
     config = options.config
     return options.resume, {key: operator.attrgetter(key)(config) for key in _given(tokens)}
 
@@ -301,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Only train and run take options argparse does not know: their config options.
         args, options = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
         if options and args.command not in CONFIG_COMMANDS:
-            parser.error(f"unrecognized arguments: {' '.join(options)}")
+            _usage_error(f"wm {args.command}", f"unrecognized arguments: {shlex.join(options)}")
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
@@ -325,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         status, line = describe(exc, args.command)
-        print(line, file=sys.stderr)
+        print(printable(line), file=sys.stderr)
         return status
     return 0
 

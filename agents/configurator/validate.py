@@ -34,7 +34,7 @@ def option(key: str) -> str:
     return key.replace("_", "-")
 
 
-# --- a config from JSON (config.json, a checkpoint's meta) ---------------------------------------
+# --- a config from JSON (config.json, a checkpoint's meta) ----------------------------------------
 
 
 def config_from_json(values: object) -> Config:
@@ -104,7 +104,7 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-# --- a whole config, before a run starts -------------------------------------------------------
+# --- a whole config, before a run starts ----------------------------------------------------------
 
 
 def check_config(config: Config, task: Task, command: str) -> None:
@@ -170,7 +170,7 @@ def check_rules(config: Config, command: str) -> None:
         )
 
 
-# --- the device --------------------------------------------------------------------------------
+# --- the device -----------------------------------------------------------------------------------
 
 
 def usable_device(name: str) -> torch.device:

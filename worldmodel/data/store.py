@@ -270,6 +270,10 @@ class EpisodeStore:
 
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
     """The arrays of a store's npz and its header (version, obs_dim, act_dim, next episode)."""
+    if path.is_dir():
+        raise DataError(
+            f"data file {path} is a folder, not a file; move it away, re-collect the data"
+        )
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; pass a run folder that has one")
     if not zipfile.is_zipfile(path):  # np.load would take it for a pickle

@@ -14,7 +14,7 @@ import torch
 
 from agents.configurator.assemble import PolicyParts, build_model
 from agents.configurator.config import Config, from_dict, to_dict
-from agents.configurator.validate import config_from_json
+from agents.configurator.validate import INT_MAX, config_from_json
 from envs import Task, make_task
 from worldmodel.data.store import Stats
 from worldmodel.errors import CheckpointError, ConfigError
@@ -26,6 +26,11 @@ CONFIG_FILE = "config.json"
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 DATA_FILE = "data.npz"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+BROKEN_STATE = (
+    KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError, OverflowError,
+)  # fmt: skip
+"""What loading a damaged optimiser or RNG state raises: a string where a dict was, a key gone,
+a numpy RNG state out of range (OverflowError), a torch one of the wrong size (RuntimeError)."""
 
 
 def new_run_dir(config: Config) -> Path:
@@ -195,7 +200,7 @@ def resumable_state(
     state = meta.get(key)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {where} holds no {what} state to resume from; {hint}")
-    found = int(state.get("version", 0))
+    found = meta_count(state, "version", where, f"{what} state") if "version" in state else 0
     if found > version:
         raise CheckpointError(
             f"checkpoint {where} has {what} state format {found}, newer than {version}; "
@@ -207,6 +212,19 @@ def resumable_state(
             "the run with the worldmodel that made it, or start anew"
         )
     return state
+
+
+def meta_count(values: object, key: str, where: Path, what: str) -> int:
+    """values[key], a counter of a checkpoint's meta, as a count 0..2**63-1: a damaged or
+    hand-edited counter (a string, null, -1, 2**70) is a one-line error here, not a TypeError or
+    an overflow in a library once the run has started writing."""
+    value = values.get(key) if isinstance(values, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
+        raise CheckpointError(
+            f"checkpoint {where} has a broken {what} counter {key!r} ({value!r}); restore it "
+            "from a copy"
+        )
+    return value
 
 
 def _with_defaults(saved: dict) -> dict:
