@@ -56,6 +56,11 @@ def _usage_error(prog: str, message: str) -> NoReturn:
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: `--ep 3` would silently mean --episodes, and a token such as `--=1`
+        # would be refused by the top-level parser as ambiguous, before the command is known.
+        super().__init__(*args, **kwargs, allow_abbrev=False)
+
     def error(self, message: str) -> NoReturn:
         _usage_error(self.prog, message)
 
