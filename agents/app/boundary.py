@@ -21,7 +21,6 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from envs import UnknownTaskError
 from worldmodel.errors import WorldModelError
 
 INPUT_ERROR = 2
@@ -60,7 +59,7 @@ def printable(text: str) -> str:
 def describe(exc: BaseException, command: str) -> tuple[int, str]:
     """The exit status and the one line (`wm <command>: ...`) for `exc`."""
     prog = f"wm {command}"
-    if isinstance(exc, WorldModelError | UnknownTaskError):
+    if isinstance(exc, WorldModelError):  # envs.UnknownTaskError is one too
         return INPUT_ERROR, f"{prog}: error: {one_line(str(exc))}"
     reason = _input_problem(exc, command)
     if reason is not None:
