@@ -1,7 +1,7 @@
 """Fuzz the command line with bad inputs: never a traceback, one line for every failure, exit
 status 0, 1 (with the --debug hint) or 2, and no user file changed.
 
-    python -m benchmarks.fuzz_inputs                     # 1,200 inputs (~10 minutes on 1 core)
+    python -m benchmarks.fuzz_inputs                     # 1,210 inputs (~5 minutes on 1 core)
     python -m benchmarks.fuzz_inputs --cases 120 --seed 1
 
 The inputs are drawn by hypothesis (seeded by --seed) in the classes of `input_cases.py` and
@@ -67,7 +67,7 @@ CLASSES: dict[str, Callable[[], st.SearchStrategy[Case]]] = {
     "size": size_case, "cross-field": rule_case, "argv": argv_case, "config-json": config_case,
     "checkpoint": checkpoint_case, "data-npz": data_case, "disk": disk_case,
 }  # fmt: skip
-CASES = 1_200
+CASES = 1_210  #: 110 per class
 TIMEOUT = 60  #: seconds a case may run (a valid option can make a long run; counted, not failed)
 WRITES_ON_SUCCESS = {"unfinished": {CHECKPOINT_FILE}}  #: files a successful resume rewrites
 

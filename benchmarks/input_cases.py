@@ -194,8 +194,8 @@ def rule_case(draw: st.DrawFn) -> Case:
     if rule == "horizon":
         return Case("cross-field", fresh("train", {"train.horizon": str(200 + n)}))
     if rule == "budget":
-        return Case("cross-field", fresh("train", {"steps": str(n % 5 + 1)}))
-    options = {"loop.seed_steps": str(n % 5 + 1), "steps": "300"}
+        return Case("cross-field", fresh("train", {"steps": str(n % 4 + 1)}))  # < horizon 5
+    options = {"loop.seed_steps": str(n % 4 + 1), "steps": "300"}
     return Case("cross-field", fresh("run", options))
 
 
