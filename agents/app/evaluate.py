@@ -106,8 +106,8 @@ def mpc(run_dir: Path, episodes: int, device: str = "auto", seed: int = 0) -> li
     """Run the trained agent of `run_dir` for `episodes` episodes and print the returns."""
     if episodes <= 0:
         raise ConfigError(f"episodes must be positive, got {episodes}")
-    check_seed(seed)
     loaded, agent = load_agent(run_dir, resolve_device(device))
+    check_seed(seed)  # before any episode: gymnasium refuses a negative seed with a traceback
     start = time.perf_counter()
     returns = evaluate(agent, loaded.task, episodes, seed)
     print(
