@@ -23,6 +23,7 @@ from agents.app.media.inspection import MAX_FPS
 from agents.app.media.logger import Logger
 from agents.app.runs.folder import DATA_FILE, LoadedModel, load_world_model
 from agents.configurator.assemble import resolve_device
+from agents.configurator.validate import check_seed
 from envs.render import make_renderer
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import ConfigError
@@ -147,6 +148,7 @@ def dream(
         raise ConfigError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
     if steps <= 0:
         raise ConfigError(f"steps must be positive, got {steps}")
+    check_seed(seed)
     loaded, starts = _load(run_dir, device)
     env = _env(loaded, starts, max_episode_steps=None)
     env.action_space.seed(seed)

@@ -28,6 +28,7 @@ from agents.configurator.assemble import (
     penalty_horizon,
     resolve_device,
 )
+from agents.configurator.validate import check_seed
 from agents.policy import PolicyAgent
 from envs import Task
 from worldmodel.cost.intrinsic import IntrinsicCost
@@ -157,6 +158,7 @@ def mpc(
     if episodes <= 0 or envs <= 0:
         raise ConfigError(f"episodes and envs must be positive, got {episodes} and {envs}")
     loaded, agent = load_agent(run_dir, resolve_device(device))
+    check_seed(seed)  # before any episode: gymnasium refuses a negative seed with a traceback
     start = time.perf_counter()
     returns = evaluate(agent, loaded.task, episodes, seed, envs=envs)
     print(

@@ -60,7 +60,7 @@ from worldmodel.cost.evaluate import k_step_reward_errors
 from worldmodel.cost.learned import CostStats
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
-from worldmodel.errors import CheckpointError, ConfigError, TrainingDivergedError
+from worldmodel.errors import CheckpointError, TrainingDivergedError
 from worldmodel.forward.fit import ModelTrainer, fit_world_model, split_episodes
 
 
@@ -91,13 +91,7 @@ def train_policy(
 def run(config: Config) -> Path:
     """Run the loop until `config.steps` real env steps; returns the run folder."""
     task = make_task(config.env)
-    loop = config.loop
     check_for_task(config, task, "run")
-    if loop.seed_steps > config.steps:
-        raise ConfigError(
-            f"loop.seed_steps {loop.seed_steps} exceeds the budget {config.steps}; "
-            "lower --loop.seed-steps or raise --steps"
-        )
     device = resolve_device(config.device)
     run_dir = new_run_dir(config)
     with run_folder_lock(run_dir):
@@ -114,7 +108,7 @@ def resume(run_dir: Path) -> Path:
     """
     run_dir = Path(run_dir)
     with run_folder_lock(run_dir):
-        point = resume_point(run_dir)
+        point = resume_point(run_dir, "run")
         config, task, device = point.config, point.task, point.device
         if point.checkpoint is None:
             announce_restart(run_dir)

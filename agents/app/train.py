@@ -20,6 +20,7 @@ from agents.app.runs.folder import (
     CHECKPOINT_FILE,
     DATA_FILE,
     load_world_model,
+    meta_count,
     new_run_dir,
     save_config,
     save_world_model,
@@ -76,7 +77,7 @@ def resume(run_dir: Path) -> Path:
     """
     run_dir = Path(run_dir)
     with run_folder_lock(run_dir):
-        point = resume_point(run_dir)
+        point = resume_point(run_dir, "train")
         config, task = point.config, point.task
         restored = None
         if point.checkpoint is not None:
@@ -196,11 +197,13 @@ def eval_model(run_dir: Path, device: str = "auto") -> ModelReport:
     loaded = load_world_model(run_dir, resolve_device(device))
     config = loaded.config
     task = loaded.task
+    meta, where = loaded.meta, Path(run_dir) / CHECKPOINT_FILE
+    step = meta_count(meta, "model_steps", where, "model") if "model_steps" in meta else 0
     store = EpisodeStore.load(Path(run_dir) / DATA_FILE, obs_dim=task.obs_dim, act_dim=task.act_dim)
     _, val_set = split_episodes(store, config.train.val_fraction, config.seed)
     report = model_report(loaded.model, task, val_set, config.seed, loaded.costs)
     logger = Logger(Path(run_dir) / "eval")
-    _log_report(logger, report, int(loaded.meta.get("model_steps", 0)))
+    _log_report(logger, report, step)
     logger.close()
     print(format_report(report))
     return report

@@ -15,6 +15,7 @@ from agents.configurator.config import (
     PolicyConfig,
     TrainConfig,
 )
+from agents.configurator.validate import usable_device
 from agents.mpc import MPCAgent
 from agents.planners import PlannerSettings, make_planner
 from agents.policy import Policy, PolicyAgent, PolicyLearner, PolicyProposal
@@ -44,16 +45,9 @@ def set_threads(threads: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else must be a usable torch device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' asked for but CUDA is not available; use --device cpu")
-    return device
+    """'auto' -> cuda when available, else cpu; anything else must be a usable torch device
+    (`validate.usable_device`: one that exists here and computes)."""
+    return usable_device(name)
 
 
 def build_model(

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from agents.configurator.config import Config, to_dict, with_overrides
+from agents.configurator.validate import check_config, option
 from envs import Task, make_task
 from worldmodel.errors import ConfigError
 
@@ -68,11 +69,6 @@ def make_config(overrides: dict[str, Any], command: str = "train") -> Config:
     return config
 
 
-def option(key: str) -> str:
-    """The command-line spelling of config key `key` ('loop.seed_steps' -> 'loop.seed-steps')."""
-    return key.replace("_", "-")
-
-
 def _check_finite(values: dict[str, Any], prefix: str = "") -> None:
     """Every float option finite: inf passes `> 0` checks but is no usable size or rate."""
     for key, value in values.items():
@@ -86,7 +82,8 @@ def _check_finite(values: dict[str, Any], prefix: str = "") -> None:
 
 
 def check_for_task(config: Config, task: Task, command: str = "train") -> None:
-    """Sizes valid alone but not for `task`: one-line errors before any run folder is made.
+    """Sizes valid alone but not for `task`, and every check of `validate.check_config`:
+    one-line errors before any run folder is made.
 
     `command` 'train' collects `config.steps` random steps before fitting; 'run' only
     `config.loop.seed_steps`.
@@ -112,3 +109,4 @@ def check_for_task(config: Config, task: Task, command: str = "train") -> None:
             f"{name} {first} is fewer than train.horizon {horizon}, so no training window fits; "
             f"raise --{option(name)} or lower --train.horizon"
         )
+    check_config(config, task, command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,6 +318,10 @@ def _zero_where(past: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
     """The arrays of a store's npz and its header (version, obs_dim, act_dim, next episode)."""
+    if path.is_dir():
+        raise DataError(
+            f"data file {path} is a folder, not a file; move it away, re-collect the data"
+        )
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; pass a run folder that has one")
     if not zipfile.is_zipfile(path):  # np.load would take it for a pickle
@@ -329,7 +334,16 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
         meta = arrays.pop("_meta")
         if meta.shape != (4,) or meta.dtype.kind not in "iu":
             raise ValueError(f"bad header {meta!r}")
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+    # zlib.error: a damaged compressed member; MemoryError: a damaged header's huge shape.
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        KeyError,
+        ValueError,
+        OSError,
+        EOFError,
+        MemoryError,
+    ) as exc:
         raise DataError(
             f"data file {path} is corrupt or incomplete ({exc}); re-collect the data"
         ) from exc

@@ -24,6 +24,7 @@ from agents.configurator.config import (
     from_dict,
     to_dict,
 )
+from agents.configurator.validate import INT_MAX, config_from_json
 from envs import Task, make_task
 from worldmodel.cost.intrinsic import IntrinsicCost
 from worldmodel.data.store import Stats
@@ -36,6 +37,11 @@ CONFIG_FILE = "config.json"
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 DATA_FILE = "data.npz"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+BROKEN_STATE = (
+    KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError, OverflowError,
+)  # fmt: skip
+"""What loading a damaged optimiser or RNG state raises: a string where a dict was, a key gone,
+a numpy RNG state out of range (OverflowError), a torch one of the wrong size (RuntimeError)."""
 
 
 def new_run_dir(config: Config) -> Path:
@@ -70,15 +76,20 @@ def save_config(run_dir: Path, config: Config) -> None:
 
 
 def load_config(run_dir: Path) -> Config:
-    """The config a run was made with; a missing or broken file is a one-line error."""
+    """The config a run was made with; a missing, unreadable or broken file (not UTF-8, not
+    JSON, a value of the wrong type or out of range) is a one-line error naming it."""
     path = Path(run_dir) / CONFIG_FILE
     if not Path(run_dir).is_dir():
         raise ConfigError(f"run folder {run_dir} does not exist; pass one under runs/")
     try:
-        return from_dict(Config, json.loads(path.read_text()))
+        return config_from_json(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path} is missing; is {run_dir} a run folder?") from exc
-    except (json.JSONDecodeError, TypeError) as exc:
+    except OSError as exc:  # a folder of that name, no permission to read, ...
+        raise ConfigError(
+            f"cannot read {path} ({exc.strerror}); restore the run's config.json"
+        ) from exc
+    except (ValueError, TypeError, RecursionError) as exc:  # JSON, UTF-8, ConfigError
         raise ConfigError(
             f"{path} is not a valid config ({exc}); restore it or start anew"
         ) from exc
@@ -209,7 +220,7 @@ def resumable_state(
     state = meta.get(key)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {where} holds no {what} state to resume from; {hint}")
-    found = int(state.get("version", 0))
+    found = meta_count(state, "version", where, f"{what} state") if "version" in state else 0
     if found > version:
         raise CheckpointError(
             f"checkpoint {where} has {what} state format {found}, newer than {version}; "
@@ -221,6 +232,19 @@ def resumable_state(
             "the run with the worldmodel that made it, or start anew"
         )
     return state
+
+
+def meta_count(values: object, key: str, where: Path, what: str) -> int:
+    """values[key], a counter of a checkpoint's meta, as a count 0..2**63-1: a damaged or
+    hand-edited counter (a string, null, -1, 2**70) is a one-line error here, not a TypeError or
+    an overflow in a library once the run has started writing."""
+    value = values.get(key) if isinstance(values, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
+        raise CheckpointError(
+            f"checkpoint {where} has a broken {what} counter {key!r} ({value!r}); restore it "
+            "from a copy"
+        )
+    return value
 
 
 def _with_defaults(saved: dict) -> dict:
@@ -263,7 +287,7 @@ def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> Loade
         raise ConfigError(f"run folder {run_dir} does not exist; pass one under runs/")
     groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device=device)
     try:
-        config = from_dict(Config, meta["config"])
+        config = config_from_json(meta["config"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint in {run_dir} has no valid config ({exc}); restore it from a copy or "

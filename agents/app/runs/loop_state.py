@@ -3,13 +3,19 @@ that a checkpoint fits the run folder it is resumed in."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from agents.app.runs.folder import CHECKPOINT_FILE, load_policy_modules, resumable_state
+from agents.app.runs.folder import (
+    BROKEN_STATE,
+    CHECKPOINT_FILE,
+    load_policy_modules,
+    meta_count,
+    resumable_state,
+)
 from agents.configurator.assemble import PolicyParts
 from agents.configurator.config import Config
 from envs import Task
@@ -67,13 +73,9 @@ def check_resumable(run_dir: Path, config: Config, task: Task, meta: dict) -> Lo
         "loop",
         "only runs of `wm run` can be resumed by it, runs of `wm train` by `wm train --resume`",
     )
-    try:
-        return LoopState(**resume_meta["counters"])
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"checkpoint {run_dir / CHECKPOINT_FILE} has broken loop counters ({exc}); "
-            "restore it from a copy"
-        ) from exc
+    where, counters = run_dir / CHECKPOINT_FILE, resume_meta.get("counters")
+    names = [f.name for f in fields(LoopState)]
+    return LoopState(**{name: meta_count(counters, name, where, "loop") for name in names})
 
 
 def _trainers(learners: Learners) -> dict[str, ModelTrainer]:
@@ -178,15 +180,16 @@ def restore(learners: Learners, groups: dict, meta: dict, run_dir: Path) -> None
         for name, r in _numpy_rngs(learners).items():
             r.bit_generator.state = resume_meta["numpy_rng"][name]
         counters = resume_meta["learner_counters"]
+        count = lambda key: meta_count(counters, key, where, "learner")  # noqa: E731
         for name, trainer in _trainers(learners).items():
-            trainer.total_steps = int(counters[f"{name}_total_steps"])
-            trainer.skipped_updates = int(counters[f"{name}_skipped_updates"])
+            trainer.total_steps = count(f"{name}_total_steps")
+            trainer.skipped_updates = count(f"{name}_skipped_updates")
         if learners.parts is not None:
-            learners.parts.policy_learner.total_steps = int(counters["policy_total_steps"])
-            learners.parts.policy_learner.skipped_updates = int(counters["policy_skipped_updates"])
+            learners.parts.policy_learner.total_steps = count("policy_total_steps")
+            learners.parts.policy_learner.skipped_updates = count("policy_skipped_updates")
     except CheckpointError:
         raise  # already one line saying what is wrong (a ValueError, so not re-worded below)
-    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+    except BROKEN_STATE as exc:
         raise CheckpointError(
             f"checkpoint {where} has optimiser or RNG state that does not fit this run ({exc}); "
             "restore the run's own checkpoint"

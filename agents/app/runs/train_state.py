@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from agents.app.runs.folder import CHECKPOINT_FILE, resumable_state
+from agents.app.runs.folder import BROKEN_STATE, CHECKPOINT_FILE, meta_count, resumable_state
 from agents.configurator.config import Config
 from envs import Task
 from worldmodel.errors import CheckpointError
@@ -137,21 +137,20 @@ def restore_fit(
         trainer.generator.set_state(rng[generator_key])
         load_global_rng_state(rng)
         trainer.rng.bit_generator.state = state["numpy_rng"]
-        counters = state["counters"]
-        trainer.total_steps = int(counters["total_steps"])
-        trainer.skipped_updates = int(counters["skipped_updates"])
-        trainer.consecutive_skips = int(counters["consecutive_skips"])
-        fit = state["fit"]
+        counters, fit = state["counters"], state["fit"]
+        trainer.total_steps = meta_count(counters, "total_steps", where, "training")
+        trainer.skipped_updates = meta_count(counters, "skipped_updates", where, "training")
+        trainer.consecutive_skips = meta_count(counters, "consecutive_skips", where, "training")
         return FitState(
-            steps=int(fit["steps"]),
+            steps=meta_count(fit, "steps", where, "fit"),
             best_val_loss=float(fit["best_val_loss"]),
-            bad_evals=int(fit["bad_evals"]),
+            bad_evals=meta_count(fit, "bad_evals", where, "fit"),
             best_weights=best,
             seconds=float(fit["seconds"]),
         )
     except CheckpointError:
         raise  # already one line saying what is wrong (a ValueError, so not re-worded below)
-    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+    except BROKEN_STATE as exc:
         raise CheckpointError(
             f"checkpoint {where} has optimiser, RNG or fit state that does not fit this run "
             f"({exc}); restore the run's own checkpoint"

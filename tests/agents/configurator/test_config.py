@@ -72,7 +72,7 @@ def test_terminal_value_switch_reaches_the_mpc_policy_agent(with_value: bool) ->
 
 def test_presets_apply_under_the_command_line() -> None:
     assert make_config({"env": "InvertedPendulum-v5"}, command="run").steps == 1_000
-    assert make_config({"env": "InvertedPendulum-v5", "steps": 5}, command="run").steps == 5
+    assert make_config({"env": "InvertedPendulum-v5", "steps": 500}, command="run").steps == 500
     assert make_config({"env": "InvertedPendulum-v5"}).steps == Config().steps
     # Pendulum's 30-step plan spans the task; InvertedPendulum's 10-step one needs the value.
     pendulum = {"env": "Pendulum-v1"}
