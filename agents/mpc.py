@@ -116,7 +116,8 @@ class MPCAgent:
             flat = actions.reshape(horizon, 1, envs * n, -1)  # env-major candidates
             acts = flat.expand(-1, samples, -1, -1).reshape(horizon, samples * envs * n, -1)
             zs = z[:horizon, :, None].expand(-1, -1, envs * n, -1).flatten(1, 2)
-            s0 = states.repeat_interleave(n, 0).repeat(samples, 1)  # [K*E*N, S]
+            # Broadcast views, not copies: with one env the start state is never materialised.
+            s0 = states[None, :, None].expand(samples, envs, n, -1).reshape(-1, states.shape[-1])
             states_t = self.model.rollout(s0, acts, zs)  # [T', K*E*N, S]
             trajectory = Trajectory(torch.cat([s0[None], states_t]), acts, zs)
             costs = self.trajectory_cost(trajectory).total.view(samples, envs * n)

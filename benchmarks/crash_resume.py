@@ -4,6 +4,7 @@ resume it.
     python -m benchmarks.crash_resume                 # 20 kills (a few minutes on 1 core)
     python -m benchmarks.crash_resume --kills 3 --seed 1
     python -m benchmarks.crash_resume --command train # the same for `wm train`
+    python -m benchmarks.crash_resume --cost learned  # runs that fit a learned cost too
 
 A short `wm run` (Pendulum-v1, tiny model and planner, one thread) is started as a process and
 killed with SIGKILL after a random delay (seeded); then `wm run --resume RUN_DIR` continues it,
@@ -255,16 +256,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-delay", type=float, default=10.0, help="longest wait before a kill")
     parser.add_argument("--command", choices=sorted(COMMANDS), default="run")
+    parser.add_argument(
+        "--cost", choices=("exact", "learned"), default="exact",
+        help="learned: the run fits (and checkpoints) a learned cost too",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="default: results/crash_resume*.csv")
     args = parser.parse_args(argv)
     from benchmarks.common import environment_info, write_csv
 
     spec = COMMANDS[args.command]
-    suffix = "" if args.command == "run" else f"_{args.command}"
+    suffix = ("" if args.command == "run" else f"_{args.command}") + (
+        "_learned" if args.cost == "learned" else ""
+    )
     out = args.out or Path(f"benchmarks/results/crash_resume{suffix}.csv")
+    run_args = [*spec.args, "--cost", args.cost]
     start = time.perf_counter()
     with TemporaryDirectory(prefix="crash_resume_") as tmp:
-        result = crash_test(args.kills, args.seed, Path(tmp), args.max_delay, command=args.command)
+        result = crash_test(
+            args.kills, args.seed, Path(tmp), args.max_delay, run_args, command=args.command
+        )
     print(
         f"resumes that worked: {result['resumes_ok']}/{result['resumes_started']}\n"
         f"corrupt files: {result['corrupt_files']}\n"

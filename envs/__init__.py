@@ -1,12 +1,16 @@
-"""Supported tasks: gymnasium envs with their rewards as differentiable torch costs."""
+"""Tasks: gymnasium envs, with their rewards as differentiable torch costs where known.
 
+`make_task` takes a built-in task, any gymnasium id with a bounded Box action space (its cost is
+then learned), `module:id`, or a DeepMind Control id; `register_task` gives an env of your own
+an exact cost and termination (`envs.registry`).
+"""
+
+from envs.registry import make_env, make_task, register_task, registered
 from envs.tasks import (
     TASKS,
     Task,
     UnknownTaskError,
     UnsupportedEnvError,
-    make_env,
-    make_task,
 )
 from worldmodel.types import CostFn, TerminationFn
 
@@ -19,4 +23,6 @@ __all__ = [
     "UnsupportedEnvError",
     "make_env",
     "make_task",
+    "register_task",
+    "registered",
 ]

@@ -97,6 +97,10 @@ def _gl_context(width: int, height: int) -> Any:
     return GLContext(width, height)
 
 
+class _NotDrawable(ValueError):
+    """A task whose states this module cannot draw (nothing is wrong with the machine)."""
+
+
 class MujocoStateRenderer:
     """Offscreen renderer of a MuJoCo task's states, on the task's own model.
 
@@ -109,6 +113,9 @@ class MujocoStateRenderer:
     def __init__(self, task: Task, width: int = 64, height: int = 64) -> None:
         env = gym.make(task.id, **task.gym_kwargs)
         unwrapped: Any = env.unwrapped
+        if not isinstance(getattr(unwrapped, "model", None), mujoco.MjModel):
+            env.close()
+            raise _NotDrawable("its states are drawn only for gymnasium's MuJoCo envs")
         # The env is thrown away below, so its model is ours to change.
         self.model: mujoco.MjModel = unwrapped.model
         camera_config = unwrapped.mujoco_renderer.default_cam_config or {}
@@ -120,7 +127,10 @@ class MujocoStateRenderer:
         elif task.obs_dim == nq + nv:
             self._to_qpos_qvel = lambda s: _positions_velocities(s, nq, nv)
         else:
-            raise ValueError(f"no mapping from {task.id} observations to qpos/qvel; add one here")
+            raise _NotDrawable(
+                f"its observations are not [qpos, qvel] ({task.obs_dim} numbers, not {nq + nv}); "
+                "add a mapping in envs/render.py"
+            )
         model.vis.quality.shadowsize = 0
         model.vis.quality.offsamples = 0
         model.mat_reflectance[:] = 0.0  # a mirror floor renders the scene twice
@@ -248,6 +258,9 @@ def make_renderer(task: Task, width: int = 64, height: int = 64) -> StateRendere
         return LedgeStateRenderer(width, height)
     try:
         return MujocoStateRenderer(task, width, height)
+    except _NotDrawable as exc:
+        warnings.warn(f"no video of {task.id}: {exc}", RuntimeWarning, stacklevel=2)
+        return None
     except Exception as exc:  # GL backends fail with ImportError, OSError, FatalError, ...
         warnings.warn(
             f"cannot render {task.id} offscreen ({type(exc).__name__}: {exc}); skipping video. "

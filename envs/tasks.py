@@ -1,6 +1,10 @@
-"""Registry of supported tasks: a gymnasium env plus its reward as a differentiable torch cost.
+"""Tasks: a gymnasium env plus, where it is known, its reward as a differentiable torch cost.
 
-To add a task: write a ``_name() -> Task`` factory below (read the env's reward in the
+The built-in tasks below carry exact costs. Any other gymnasium env becomes a task without one
+(its cost is then learned from the rewards): see `envs.registry` for the ids `make_task` takes
+and `register_task` for giving an env of your own an exact cost.
+
+To add a built-in task: write a ``_name() -> Task`` factory below (read the env's reward in the
 gymnasium source, put the torch formula in ``envs/costs.py``, read weights off the env built
 by :func:`_probe`, finish with :func:`_task`), add it to ``TASKS`` at the bottom, and add the
 id to the parametrisations in ``tests/envs/test_tasks.py``, which check it against the env.
@@ -11,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.wrappers import RescaleAction
+from gymnasium.wrappers import FlattenObservation, RescaleAction
 
 from envs import costs, stochastic
 from envs.costs import RescaledCost
@@ -29,7 +33,20 @@ class UnknownTaskError(WorldModelError, ValueError):
 
 
 class UnsupportedEnvError(WorldModelError, ValueError):
-    """An environment whose spaces a world model cannot handle (discrete or unbounded actions)."""
+    """An environment whose spaces a world model cannot handle (discrete or unbounded actions),
+    or that cannot be made here."""
+
+
+def flatten_observations(env: gym.Env) -> gym.Env:
+    """`env` with Dict, Tuple or multi-dimensional observations flattened to one float vector
+    (the model reads flat vectors); an env with flat Box observations as it is."""
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return env
+    try:
+        return FlattenObservation(env)
+    except (NotImplementedError, TypeError, ValueError):  # a space gymnasium cannot flatten
+        return env  # check_spaces names it
 
 
 def check_spaces(env: gym.Env) -> None:
@@ -59,29 +76,31 @@ def check_spaces(env: gym.Env) -> None:
 
 @dataclass(frozen=True)
 class Task:
-    """A supported environment and its reward written as a torch cost.
+    """An environment and, where known, its reward written as a torch cost.
 
     All callables take normalised actions in ``[-1, 1]`` (what :meth:`make_env` expects), are
     batched over any leading dims and work for any float dtype and device.
     """
 
     id: str
-    """gymnasium id, e.g. ``"Hopper-v5"``."""
+    """The id :meth:`make_env` makes, e.g. ``"Hopper-v5"`` or ``"my_pkg.envs:MyEnv-v0"``."""
     description: str
     """One line saying what the agent must do."""
     obs_dim: int
     """Observation size S of :meth:`make_env`'s env."""
     act_dim: int
     """Action size A."""
-    cost: CostFn
+    cost: CostFn | None
     """``cost(obs [..., S], action [..., A], next_obs [..., S]) -> [...]``, exactly minus the
-    env reward of that transition; differentiable wherever the reward is."""
+    env reward of that transition; differentiable wherever the reward is. None where no exact
+    cost is known: runs then learn it (``--cost learned``)."""
     terminated: TerminationFn | None
     """``terminated(next_obs [..., S]) -> bool [...]`` equal to the env's flag; None if the env
-    never terminates (time limits are truncations, see ``max_episode_steps``)."""
-    planning_cost: CostFn
+    never terminates (time limits are truncations, see ``max_episode_steps``) or if the flag is
+    not known exactly (see ``terminates``)."""
+    planning_cost: CostFn | None
     """Same signature as ``cost``; a smooth surrogate with useful gradients where the reward
-    is flat or piecewise constant (InvertedPendulum), otherwise ``cost`` itself."""
+    is flat or piecewise constant (InvertedPendulum), otherwise ``cost`` itself (None with it)."""
     max_episode_steps: int
     """Steps after which the env truncates an episode."""
     dt: float
@@ -94,16 +113,23 @@ class Task:
     for deterministic tasks."""
     random_dims: tuple[int, ...] = ()
     """Observation dims the task's randomness moves (empty for deterministic tasks)."""
+    terminates: bool = True
+    """Whether episodes may end before the time limit. Where ``terminated`` is None and this is
+    True, a run with a learned cost learns the termination too; the built-in tasks set it to
+    ``terminated is not None``."""
 
     def make_env(self, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
-        """Build the env with actions rescaled to ``[-1, 1]``.
+        """Build the env with actions rescaled to ``[-1, 1]`` (and observations flattened).
 
         With a seed the env is reset once with it and its spaces are seeded, so later
         ``reset()`` calls and ``action_space.sample()`` are reproducible.
         """
-        env = gym.make(self.id, render_mode=render_mode, **self.gym_kwargs)
-        # float32 bounds: float64 ones make Box warn about casting to the env's dtype.
-        env = RescaleAction(env, min_action=np.float32(-1.0), max_action=np.float32(1.0))
+        # render_mode only when asked for: an env need not take the argument.
+        rendering = {} if render_mode is None else {"render_mode": render_mode}
+        env = flatten_observations(gym.make(self.id, **rendering, **self.gym_kwargs))
+        # Bounds in the action space's own dtype: others make Box warn about casting to it.
+        dtype = env.action_space.dtype or np.float32
+        env = RescaleAction(env, min_action=dtype.type(-1.0), max_action=dtype.type(1.0))
         if seed is not None:
             env.reset(seed=seed)
             env.action_space.seed(seed)
@@ -114,7 +140,7 @@ class Task:
 @contextmanager
 def _probe(env_id: str, gym_kwargs: Mapping[str, Any]) -> Iterator[gym.Env]:
     """A throwaway env to read dimensions, timestep and reward weights from."""
-    env = gym.make(env_id, **gym_kwargs)
+    env = flatten_observations(gym.make(env_id, **gym_kwargs))
     try:
         yield env
     finally:
@@ -125,29 +151,35 @@ def _task(
     env: gym.Env,
     gym_kwargs: Mapping[str, Any],
     description: str,
-    cost: CostFn,
+    cost: CostFn | None,
     terminated: TerminationFn | None = None,
     planning_cost: CostFn | None = None,
+    *,
+    terminates: bool | None = None,
+    dt: float | None = None,
     **stochastic_fields: Any,
 ) -> Task:
-    """Assemble a Task from a probe env and physical-action costs (rescaled here)."""
+    """Assemble a Task from a probe env and physical-action costs (rescaled here; None: none
+    known). `terminates` defaults to `terminated is not None`, `dt` to the env's own."""
     check_spaces(env)
     assert env.spec is not None and env.spec.max_episode_steps is not None
     space = env.action_space
     assert isinstance(space, gym.spaces.Box)
     low = tuple(float(v) for v in np.asarray(space.low))
     high = tuple(float(v) for v in np.asarray(space.high))
+    planning_cost = planning_cost or cost
     return Task(
         id=env.spec.id,
         description=description,
         obs_dim=int(np.prod(env.observation_space.shape)),
         act_dim=int(np.prod(space.shape)),
-        cost=RescaledCost(cost, low, high),
+        cost=None if cost is None else RescaledCost(cost, low, high),
         terminated=terminated,
-        planning_cost=RescaledCost(planning_cost or cost, low, high),
+        planning_cost=None if planning_cost is None else RescaledCost(planning_cost, low, high),
         max_episode_steps=env.spec.max_episode_steps,
-        dt=float(env.unwrapped.dt),  # type: ignore[attr-defined]
+        dt=float(env.unwrapped.dt if dt is None else dt),  # type: ignore[attr-defined]
         gym_kwargs=dict(gym_kwargs),
+        terminates=terminated is not None if terminates is None else terminates,
         **stochastic_fields,
     )
 
@@ -277,22 +309,8 @@ TASKS: Mapping[str, Callable[[], Task]] = {
 """Supported gymnasium ids -> factories; build tasks with :func:`make_task`."""
 
 
-@cache
-def _build(env_id: str) -> Task:
-    # Cached because each factory constructs a probe env; Task is immutable so sharing is safe.
-    return TASKS[env_id]()
-
-
 def make_task(env_id: str) -> Task:
-    """The :class:`Task` for ``env_id``; raises :class:`UnknownTaskError` if unsupported."""
-    if env_id not in TASKS:
-        raise UnknownTaskError(
-            f"unknown environment {env_id!r}; supported: {', '.join(sorted(TASKS))} "
-            "(add one in envs/tasks.py)"
-        )
-    return _build(env_id)
+    """`envs.registry.make_task`, kept here for the callers of its first home."""
+    from envs.registry import make_task  # the registry builds on this module
 
-
-def make_env(env_id: str, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
-    """Shorthand for ``make_task(env_id).make_env(seed, render_mode)``."""
-    return make_task(env_id).make_env(seed=seed, render_mode=render_mode)
+    return make_task(env_id)

@@ -4,7 +4,11 @@ the rows of the bad-input table in test_bad_input.py."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import struct
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +18,8 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from agents.app.runs.folder import CHECKPOINT_FILE, DATA_FILE
+import worldmodel.io.checkpoint
+from agents.app.runs.folder import CHECKPOINT_FILE, CONFIG_FILE, DATA_FILE
 from agents.app.runs.lock import run_folder_lock
 from agents.mpc import MPCAgent
 from agents.planners import GradientPlanner
@@ -187,3 +192,132 @@ def store_nan_episode() -> None:
 
 def store_zero_capacity() -> None:
     EpisodeStore(3, 1, capacity=0)
+
+
+# --- gymnasium envs that cannot be tasks (any env id, issue 18) --------------------------------
+
+
+def _unbounded_pendulum() -> gym.Env:
+    return UnboundedActions(gym.make("Pendulum-v1"))
+
+
+def gym_unbounded_env(_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gymnasium env (not in TASKS) whose actions are an unbounded Box."""
+    spec = gym.envs.registration.EnvSpec(
+        "UnboundedPendulum-v0", entry_point=_unbounded_pendulum, max_episode_steps=200
+    )
+    monkeypatch.setitem(gym.registry, "UnboundedPendulum-v0", spec)
+
+
+def module_raising_on_import(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user module `wm_broken_envs` (beside, not in, the runs folder) that raises when
+    imported."""
+    import sys
+
+    (runs.parent / "wm_broken_envs.py").write_text("raise RuntimeError('no licence found')\n")
+    monkeypatch.syspath_prepend(str(runs.parent))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.delitem(sys.modules, "wm_broken_envs", raising=False)
+
+
+def gym_env_failing_to_make(_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gymnasium env whose constructor fails (a missing shared library)."""
+
+    def broken() -> gym.Env:
+        raise OSError("libfoo.so: cannot open shared object file")
+
+    spec = gym.envs.registration.EnvSpec("Broken-v0", entry_point=broken, max_episode_steps=10)
+    monkeypatch.setitem(gym.registry, "Broken-v0", spec)
+
+
+def no_dm_control(_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if shimmy and dm_control were not installed (and no dm_control task built yet)."""
+    from envs import registry
+
+    monkeypatch.setattr("envs.dmc.available", lambda: False)
+    registry._build.cache_clear()
+
+
+# --- hand-edited or damaged config.json, and files that cannot be read (issue 20) -------------
+
+
+def edit_config(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    """A config.json edited by hand: `edit` changes its parsed JSON in place."""
+
+    def mutate(run: Path) -> None:
+        tree = json.loads((run / CONFIG_FILE).read_text())
+        edit(tree)
+        (run / CONFIG_FILE).write_text(json.dumps(tree, indent=2))
+
+    return mutate
+
+
+def config_text(text: str | bytes) -> Callable[[Path], None]:
+    payload = text.encode() if isinstance(text, str) else text
+    return lambda run: (run / CONFIG_FILE).write_bytes(payload)
+
+
+def not_utf8(run: Path) -> None:
+    (run / CONFIG_FILE).write_bytes(
+        (run / CONFIG_FILE).read_bytes().replace(b"Pendulum", b"P\xffn")
+    )
+
+
+def fast_lr(tree: dict) -> None:
+    tree["train"]["lr"] = "fast"
+
+
+def cem_elites_over_population(tree: dict) -> None:
+    tree["planner"].update(kind="cem", population=10, elites=50)
+
+
+def as_folder(name: str) -> Callable[[Path], None]:
+    def mutate(run: Path) -> None:
+        (run / name).unlink()
+        (run / name).mkdir()
+
+    return mutate
+
+
+def deflate_damage(run: Path) -> None:
+    """data.npz whose 'obs' member has a compressed stream that zlib refuses (its first byte
+    names the reserved block type), inside a zip archive that is whole."""
+    path = run / DATA_FILE
+    payload = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        offset = archive.getinfo("obs.npy").header_offset
+    name_length, extra_length = struct.unpack("<HH", payload[offset + 26 : offset + 30])
+    payload[offset + 30 + name_length + extra_length] = 0xFF
+    path.write_bytes(bytes(payload))
+
+
+def broken_counter(groups: dict, meta: dict) -> None:
+    meta["train"]["counters"]["total_steps"] = -1
+
+
+def unreadable(name: str) -> Callable[[Path, pytest.MonkeyPatch], None]:
+    """`name` cannot be read by the checkpoint loader (no permission): as root, chmod would not
+    stop the read, so the loader's paths refuse it (the test's own snapshots still read it)."""
+
+    class Unreadable(type(Path())):  # type: ignore[misc]
+        def read_bytes(self) -> bytes:
+            if self.name == name:
+                raise PermissionError(errno.EACCES, "Permission denied", str(self))
+            return super().read_bytes()
+
+    def prepare(_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(worldmodel.io.checkpoint, "Path", Unreadable)
+
+    return prepare
+
+
+def read_only_run(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run folder (the table's '{run}', beside `runs`) on a read-only file system."""
+    real, run = os.makedirs, str(runs.parent / "run")
+
+    def makedirs(path: object, *args: object, **kwargs: object) -> None:
+        if str(path).startswith(run):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)

@@ -20,11 +20,21 @@ import pytest
 import torch
 from bad_inputs import (
     HELD_LOCKS,
+    as_folder,
+    broken_counter,
+    cem_elites_over_population,
+    config_text,
+    deflate_damage,
+    edit_config,
     edit_data,
     fake_tasks,
+    fast_lr,
     garbage,
+    gym_env_failing_to_make,
+    gym_unbounded_env,
     hold_lock,
     model_wrong_action_shape,
+    module_raising_on_import,
     mpc_nan_obs,
     mpc_wrong_obs_shape,
     nan_obs,
@@ -32,17 +42,21 @@ from bad_inputs import (
     nan_weights,
     newer_checkpoint,
     newer_data,
+    no_dm_control,
     no_tensorboard,
+    not_utf8,
     other_dims_data,
     other_task,
     policy_inf_obs,
     policy_wrong_obs_shape,
+    read_only_run,
     resave_checkpoint,
     rollout_wrong_action_shape,
     store_nan_episode,
     store_zero_capacity,
     thousand_run_folders,
     truncate,
+    unreadable,
 )
 
 import agents.app.train
@@ -119,6 +133,9 @@ class Case:
 
 
 TRAIN = ("train", "--runs_dir", "{runs}")
+NO_MPS = pytest.mark.skipif(torch.backends.mps.is_available(), reason="mps works here")
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="cuda works here")
+NO_CUDA_7 = pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has cuda:7")
 CASES = [
     # Unknown or unusable environments.
     Case("unknown-env", ("unknown environment", "Nope-v0", "Pendulum-v1"),
@@ -264,6 +281,89 @@ CASES = [
          (*TRAIN, "--modle.hidden", "8")),
     Case("missing-run-argument", ("required: run_dir",), ("eval-model",)),
     Case("unknown-device", ("unknown device 'gpu7'",), ("mpc", "{run}", "--device", "gpu7")),
+    # Any gymnasium env as a task (issue 18).
+    Case("discrete-actions-any-env", ("'CartPole-v1' has a Discrete(2) action space",),
+         ("run", "--runs_dir", "{runs}", "--env", "CartPole-v1")),
+    Case("unbounded-actions-any-env", ("unbounded action space", "finite low/high"),
+         (*TRAIN, "--env", "UnboundedPendulum-v0"), prepare=gym_unbounded_env),
+    Case("env-module-missing", ("cannot import module 'no_such_pkg.envs'",
+                                "ModuleNotFoundError", "PYTHONPATH"),
+         (*TRAIN, "--env", "no_such_pkg.envs:MyEnv-v0")),
+    Case("env-module-fails", ("cannot import module 'wm_broken_envs'",
+                              "RuntimeError: no licence found"),
+         (*TRAIN, "--env", "wm_broken_envs:MyEnv-v0"), prepare=module_raising_on_import),
+    Case("env-module-no-env", ("module 'json' registers no env 'MyEnv-v0'",),
+         (*TRAIN, "--env", "json:MyEnv-v0")),
+    Case("env-cannot-be-made", ("cannot make environment 'Broken-v0'", "OSError: libfoo.so"),
+         (*TRAIN, "--env", "Broken-v0"), prepare=gym_env_failing_to_make),
+    Case("env-too-old", ("cannot make environment 'Hopper-v3'", "gymnasium-robotics"),
+         (*TRAIN, "--env", "Hopper-v3")),
+    Case("dm-control-missing", ("need dm_control and shimmy", "pip install"),
+         (*TRAIN, "--env", "dm_control/cheetah-run-v0"), prepare=no_dm_control),
+    # Learned cost and termination (issue 18).
+    Case("exact-cost-missing", ("Swimmer-v5 has no exact cost", "--cost learned"),
+         ("run", "--runs_dir", "{runs}", "--env", "Swimmer-v5", "--cost", "exact")),
+    Case("unknown-cost", ("cost must be one of ('exact', 'learned'), got 'both'",),
+         (*TRAIN, "--cost", "both")),
+    Case("checkpoint-no-learned-cost", ("has no learned cost", "--cost learned"),
+         ("mpc", "{run}"),
+         mutate=resave_checkpoint(lambda g, m: m["config"].update(cost="learned"))),
+    Case("stray-argument", ("wm eval-model: error: unrecognized arguments: extra",),
+         ("eval-model", "{run}", "extra")),
+    Case("odd-characters", ("unrecognized arguments: '\\x1b[2J'",),
+         ("eval-model", "{run}", "\x1b[2J")),
+    # A hand-edited or damaged config.json (read by --resume).
+    Case("config-not-utf8", ("config.json is not a valid config", "can't decode", "restore it"),
+         ("train", "--resume", "{run}"), mutate=not_utf8),
+    Case("config-not-json", ("config.json is not a valid config (Expecting",),
+         ("train", "--resume", "{run}"), mutate=config_text('{"env": "Pendulum-v1", ')),
+    Case("config-not-object", ("the config must be a JSON object, got [1, 2]",),
+         ("train", "--resume", "{run}"), mutate=config_text("[1, 2]")),
+    Case("config-wrong-type", ("train.lr must be a number, got 'fast'",),
+         ("train", "--resume", "{run}"), mutate=edit_config(fast_lr)),
+    Case("config-is-a-folder", ("cannot read", "config.json (Is a directory)"),
+         ("train", "--resume", "{run}"), mutate=as_folder(CONFIG_FILE)),
+    Case("config-breaks-a-rule", ("config.json: planner.elites 50 is more than planner.",),
+         ("run", "--resume", "{run}"), mutate=edit_config(cem_elites_over_population)),
+    # Files that cannot be read, or are not what they should be.
+    Case("data-zlib", ("data.npz is corrupt or incomplete", "decompressing", "re-collect"),
+         ("eval-model", "{run}"), mutate=deflate_damage),
+    Case("data-is-a-folder", ("data.npz is a folder, not a file",), ("eval-model", "{run}"),
+         mutate=as_folder(DATA_FILE)),
+    Case("checkpoint-is-a-folder", ("checkpoint.safetensors is a folder, not a file",),
+         ("mpc", "{run}"), mutate=as_folder(CHECKPOINT_FILE)),
+    Case("checkpoint-unreadable", ("checkpoint.safetensors: Permission denied", "make it"),
+         ("eval-model", "{run}"), prepare=unreadable(CHECKPOINT_FILE)),
+    Case("checkpoint-broken-counter", ("broken training counter 'total_steps' (-1)",),
+         ("train", "--resume", "{run}"), mutate=resave_checkpoint(broken_counter),
+         source="unfinished_run"),
+    Case("read-only-run-folder", ("eval: Read-only file system", "writable one"),
+         ("eval-model", "{run}"), prepare=read_only_run),
+    # Seeds, devices, sizes and rules between options.
+    Case("seed-negative-dream", ("seed -1 is out of range", "0..4294967295"),
+         ("dream", "{run}", "--seed", "-1", "--no-video")),
+    Case("seed-negative-mpc", ("seed -1 is out of range",), ("mpc", "{run}", "--seed", "-1")),
+    Case("seed-too-large", ("seed 4294967296 is out of range",), (*TRAIN, "--seed", "4294967296")),
+    Case("device-meta", ("device 'meta' holds shapes but no values",),
+         ("mpc", "{run}", "--device", "meta")),
+    Case("device-mps", ("device 'mps' cannot be used on this machine", "--device cpu"),
+         (*TRAIN, "--device", "mps"), marks=(NO_MPS,)),
+    Case("device-no-cuda", ("CUDA is not available", "--device cpu"),
+         ("eval-model", "{run}", "--device", "cuda"), marks=(NO_CUDA,)),
+    Case("device-cuda-index", ("device 'cuda:7' asked for",),
+         ("dream", "{run}", "--device", "cuda:7", "--no-video"), marks=(NO_CUDA_7,)),
+    Case("elites-over-population", ("planner.elites 50 is more than planner.population 10",),
+         ("run", "--runs_dir", "{runs}", "--planner.kind", "cem", "--planner.population", "10",
+          "--planner.elites", "50")),
+    Case("batch-size-huge", ("train.batch_size 10000000 needs about", "lower --train.batch-size"),
+         (*TRAIN, "--train.batch-size", "10000000")),
+    Case("hidden-huge", ("model.hidden 1000000 needs about", "lower --model.hidden"),
+         (*TRAIN, "--model.hidden", "1000000")),
+    Case("steps-huge", ("for the data", "lower --steps"), (*TRAIN, "--steps", "100000000000")),
+    Case("int-too-large", ("train.max_steps 99999999999999999999 does not fit in a 64-bit",),
+         (*TRAIN, "--train.max-steps", "99999999999999999999")),
+    Case("threads-too-many", ("threads 100000 is more than the", "CPU cores"),
+         (*TRAIN, "--threads", "100000")),
 ]  # fmt: skip
 
 
@@ -330,10 +430,27 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert a_file.read_text() == "not a folder\n"
 
 
+# Rows whose exit status is not 2, or that write (disk full part-way): each has its own test.
+OTHER_ROWS = {
+    "run-folder-exists": "tests/test_bad_input.py::"
+    "test_existing_run_folder_gets_a_new_name_and_is_never_overwritten",
+    "internal-error": "tests/agents/app/test_boundary.py::"
+    "test_an_internal_error_in_a_command_exits_1_and_debug_shows_it",
+    "disk-full": "tests/agents/app/test_disk_full.py::"
+    "test_train_disk_full_at_a_checkpoint_keeps_the_last_one_and_resumes_exactly",
+    "disk-full-data": "tests/agents/app/test_disk_full.py::"
+    "test_run_disk_full_writing_data_keeps_data_and_checkpoint_and_resumes",
+}
+
+
 def test_docs_table_has_a_row_per_case() -> None:
     text = DOCS.read_text()
     rows = set(re.findall(r"^\| `([a-z0-9-]+)` \|", text, flags=re.MULTILINE))
-    assert rows == {c.id for c in CASES} | {"run-folder-exists"}
+    assert rows == {c.id for c in CASES} | set(OTHER_ROWS)
+    root = DOCS.parents[1]
+    for test in OTHER_ROWS.values():  # each exists where the table says
+        path, name = test.split("::")
+        assert f"def {name}(" in (root / path).read_text(), test
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

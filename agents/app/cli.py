@@ -1,4 +1,5 @@
-"""The `wm` command line. Bad input: one line on stderr, exit status 2 (`--debug`: traceback).
+"""The `wm` command line. Bad input: one line on stderr, exit status 2; a fault of worldmodel
+itself: one line, exit status 1 (`boundary.py`; `--debug`: the traceback).
 
 argparse parses the commands and their own arguments; tyro parses the config options of `wm
 train` and `wm run` from the `Config` dataclasses, whose field docstrings are their --help texts.
@@ -12,6 +13,7 @@ import io
 import operator
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -22,9 +24,11 @@ from typing import Annotated, Any, NoReturn
 
 import tyro
 
+from agents.app.boundary import describe, printable, quiet_writer_threads
 from agents.configurator import make_config
 from agents.configurator.config import Config, flat_fields
-from envs import TASKS, UnknownTaskError, make_task
+from envs import TASKS, make_task
+from envs.registry import ANY_ENV_NOTE
 from envs.render import use_headless_gl
 from worldmodel.errors import ConfigError, WorldModelError
 
@@ -48,11 +52,16 @@ _ARGPARSE_WORDS = (
 
 def _usage_error(prog: str, message: str) -> NoReturn:
     """Usage errors as one line on stderr and exit status 2, like every other bad input."""
-    print(f"{prog}: error: {message}; see `{prog} --help`", file=sys.stderr)
+    print(printable(f"{prog}: error: {message}; see `{prog} --help`"), file=sys.stderr)
     raise SystemExit(2)
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: `--ep 3` would silently mean --episodes, and a token such as `--=1`
+        # would be refused by the top-level parser as ambiguous, before the command is known.
+        super().__init__(*args, **kwargs, allow_abbrev=False)
+
     def error(self, message: str) -> NoReturn:
         _usage_error(self.prog, message)
 
@@ -134,7 +143,7 @@ def _parse_options(command: str, tokens: list[str]) -> tuple[str | None, dict[st
         _usage_error(prog, _one_line(boxed.getvalue()))
     sys.stderr.write(boxed.getvalue())  # tyro's warnings, if any
     if unknown:
-        _usage_error(prog, f"unrecognized arguments: {' '.join(unknown)}")
+        _usage_error(prog, f"unrecognized arguments: {shlex.join(unknown)}")
     config = options.config
     return options.resume, {key: operator.attrgetter(key)(config) for key in _given(tokens)}
 
@@ -248,6 +257,7 @@ def _cmd_tensorboard(args: argparse.Namespace, options: list[str]) -> None:
 def _cmd_tasks(args: argparse.Namespace, options: list[str]) -> None:
     for task in map(make_task, TASKS):
         print(f"{task.id:<22} obs {task.obs_dim:>3}  act {task.act_dim:>2}  {task.description}")
+    print(ANY_ENV_NOTE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,19 +318,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Only train and run take options argparse does not know: their config options.
         args, options = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
         if options and args.command not in CONFIG_COMMANDS:
-            parser.error(f"unrecognized arguments: {' '.join(options)}")
+            _usage_error(f"wm {args.command}", f"unrecognized arguments: {shlex.join(options)}")
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(), contextlib.ExitStack() as stack:
+            if not args.debug:
+                stack.enter_context(quiet_writer_threads())
             args.func(args, options)
     except SystemExit as exc:  # `wm train --help` (0) or a bad option (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    except (WorldModelError, UnknownTaskError) as exc:
-        if args.debug:
-            raise
-        print(f"wm {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"wm {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -331,6 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python would report the pipe again while flushing stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # the boundary: bad input (2) or a fault of worldmodel (1)
+        if args.debug:
+            raise
+        status, line = describe(exc, args.command)
+        print(printable(line), file=sys.stderr)
+        return status
     return 0
 
 

@@ -23,6 +23,7 @@ from agents.app.media.inspection import MAX_FPS
 from agents.app.media.logger import Logger
 from agents.app.runs.folder import DATA_FILE, LoadedModel, load_world_model
 from agents.configurator.assemble import resolve_device
+from agents.configurator.validate import check_seed
 from envs.render import make_renderer
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import ConfigError
@@ -63,9 +64,9 @@ def _env(
         raise ConfigError(f"cannot render {task.id} here; make the env without render_mode")
     return WorldModelEnv(
         loaded.model,
-        task.cost,
+        loaded.costs.cost,
         starts,
-        terminated=task.terminated,
+        terminated=loaded.costs.terminated,
         max_episode_steps=max_episode_steps or task.max_episode_steps,
         renderer=renderer,
         render_mode=render_mode,
@@ -79,7 +80,8 @@ def make_dream_env(
     max_episode_steps: int | None = None,
     render_mode: str | None = None,
 ) -> WorldModelEnv:
-    """WorldModelEnv of the model in `run_dir`, with the task's cost, termination and time limit.
+    """WorldModelEnv of the model in `run_dir`, with the run's cost and termination (the task's
+    exact ones, or those learned beside the model) and the task's time limit.
 
     `max_episode_steps` defaults to the task's. render_mode 'rgb_array' needs offscreen rendering
     (EGL or OSMesa for MuJoCo tasks); where none works it is an error.
@@ -100,10 +102,10 @@ def make_batched_dream_env(
     task = loaded.task
     return BatchedWorldModelEnv(
         loaded.model,
-        task.cost,
+        loaded.costs.cost,
         starts,
         num_envs,
-        terminated=task.terminated,
+        terminated=loaded.costs.terminated,
         seed=seed,
         max_episode_steps=max_episode_steps or task.max_episode_steps,
     )
@@ -146,6 +148,7 @@ def dream(
         raise ConfigError(f"unknown agent {agent!r}; choose one of {', '.join(AGENTS)}")
     if steps <= 0:
         raise ConfigError(f"steps must be positive, got {steps}")
+    check_seed(seed)
     loaded, starts = _load(run_dir, device)
     env = _env(loaded, starts, max_episode_steps=None)
     env.action_space.seed(seed)

@@ -28,8 +28,10 @@ from agents.configurator.assemble import (
     penalty_horizon,
     resolve_device,
 )
+from agents.configurator.validate import check_seed
 from agents.policy import PolicyAgent
 from envs import Task
+from worldmodel.cost.intrinsic import IntrinsicCost
 from worldmodel.cost.trajectory import TrajectoryCost
 from worldmodel.data.rollout import run_episode
 from worldmodel.data.store import EpisodeStore
@@ -89,7 +91,9 @@ def _evaluate_batched(agent: Actor, task: Task, episodes: int, seed: int, n: int
     return returns
 
 
-def imagination_gap(parts: PolicyParts, task: Task, episodes: int, seed: int) -> float:
+def imagination_gap(
+    parts: PolicyParts, task: Task, episodes: int, seed: int, costs: IntrinsicCost | None = None
+) -> float:
     """Model exploitation: the policy's imagined H-step return minus its real H-step return,
     averaged over the H-step windows of `episodes` real eval episodes (positive: the model
     promises more than the env gives).
@@ -98,7 +102,7 @@ def imagination_gap(parts: PolicyParts, task: Task, episodes: int, seed: int) ->
     its behaviour leads to, not only the start states: that is where a policy that exploits the
     model's errors goes. Windows run to the episode's end only where it terminated (the model's
     termination then ends the imagined one too); a time limit leaves a last window cut short,
-    which is skipped.
+    which is skipped. The imagined return is paid by `costs` (None: the task's exact cost).
     """
     env = task.make_env(seed=seed + EVAL_SEED_OFFSET)
     agent, horizon = PolicyAgent(parts.policy), parts.policy_learner.horizon
@@ -114,7 +118,11 @@ def imagination_gap(parts: PolicyParts, task: Task, episodes: int, seed: int) ->
                 real.append(float(rewards[t : t + horizon].sum()))
     env.close()
     device = parts.policy_learner.device
-    real_return = TrajectoryCost(task.cost, task.terminated)
+    if costs is None:
+        if task.cost is None:
+            raise ConfigError(f"{task.id} has no exact cost; pass the run's learned one as costs")
+        costs = IntrinsicCost(task.cost, task.cost, task.terminated)
+    real_return = TrajectoryCost(costs.cost, costs.terminated)
     with torch.no_grad():
         imagined = parts.policy_learner.imagine(torch.from_numpy(np.stack(starts)).to(device))
         imagined_return = -real_return(imagined).total
@@ -125,7 +133,7 @@ def load_agent(run_dir: Path, device: torch.device) -> tuple[LoadedModel, Actor]
     """The trained agent of `run_dir` as its config builds it: policy and critic restored, the
     uncertainty penalty calibrated on the run's data where the agent pays it."""
     loaded = load_world_model(run_dir, device)
-    config, model, task = loaded.config, loaded.model, loaded.task
+    config, model, task, costs = loaded.config, loaded.model, loaded.task, loaded.costs
     penalty = build_penalty(config.policy, model)
     horizon = penalty_horizon(config)
     if horizon:
@@ -136,9 +144,10 @@ def load_agent(run_dir: Path, device: torch.device) -> tuple[LoadedModel, Actor]
             raise ConfigError(f"the run's data has no episode of {horizon} steps to calibrate on")
     parts = None
     if config.agent != "mpc":
-        parts = build_policy_parts(config, task, model, model_stats(model), model.device, penalty)
+        stats = model_stats(model)
+        parts = build_policy_parts(config, task, model, stats, model.device, penalty, costs)
         load_policy_modules(parts, loaded.groups)
-    return loaded, build_agent(config, task, model, model.device, parts, penalty)
+    return loaded, build_agent(config, task, model, model.device, parts, penalty, costs)
 
 
 def mpc(
@@ -149,6 +158,7 @@ def mpc(
     if episodes <= 0 or envs <= 0:
         raise ConfigError(f"episodes and envs must be positive, got {episodes} and {envs}")
     loaded, agent = load_agent(run_dir, resolve_device(device))
+    check_seed(seed)  # before any episode: gymnasium refuses a negative seed with a traceback
     start = time.perf_counter()
     returns = evaluate(agent, loaded.task, episodes, seed, envs=envs)
     print(

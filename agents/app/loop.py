@@ -16,11 +16,18 @@ from tqdm.auto import tqdm
 
 from agents.app.episodes import log_episode, run_episode_traced
 from agents.app.evaluate import evaluate, imagination_gap
-from agents.app.media.inspection import inspect_model, log_config, log_hparams
+from agents.app.media.inspection import (
+    cost_log,
+    inspect_model,
+    log_config,
+    log_hparams,
+    reward_error_metrics,
+)
 from agents.app.media.logger import Logger
 from agents.app.runs.folder import (
     CHECKPOINT_FILE,
     DATA_FILE,
+    cost_modules,
     new_run_dir,
     policy_modules,
     save_config,
@@ -35,7 +42,11 @@ from agents.configurator.assemble import (
     build_penalty,
     build_policy_parts,
     build_trainer,
+    cost_schedule,
     fit_schedule,
+    intrinsic_cost,
+    learns_cost,
+    new_learned_cost,
     new_world_model,
     penalty_horizon,
     resolve_device,
@@ -45,10 +56,12 @@ from agents.configurator.config import Config
 from agents.configurator.presets import check_for_task
 from agents.policy import PolicyAgent
 from envs import Task, make_task
+from worldmodel.cost.evaluate import k_step_reward_errors
+from worldmodel.cost.learned import CostStats
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
-from worldmodel.errors import CheckpointError, ConfigError, TrainingDivergedError
-from worldmodel.forward.fit import ModelTrainer, fit_world_model
+from worldmodel.errors import CheckpointError, TrainingDivergedError
+from worldmodel.forward.fit import ModelTrainer, fit_world_model, split_episodes
 
 
 def train_policy(
@@ -78,13 +91,7 @@ def train_policy(
 def run(config: Config) -> Path:
     """Run the loop until `config.steps` real env steps; returns the run folder."""
     task = make_task(config.env)
-    loop = config.loop
     check_for_task(config, task, "run")
-    if loop.seed_steps > config.steps:
-        raise ConfigError(
-            f"loop.seed_steps {loop.seed_steps} exceeds the budget {config.steps}; "
-            "lower --loop.seed-steps or raise --steps"
-        )
     device = resolve_device(config.device)
     run_dir = new_run_dir(config)
     with run_folder_lock(run_dir):
@@ -101,7 +108,7 @@ def resume(run_dir: Path) -> Path:
     """
     run_dir = Path(run_dir)
     with run_folder_lock(run_dir):
-        point = resume_point(run_dir)
+        point = resume_point(run_dir, "run")
         config, task, device = point.config, point.task, point.device
         if point.checkpoint is None:
             announce_restart(run_dir)
@@ -216,20 +223,26 @@ def _build_learners(
     stats = store.stats()
     model = new_world_model(config.model, task, stats, device, config.seed)
     trainer = build_trainer(config.train, model, config.seed)
+    learned = cost_trainer = None
+    if learns_cost(config):
+        cost_stats = CostStats.of(store)
+        learned = new_learned_cost(config.cost_model, task, stats, cost_stats, device, config.seed)
+        cost_trainer = build_trainer(config.train, learned, config.seed)
+    costs = intrinsic_cost(config, task, learned)
     penalty = build_penalty(config.policy, model)
     parts = (
-        build_policy_parts(config, task, model, stats, device, penalty)
+        build_policy_parts(config, task, model, stats, device, penalty, costs)
         if config.agent != "mpc"
         else None
     )
-    agent = build_agent(config, task, model, device, parts, penalty)
+    agent = build_agent(config, task, model, device, parts, penalty, costs)
     collector = (
         PolicyAgent(parts.policy, noise=config.policy.noise, seed=config.seed)
         if parts is not None and config.agent == "policy"
         else agent
     )
     rng = np.random.default_rng(config.seed)
-    return Learners(model, trainer, penalty, parts, agent, collector, rng)
+    return Learners(model, trainer, penalty, parts, agent, collector, rng, costs, cost_trainer)
 
 
 @dataclass
@@ -248,13 +261,17 @@ class _Run:
     def iterate(self) -> None:
         """Retrain, (maybe) evaluate and inspect, then checkpoint: data first, then the rest."""
         config, state, learners = self.config, self.state, self.learners
+        first = state.iteration == 0
         try:
-            fit = _retrain(learners.trainer, self.store, config, self.logger, state.iteration == 0)
+            fit = _retrain(learners.trainer, self.store, config, self.logger, first)
+            self.logger.scalars({"charts/model_fit_seconds": fit}, state.steps)
+            if learners.cost_trainer is not None:
+                fit = _retrain(learners.cost_trainer, self.store, config, self.logger, first, True)
+                self.logger.scalars({"charts/cost_fit_seconds": fit}, state.steps)
         except TrainingDivergedError:
             # fit restored the best weights: keep them and the data, so the run stays usable.
             self.checkpoint(diverged=True)
             raise
-        self.logger.scalars({"charts/model_fit_seconds": fit}, state.steps)
         horizon = penalty_horizon(config)
         calibrated = not horizon or learners.penalty.calibrate_from(
             self.store, horizon, learners.policy_rng
@@ -291,9 +308,14 @@ class _Run:
             self.learners.agent, self.task, episodes, seed, envs=config.loop.eval_envs
         )
         self.logger.scalars({"charts/eval_return": float(np.mean(returns))}, steps)
+        costs = self.learners.costs
         if parts is not None:
-            gap = imagination_gap(parts, self.task, episodes, seed)
+            gap = imagination_gap(parts, self.task, episodes, seed, costs)
             self.logger.scalars({"policy/imagined_minus_real_return": gap}, steps)
+        if costs.learned is not None:
+            _, held_out = split_episodes(self.store, config.train.val_fraction, seed)
+            errors = k_step_reward_errors(self.learners.model, costs.cost, held_out, seed=seed)
+            self.logger.scalars(reward_error_metrics(errors), steps)
         self.bar.set_postfix(eval=f"{np.mean(returns):.1f}")
         if last:
             final = {"eval_return": float(np.mean(returns)), "env_steps": float(steps)}
@@ -304,7 +326,7 @@ class _Run:
         checkpoint, which `resume` trims; the other order would lose an episode's data."""
         self.store.save(self.run_dir / DATA_FILE)
         learners, state = self.learners, self.state
-        extra = policy_modules(learners.parts)
+        extra = policy_modules(learners.parts) | cost_modules(learners.costs)
         if diverged:
             meta = {"env_steps": state.steps, "diverged": True}
         else:
@@ -322,13 +344,20 @@ class _Run:
 
 
 def _retrain(
-    trainer: ModelTrainer, store: EpisodeStore, config: Config, logger: Logger, first: bool
+    trainer: ModelTrainer,
+    store: EpisodeStore,
+    config: Config,
+    logger: Logger,
+    first: bool,
+    is_cost: bool = False,
 ) -> float:
-    """Warm-started fit on everything collected so far; the first fit gets the full step budget."""
+    """Warm-started fit of the world model (`is_cost`: of the learned cost, on one-step
+    windows) on everything collected so far; the first fit gets the full step budget."""
     loop = config.loop
-    schedule = fit_schedule(
+    schedule = (cost_schedule if is_cost else fit_schedule)(
         config.train,
         max_steps=loop.first_train_steps if first else loop.train_steps,
         eval_every=min(config.train.eval_every, loop.train_steps),
     )
-    return fit_world_model(trainer, store, schedule, seed=config.seed, log=logger.scalars).seconds
+    log = cost_log(logger.scalars) if is_cost else logger.scalars
+    return fit_world_model(trainer, store, schedule, seed=config.seed, log=log).seconds

@@ -2,41 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from agents.app.media.inspection import inspect_model, log_config, log_hparams
+from agents.app.media.inspection import (
+    inspect_model,
+    log_config,
+    log_hparams,
+    reward_error_metrics,
+)
 from agents.app.media.logger import Logger
 from agents.app.runs.folder import (
     CHECKPOINT_FILE,
     DATA_FILE,
     load_world_model,
+    meta_count,
     new_run_dir,
     save_config,
     save_world_model,
 )
 from agents.app.runs.lock import run_folder_lock
 from agents.app.runs.resume import announce_restart, clear_interrupted_writes, resume_point
-from agents.app.runs.train_state import (
-    check_train_resumable,
-    complete_state,
-    restore_fit,
-    snapshot_fit,
-)
-from agents.configurator.assemble import (
-    build_trainer,
-    fit_schedule,
-    new_world_model,
-    resolve_device,
-    set_threads,
-)
+from agents.app.runs.train_state import check_train_resumable, complete_state
+from agents.app.train_fits import Restored, TrainFits
+from agents.configurator.assemble import resolve_device, set_threads
 from agents.configurator.config import Config
 from agents.configurator.presets import check_for_task
 from envs import Task, make_task
+from worldmodel.cost.evaluate import RewardError, k_step_reward_errors
+from worldmodel.cost.intrinsic import IntrinsicCost
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import TrainingDivergedError
@@ -47,11 +45,10 @@ from worldmodel.forward.evaluate import (
     one_step_mode_shares,
     sample_scores,
 )
-from worldmodel.forward.fit import FitResult, FitState, fit_world_model, split_episodes
+from worldmodel.forward.fit import FitResult, split_episodes
 from worldmodel.forward.model import ForwardModel
 
 K_STEPS = (1, 5, 10, 25)
-Restored = tuple[dict[str, dict[str, torch.Tensor]], dict]  #: checkpoint groups, meta['train']
 
 
 def train(config: Config) -> Path:
@@ -80,7 +77,7 @@ def resume(run_dir: Path) -> Path:
     """
     run_dir = Path(run_dir)
     with run_folder_lock(run_dir):
-        point = resume_point(run_dir)
+        point = resume_point(run_dir, "train")
         config, task = point.config, point.task
         restored = None
         if point.checkpoint is not None:
@@ -114,48 +111,38 @@ def _train(
     restored: Restored | None,
     resuming: bool,
 ) -> Path:
-    """Collect (unless `store` is given), fit (from `restored` if given), evaluate, save."""
+    """Collect (unless `store` is given), fit the model and then any learned cost (from
+    `restored` if given), evaluate, save."""
     if store is None:
         store = _collect(config, task)
         store.save(run_dir / DATA_FILE)
     train_set, val_set = split_episodes(store, config.train.val_fraction, config.seed)
-    model = new_world_model(config.model, task, train_set.stats(), device, config.seed)
-    trainer = build_trainer(config.train, model, config.seed)
-    fit_state = None if restored is None else restore_fit(trainer, *restored, run_dir)
+    fits = TrainFits.build(config, task, train_set, device)
+    done = 0 if restored is None else fits.restore(restored, run_dir)
     if resuming:
-        done = fit_state.steps if fit_state is not None else 0
         max_steps = config.train.max_steps
         print(f"resuming {run_dir} at {done} of {max_steps} gradient steps", flush=True)
     logger = Logger(run_dir)
-    if fit_state is None:
+    if restored is None:
         log_config(logger, config)
+    model = fits.trainer.model
 
-    def save(**meta: Any) -> None:
+    def save(extra: dict | None = None, train: dict | None = None, **meta: Any) -> None:
+        meta |= {} if train is None else {"train": train}
         save_world_model(
-            run_dir / CHECKPOINT_FILE, config, task, model, model_steps=trainer.total_steps, **meta
-        )
-
-    def checkpoint(state: FitState) -> None:
-        groups, train_meta = snapshot_fit(trainer, state)
-        save(extra=groups, train=train_meta)
+            run_dir / CHECKPOINT_FILE, config, task, model, fits.modules() | (extra or {}),
+            model_steps=fits.trainer.total_steps, **meta,
+        )  # fmt: skip
 
     try:
         try:
-            result = fit_world_model(
-                trainer,
-                store,
-                fit_schedule(config.train),
-                seed=config.seed,
-                log=logger.scalars,
-                progress=config.progress,
-                resume=fit_state,
-                on_checkpoint=checkpoint,
-            )
+            result = fits.fit(store, logger.scalars, save)
         except TrainingDivergedError:
             # fit restored the best weights: keep them, so the run folder stays usable.
             save(diverged=True)
             raise
-        report = _log_fitted(logger, config, task, model, val_set, result, trainer.total_steps)
+        steps = fits.trainer.total_steps
+        report = _log_fitted(logger, config, task, model, fits.costs, val_set, result, steps)
         logger.flush()
         # Last: a crash before it resumes from the last validation and redoes the steps above.
         save(train=complete_state())
@@ -171,13 +158,14 @@ def _log_fitted(
     config: Config,
     task: Task,
     model: ForwardModel,
+    costs: IntrinsicCost,
     val_set: EpisodeStore,
     result: FitResult,
     step: int,
 ) -> ModelReport:
-    """The fitted model's k-step errors and sample scores, imagination and hparams in
-    TensorBoard."""
-    report = model_report(model, task, val_set, config.seed)
+    """The fitted model's k-step errors and sample scores (and the k-step reward errors of the
+    run's cost), imagination and hparams in TensorBoard."""
+    report = model_report(model, task, val_set, config.seed, costs)
     _log_report(logger, report, step)
     logger.scalars({"charts/train_seconds": result.seconds}, step)
     inspect_model(logger, task, model, val_set, step, video=config.video, seed=config.seed)
@@ -209,11 +197,13 @@ def eval_model(run_dir: Path, device: str = "auto") -> ModelReport:
     loaded = load_world_model(run_dir, resolve_device(device))
     config = loaded.config
     task = loaded.task
+    meta, where = loaded.meta, Path(run_dir) / CHECKPOINT_FILE
+    step = meta_count(meta, "model_steps", where, "model") if "model_steps" in meta else 0
     store = EpisodeStore.load(Path(run_dir) / DATA_FILE, obs_dim=task.obs_dim, act_dim=task.act_dim)
     _, val_set = split_episodes(store, config.train.val_fraction, config.seed)
-    report = model_report(loaded.model, task, val_set, config.seed)
+    report = model_report(loaded.model, task, val_set, config.seed, loaded.costs)
     logger = Logger(Path(run_dir) / "eval")
-    _log_report(logger, report, int(loaded.meta.get("model_steps", 0)))
+    _log_report(logger, report, step)
     logger.close()
     print(format_report(report))
     return report
@@ -226,18 +216,30 @@ class ModelReport:
     errors: list[KStepError]  #: k-step MSE against the constant baseline
     scores: list[SampleScores]  #: energy score and coverage of prior samples per k
     modes: tuple[float, float] | None  #: one-step samples at a real outcome / at their mean
+    rewards: list[RewardError] = field(default_factory=list)  #: k-step reward errors of a cost
 
 
-def model_report(model: ForwardModel, task: Task, val_set: EpisodeStore, seed: int) -> ModelReport:
+def model_report(
+    model: ForwardModel,
+    task: Task,
+    val_set: EpisodeStore,
+    seed: int,
+    costs: IntrinsicCost | None = None,
+) -> ModelReport:
     """The k-step errors, prior-sample scores on the task's random dims (all dims for a
-    deterministic task) and, where the task knows its outcomes, the one-step mode shares."""
+    deterministic task), where the task knows its outcomes the one-step mode shares, and where
+    the cost is learned its k-step reward errors."""
     modes = None
     if task.outcomes is not None and len(val_set.window_starts(1)):
         modes = one_step_mode_shares(model, val_set, task.outcomes, task.random_dims, seed=seed)
+    rewards = []
+    if costs is not None and costs.learned is not None:
+        rewards = k_step_reward_errors(model, costs.cost, val_set, K_STEPS, seed=seed)
     return ModelReport(
         errors=k_step_errors(model, val_set, K_STEPS, seed=seed),
         scores=sample_scores(model, val_set, K_STEPS, dims=task.random_dims, seed=seed),
         modes=modes,
+        rewards=rewards,
     )
 
 
@@ -261,6 +263,8 @@ def _log_report(logger: Logger, report: ModelReport, step: int) -> None:
         )
     if report.modes is not None:
         logger.scalars({"val/at_mode": report.modes[0], "val/at_mean": report.modes[1]}, step)
+    if report.rewards:
+        logger.scalars(reward_error_metrics(report.rewards), step)
 
 
 def format_report(report: ModelReport) -> str:
@@ -284,4 +288,11 @@ def format_report(report: ModelReport) -> str:
             f"one-step samples at a real outcome {report.modes[0]:.0%}, "
             f"at the outcomes' mean {report.modes[1]:.0%}"
         )
+    if report.rewards:
+        header = f"{'k':>4} {'reward mse':>10} {'on real':>10} {'variance':>10}"
+        lines.append(f"{header}  (learned cost; reward units)")
+        lines += [
+            f"{r.k:>4} {r.model:>10.4f} {r.real_states:>10.4f} {r.baseline:>10.4f}"
+            for r in report.rewards
+        ]
     return "\n".join(lines)

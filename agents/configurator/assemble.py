@@ -7,12 +7,22 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from agents.configurator.config import Config, ModelConfig, PlannerConfig, PolicyConfig, TrainConfig
+from agents.configurator.config import (
+    Config,
+    CostModelConfig,
+    ModelConfig,
+    PlannerConfig,
+    PolicyConfig,
+    TrainConfig,
+)
+from agents.configurator.validate import usable_device
 from agents.mpc import MPCAgent
 from agents.planners import PlannerSettings, make_planner
 from agents.policy import Policy, PolicyAgent, PolicyLearner, PolicyProposal
 from envs import Task
 from worldmodel.cost.critic import Critic, CriticLearner
+from worldmodel.cost.intrinsic import IntrinsicCost
+from worldmodel.cost.learned import CostStats, LearnedCost
 from worldmodel.cost.risk import Risk
 from worldmodel.cost.trajectory import TrajectoryCost
 from worldmodel.cost.uncertainty import UncertaintyPenalty
@@ -35,16 +45,9 @@ def set_threads(threads: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else must be a usable torch device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' asked for but CUDA is not available; use --device cpu")
-    return device
+    """'auto' -> cuda when available, else cpu; anything else must be a usable torch device
+    (`validate.usable_device`: one that exists here and computes)."""
+    return usable_device(name)
 
 
 def build_model(
@@ -84,19 +87,75 @@ def build_trainer(config: TrainConfig, model: ForwardModel, seed: int) -> ModelT
 
 
 def fit_schedule(
-    config: TrainConfig, max_steps: int | None = None, eval_every: int | None = None
+    config: TrainConfig,
+    max_steps: int | None = None,
+    eval_every: int | None = None,
+    horizon: int | None = None,
 ) -> FitSchedule:
-    """The fit's schedule; `max_steps` and `eval_every` replace the config's (the loop's refits)."""
+    """The fit's schedule; `max_steps`, `eval_every` and `horizon` replace the config's (the
+    loop's refits; the learned cost's one-step windows, `cost_schedule`)."""
     steps = config.max_steps if max_steps is None else max_steps
     every = config.eval_every if eval_every is None else eval_every
     return FitSchedule(
-        horizon=config.horizon,
+        horizon=config.horizon if horizon is None else horizon,
         batch_size=config.batch_size,
         max_steps=steps,
         eval_every=min(every, steps),
         patience=config.patience,
         val_fraction=config.val_fraction,
     )
+
+
+def cost_schedule(
+    config: TrainConfig, max_steps: int | None = None, eval_every: int | None = None
+) -> FitSchedule:
+    """The learned cost's fit: the world model's schedule on one-step windows, so every
+    transition (an episode's last one too) is drawn equally often."""
+    return fit_schedule(config, max_steps, eval_every, horizon=1)
+
+
+def learns_cost(config: Config) -> bool:
+    """Whether the run fits a `LearnedCost` beside its world model."""
+    return config.cost == "learned"
+
+
+def build_learned_cost(config: CostModelConfig, task: Task) -> LearnedCost:
+    """A `LearnedCost` for `task`, with a termination classifier where the task may end early
+    and has no exact termination (weights and buffers as initialised, not normalised)."""
+    terminates = task.terminates and task.terminated is None
+    return LearnedCost(
+        task.obs_dim, task.act_dim, config.hidden, config.layers, terminates=terminates
+    )
+
+
+def new_learned_cost(
+    config: CostModelConfig,
+    task: Task,
+    stats: Stats,
+    costs: CostStats,
+    device: torch.device,
+    seed: int,
+) -> LearnedCost:
+    """A fresh learned cost normalised by the data's statistics. Its init draws from a forked
+    global RNG seeded with `seed`: the world model trains on the same random numbers whether
+    the cost is exact or learned."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        cost = build_learned_cost(config, task)
+    cost.set_normalization(stats, costs)
+    return cost.to(device)
+
+
+def intrinsic_cost(config: Config, task: Task, learned: LearnedCost | None = None) -> IntrinsicCost:
+    """The cost the run plans with: the task's exact one (`config.cost` 'exact'), or `learned`
+    with the task's exact termination where it has one."""
+    if config.cost == "learned":
+        if learned is None:
+            raise ConfigError("cost 'learned' needs the run's learned cost, fit beside its model")
+        return IntrinsicCost.of_learned(learned, task.terminated)
+    if task.cost is None or task.planning_cost is None:
+        raise ConfigError(f"{task.id} has no exact cost; pass --cost learned")
+    return IntrinsicCost(task.cost, task.planning_cost, task.terminated)
 
 
 def build_planner(config: PlannerConfig, action_dim: int, device: torch.device) -> Planner:
@@ -144,8 +203,11 @@ def build_policy_parts(
     stats: Stats,
     device: torch.device,
     penalty: UncertaintyPenalty,
+    costs: IntrinsicCost | None = None,
 ) -> PolicyParts:
-    """Policy and critic normalised by the data statistics, and the learners that train them."""
+    """Policy and critic normalised by the data statistics, and the learners that train them on
+    `costs` (None: the task's exact cost)."""
+    costs = costs or intrinsic_cost(config, task)
     pc = config.policy
     policy = Policy(task.obs_dim, task.act_dim, hidden=pc.hidden, layers=pc.layers)
     policy.set_normalization(stats)
@@ -163,8 +225,8 @@ def build_policy_parts(
         device=device,
     )
     objective = TrajectoryCost(
-        task.planning_cost,
-        task.terminated,
+        costs.planning_cost,
+        costs.terminated,
         critic_learner.value,
         gamma=pc.gamma,
         penalty=penalty if pc.uncertainty_weight > 0 else None,
@@ -191,10 +253,11 @@ def build_agent(
     device: torch.device,
     parts: PolicyParts | None = None,
     penalty: UncertaintyPenalty | None = None,
+    costs: IntrinsicCost | None = None,
 ) -> Actor:
-    """The actor of `config.agent`: the planner over perception -> model -> cost, the policy,
-    or the planner seeded by the policy (with the critic as terminal cost unless
-    `planner.terminal_value` is off)."""
+    """The actor of `config.agent`: the planner over perception -> model -> cost (`costs`;
+    None: the task's exact cost), the policy, or the planner seeded by the policy (with the
+    critic as terminal cost unless `planner.terminal_value` is off)."""
     perception = Perception(task.obs_dim, device)
     if config.agent == "policy":
         if parts is None:
@@ -207,9 +270,10 @@ def build_agent(
     value = parts.critic_learner.value if with_policy and pc.terminal_value else None
     # The plan's own costs are summed undiscounted; the critic's value, a discounted
     # cost-to-go from s[H], is discounted by the H steps before it.
+    costs = costs or intrinsic_cost(config, task)
     objective = TrajectoryCost(
-        task.planning_cost,
-        task.terminated,
+        costs.planning_cost,
+        costs.terminated,
         value,
         value_discount=config.policy.gamma**pc.horizon,
         penalty=penalty if pc.uncertainty_weight > 0 else None,

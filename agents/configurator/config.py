@@ -19,6 +19,7 @@ from worldmodel.cost.risk import RISKS
 from worldmodel.errors import ConfigError
 
 AGENTS = ("mpc", "policy", "mpc+policy")
+COSTS = ("exact", "learned")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,19 @@ class ModelConfig:
         _check_choice(self, "latent_dropout_mode", ("prior", "zero"))
         _check_range(self, "latent_dropout", 0.0, 1.0)
         _check_range(self, "dropout", 0.0, 0.99)
+
+
+@dataclass(frozen=True)
+class CostModelConfig:
+    """The learned cost and termination (with --cost learned), fit beside the world model."""
+
+    hidden: int = 128
+    """Width of the cost and termination MLPs."""
+    layers: int = 2
+    """Hidden layers of the cost and termination MLPs."""
+
+    def __post_init__(self) -> None:
+        _check(self, positive=("hidden",), non_negative=("layers",))
 
 
 @dataclass(frozen=True)
@@ -281,15 +295,21 @@ class Config:
     """Log real-vs-imagined videos and prediction figures to TensorBoard."""
     agent: str = "mpc"
     """How `wm run` acts: 'mpc' (plan), 'policy' (the learned policy) or 'mpc+policy' (both)."""
+    cost: str = "exact"
+    """'exact' (the task's torch cost) or 'learned' (fit to the rewards beside the world model,
+    and the termination too where the task has no exact one); default: exact where the task has
+    an exact cost, else learned."""
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    cost_model: CostModelConfig = field(default_factory=CostModelConfig)
 
     def __post_init__(self) -> None:
         _check(self, positive=("steps",), non_negative=("seed", "threads"))
         _check_choice(self, "agent", AGENTS)
+        _check_choice(self, "cost", COSTS)
 
 
 def _check(config: Any, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = ()) -> None:

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from agents.configurator.config import Config, to_dict, with_overrides
+from agents.configurator.validate import check_config, option
 from envs import Task, make_task
 from worldmodel.errors import ConfigError
 
@@ -56,20 +57,16 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_config(overrides: dict[str, Any], command: str = "train") -> Config:
-    """Defaults, then the task's presets (and the command's), then `overrides`."""
+    """Defaults (the cost: exact where the task has one, else learned), then the task's presets
+    (and the command's), then `overrides`."""
     env = overrides.get("env", Config.env)
     task = make_task(env)  # an unknown task fails here, before anything is written
     preset = PRESETS.get(env, {}) | (RUN_PRESETS.get(env, {}) if command == "run" else {})
-    defaults = {"env": env, "name": command}
+    defaults = {"env": env, "name": command, "cost": "learned" if task.cost is None else "exact"}
     config = with_overrides(with_overrides(Config(), defaults | preset), overrides)
     _check_finite(to_dict(config))
     check_for_task(config, task, command)
     return config
-
-
-def option(key: str) -> str:
-    """The command-line spelling of config key `key` ('loop.seed_steps' -> 'loop.seed-steps')."""
-    return key.replace("_", "-")
 
 
 def _check_finite(values: dict[str, Any], prefix: str = "") -> None:
@@ -85,11 +82,17 @@ def _check_finite(values: dict[str, Any], prefix: str = "") -> None:
 
 
 def check_for_task(config: Config, task: Task, command: str = "train") -> None:
-    """Sizes valid alone but not for `task`: one-line errors before any run folder is made.
+    """Sizes valid alone but not for `task`, and every check of `validate.check_config`:
+    one-line errors before any run folder is made.
 
     `command` 'train' collects `config.steps` random steps before fitting; 'run' only
     `config.loop.seed_steps`.
     """
+    if config.cost == "exact" and task.cost is None:
+        raise ConfigError(
+            f"{task.id} has no exact cost; pass --cost learned (the default for it), or give "
+            "it one with envs.register_task"
+        )
     horizon = config.train.horizon
     if horizon > task.max_episode_steps:
         raise ConfigError(
@@ -106,3 +109,4 @@ def check_for_task(config: Config, task: Task, command: str = "train") -> None:
             f"{name} {first} is fewer than train.horizon {horizon}, so no training window fits; "
             f"raise --{option(name)} or lower --train.horizon"
         )
+    check_config(config, task, command)

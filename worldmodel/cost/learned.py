@@ -142,21 +142,26 @@ class LearnedCost(nn.Module):
     def loss(
         self, window: Window, generator: Generator | None = None, score_all: bool = False
     ) -> CostTerms:
-        """Loss on every transition of window ([H+1, B, S] states, [H, B] rewards and flags).
+        """Loss on every real transition of window ([H+1, B, S] states, [H, B] rewards and
+        flags; the steps past a termination, `window.mask`, are not scored).
 
         The cost is regressed in units of the data's cost std; termination by binary
         cross-entropy with the positives weighted by `pos_weight`. Deterministic, so
         `generator` and `score_all` (the trainer's interface) change nothing.
         """
         del generator, score_all
-        obs, actions = window.obs, window.action
+        obs, actions, mask = window.obs, window.action, window.step_mask()
+        steps = mask.sum().clamp(min=1.0)
         target = (-window.reward - self.cost_mean) / self.cost_std
-        cost_error = (self._normalised_cost(obs[:-1], actions, obs[1:]) - target).square().mean()
+        error = (self._normalised_cost(obs[:-1], actions, obs[1:]) - target).square()
+        cost_error = (mask * error).sum() / steps
         termination = obs.new_zeros(())
         if self.termination_net is not None:
-            termination = F.binary_cross_entropy_with_logits(
+            per_step = F.binary_cross_entropy_with_logits(
                 self.termination_logit(obs[1:]),
                 window.terminated.to(obs.dtype),
                 pos_weight=self.pos_weight,
+                reduction="none",
             )
+            termination = (mask * per_step).sum() / steps
         return CostTerms(cost_error + termination, cost_error, termination)

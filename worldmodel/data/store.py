@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,22 +26,32 @@ class Window:
     """H consecutive transitions of one episode, time-major.
 
     obs: [H+1, B, S] real states s[t..t+H]; action: [H, B, A]; reward: [H, B];
-    terminated: [H, B] whether the env ended at that step.
+    terminated: [H, B] whether the env ended at that step; mask: [H, B] bool, False for the
+    steps after a termination that ended the window's episode early (None: every step is real).
+    Past a termination obs repeats the terminal state and action, reward and terminated are 0:
+    losses weigh each step by the mask, so a window is trained on up to its termination.
     """
 
     obs: Tensor
     action: Tensor
     reward: Tensor
     terminated: Tensor
+    mask: Tensor | None = None
 
     @property
     def horizon(self) -> int:
         return self.action.shape[0]
 
+    def step_mask(self) -> Tensor:
+        """The mask [H, B] as floats in the states' dtype (ones where `mask` is None)."""
+        if self.mask is None:
+            return self.reward.new_ones(self.reward.shape, dtype=self.obs.dtype)
+        return self.mask.to(self.obs.dtype)
+
     def to(self, device: torch.device | str) -> Window:
-        return Window(
-            *(getattr(self, f).to(device) for f in ("obs", "action", "reward", "terminated"))
-        )
+        mask = None if self.mask is None else self.mask.to(device)
+        tensors = (getattr(self, f).to(device) for f in ("obs", "action", "reward", "terminated"))
+        return Window(*tensors, mask=mask)
 
 
 @dataclass(frozen=True)
@@ -178,37 +189,68 @@ class EpisodeStore:
         out._next_episode = self._next_episode
         return out
 
-    def window_starts(self, horizon: int) -> np.ndarray:
-        """Indices i whose steps i..i+horizon-1 lie in one episode, [M]."""
+    def window_starts(self, horizon: int, terminal: bool = False) -> np.ndarray:
+        """Indices i whose steps i..i+horizon-1 lie in one episode, [M]; with `terminal` also
+        those whose episode terminates (not truncates) before i+horizon-1: their windows are
+        masked after the termination."""
         if horizon <= 0:
             raise DataError(f"horizon must be positive, got {horizon}")
         episode = self.data["episode"]
+        if terminal:
+            ends = self._episode_ends()
+            whole = np.arange(len(episode)) + horizon - 1 <= ends
+            return np.flatnonzero(whole | self.data["terminated"][ends])
         if len(episode) < horizon:
             return np.zeros(0, np.int64)
         return np.flatnonzero(episode[: len(episode) - horizon + 1] == episode[horizon - 1 :])
 
+    def _episode_ends(self) -> np.ndarray:
+        """Index of the last step of each step's episode, [N]."""
+        episode = self.data["episode"]
+        last = np.flatnonzero(np.r_[episode[1:] != episode[:-1], True]) if len(episode) else []
+        return np.repeat(last, np.diff(np.r_[-1, last])).astype(np.int64)
+
     def windows(self, starts: np.ndarray, horizon: int) -> Window:
-        """Windows beginning at `starts` [B], as float32 tensors on the CPU."""
+        """Windows beginning at `starts` [B], as float32 tensors on the CPU; a window that runs
+        past its episode's end is masked there (`Window`)."""
         data = self.data
         idx = starts[None, :] + np.arange(horizon)[:, None]  # [H, B]
-        obs = np.concatenate([data["obs"][idx], data["next_obs"][idx[-1:]]], axis=0)
+        ends = self._episode_ends()[starts] if len(starts) else np.zeros(0, np.int64)
+        past = idx > ends  # [H, B]
+        if not past.any():
+            obs = np.concatenate([data["obs"][idx], data["next_obs"][idx[-1:]]], axis=0)
+            return Window(
+                obs=torch.from_numpy(obs),
+                action=torch.from_numpy(data["action"][idx]),
+                reward=torch.from_numpy(data["reward"][idx]),
+                terminated=torch.from_numpy(data["terminated"][idx]),
+            )
+        idx = np.minimum(idx, ends)
+        final = data["next_obs"][ends]  # [B, S] the state the episode ended in
+        states = np.where(past[..., None], final, data["obs"][idx])
+        obs = np.concatenate([states, data["next_obs"][idx[-1:]]], axis=0)
         return Window(
             obs=torch.from_numpy(obs),
-            action=torch.from_numpy(data["action"][idx]),
-            reward=torch.from_numpy(data["reward"][idx]),
-            terminated=torch.from_numpy(data["terminated"][idx]),
+            action=torch.from_numpy(_zero_where(past, data["action"][idx])),
+            reward=torch.from_numpy(_zero_where(past, data["reward"][idx])),
+            terminated=torch.from_numpy(_zero_where(past, data["terminated"][idx])),
+            mask=torch.from_numpy(~past),
         )
 
-    def spaced_windows(self, horizon: int, count: int) -> Window:
-        """Up to `count` windows at evenly spaced valid starts: deterministic, no RNG."""
-        starts = self.window_starts(horizon)
+    def spaced_windows(self, horizon: int, count: int, terminal: bool = False) -> Window:
+        """Up to `count` windows at evenly spaced valid starts (`window_starts`): deterministic,
+        no RNG."""
+        starts = self.window_starts(horizon, terminal)
         if len(starts) > count:
             starts = starts[np.linspace(0, len(starts) - 1, count).round().astype(np.int64)]
         return self.windows(starts, horizon)
 
-    def sample(self, batch_size: int, horizon: int, rng: np.random.Generator) -> Window:
-        """`batch_size` windows of `horizon` steps drawn uniformly among the valid starts."""
-        starts = self.window_starts(horizon)
+    def sample(
+        self, batch_size: int, horizon: int, rng: np.random.Generator, terminal: bool = False
+    ) -> Window:
+        """`batch_size` windows of `horizon` steps drawn uniformly among the valid starts
+        (`window_starts`: with `terminal`, windows that end in a termination too)."""
+        starts = self.window_starts(horizon, terminal)
         if len(starts) == 0:
             raise DataError(f"no episode is longer than the horizon {horizon}; collect more steps")
         return self.windows(rng.choice(starts, size=batch_size), horizon)
@@ -267,8 +309,19 @@ class EpisodeStore:
         return store
 
 
+def _zero_where(past: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`values` [H, B, ...] with the steps where `past` [H, B] is True set to zero."""
+    return np.where(past.reshape(past.shape + (1,) * (values.ndim - 2)), 0, values).astype(
+        values.dtype
+    )
+
+
 def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
     """The arrays of a store's npz and its header (version, obs_dim, act_dim, next episode)."""
+    if path.is_dir():
+        raise DataError(
+            f"data file {path} is a folder, not a file; move it away, re-collect the data"
+        )
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; pass a run folder that has one")
     if not zipfile.is_zipfile(path):  # np.load would take it for a pickle
@@ -281,7 +334,16 @@ def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
         meta = arrays.pop("_meta")
         if meta.shape != (4,) or meta.dtype.kind not in "iu":
             raise ValueError(f"bad header {meta!r}")
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+    # zlib.error: a damaged compressed member; MemoryError: a damaged header's huge shape.
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        KeyError,
+        ValueError,
+        OSError,
+        EOFError,
+        MemoryError,
+    ) as exc:
         raise DataError(
             f"data file {path} is corrupt or incomplete ({exc}); re-collect the data"
         ) from exc

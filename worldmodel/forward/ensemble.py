@@ -139,8 +139,9 @@ class EnsembleModel(NormalizedModel):
     ) -> LossTerms:
         """Gaussian NLL per state dim of each member on every transition of the window [H+1, B]
         (one-step, as PETS trains), each member weighing transitions by its own bootstrap draw
-        (Poisson(1) counts); `score_all` (validation) weighs all equally."""
-        obs, actions = window.obs, window.action
+        (Poisson(1) counts); `score_all` (validation) weighs all equally. Steps past a
+        termination (`window.mask`) weigh nothing."""
+        obs, actions, mask = window.obs, window.action, window.step_mask().flatten(0, 1)
         s, target = obs[:-1].flatten(0, 1), (obs[1:] - obs[:-1]).flatten(0, 1)
         target_n = (target - self.delta_mean) / self.delta_std
         mean, logvar = self.gaussians(s, actions.flatten(0, 1))
@@ -149,8 +150,10 @@ class EnsembleModel(NormalizedModel):
             weights = torch.ones_like(nll)
         else:
             weights = torch.poisson(torch.ones_like(nll), generator=generator)
+        weights = weights * mask
         bounds = 0.01 * (self.max_logvar.sum() - self.min_logvar.sum()) / self.state_dim
         loss = (weights * nll).sum() / weights.sum().clamp(min=1.0) + bounds
         zero = obs.new_zeros(())
-        reconstruction = (target_n - mean).square().mean()
+        squared = (target_n - mean).square().mean(-1)  # [E, N]
+        reconstruction = (squared * mask).sum() / (mask.sum().clamp(min=1.0) * self.members)
         return LossTerms(loss=loss, reconstruction=reconstruction, kl=zero, energy=zero)

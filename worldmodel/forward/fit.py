@@ -175,15 +175,19 @@ class ModelTrainer:
         RNGs and counters are restored to that moment continues the fit exactly with
         `resume=state` (the same data and arguments).
         """
-        # A store with one episode has no held-out episode: validate on its own windows.
-        held_out = val if len(val.window_starts(schedule.horizon)) else train
-        val_set = held_out.spaced_windows(schedule.horizon, schedule.val_windows)
+        # A store with one episode has no held-out episode: validate on its own windows. Windows
+        # that end in a termination are trained and validated on up to it (masked after).
+        held_out = val if len(val.window_starts(schedule.horizon, terminal=True)) else train
+        val_set = held_out.spaced_windows(schedule.horizon, schedule.val_windows, terminal=True)
         state = self._start(val_set) if resume is None else dataclasses.replace(resume)
         clock = _Clock(state, schedule)
         bar = tqdm(total=schedule.max_steps, initial=state.steps, disable=not progress, **_BAR)
         try:
             while state.steps < schedule.max_steps and state.bad_evals < schedule.patience:
-                metrics = self.update(train.sample(schedule.batch_size, schedule.horizon, self.rng))
+                window = train.sample(
+                    schedule.batch_size, schedule.horizon, self.rng, terminal=True
+                )
+                metrics = self.update(window)
                 state.steps += 1
                 bar.update(1)
                 if self.consecutive_skips >= self.max_consecutive_skips:

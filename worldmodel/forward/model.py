@@ -203,36 +203,50 @@ class ForwardModel(NormalizedModel):
         return mu, logvar.clamp(-8.0, 8.0)
 
     def _posterior_terms(
-        self, obs: Tensor, actions: Tensor, generator: Generator | None
+        self,
+        obs: Tensor,
+        actions: Tensor,
+        generator: Generator | None,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Unroll with z from q(z | s, a, s'): per window [B] the Gaussian NLL per state dim, the
-        KL per state dim and the squared error per dim, each averaged over the H steps.
+        KL per state dim and the squared error per dim, each averaged over the window's real
+        steps (`mask` [H, B] float, 0 past a termination; None: all are real).
 
         obs [H+1, B, S], actions [H, B, A]. The NLL is in delta-normalised units under the
         decoder's learned scale, up to the constant 0.5 log(2 pi).
         """
         s, log_std = obs[0], self.log_std.clamp(min=_MIN_LOG_STD)
+        mask = obs.new_ones(actions.shape[:2]) if mask is None else mask
         nll = kl = squared = obs.new_zeros(obs.shape[1])
         for t in range(actions.shape[0]):
             mu, logvar = self._posterior(s, actions[t], obs[t + 1])
             noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            kl = kl + 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+            kl = kl + mask[t] * 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
             s = self._predict(s, actions[t], mu + noise * (0.5 * logvar).exp())
             error = (s - obs[t + 1]) / self.delta_std
-            nll = nll + (0.5 * (error * torch.exp(-log_std)).square() + log_std).sum(-1)
-            squared = squared + error.square().mean(-1)
-        scale = actions.shape[0] * self.state_dim
-        return nll / scale, kl / scale, squared / actions.shape[0]
+            nll = nll + mask[t] * (0.5 * (error * torch.exp(-log_std)).square() + log_std).sum(-1)
+            squared = squared + mask[t] * error.square().mean(-1)
+        steps = mask.sum(0).clamp(min=1.0)
+        return nll / (steps * self.state_dim), kl / (steps * self.state_dim), squared / steps
 
-    def _prior_energy(self, obs: Tensor, actions: Tensor, generator: Generator | None) -> Tensor:
+    def _prior_energy(
+        self,
+        obs: Tensor,
+        actions: Tensor,
+        generator: Generator | None,
+        mask: Tensor | None = None,
+    ) -> Tensor:
         """Energy score [B] of two rollouts with z from the prior against the real one, per step
-        in delta-normalised units divided by sqrt(S), averaged over the H steps.
+        in delta-normalised units divided by sqrt(S), averaged over the window's real steps
+        (`mask` [H, B]; None: all).
 
         The energy score E|X - y| - E|X - X'|/2 is proper: it is least when the samples are
         distributed as the real outcomes, so it trains prior samples onto every mode, where a
         squared error would pull them all onto the mean.
         """
         horizon, batch = actions.shape[:2]
+        mask = obs.new_ones(horizon, batch) if mask is None else mask
         # 'zero' mode has one z, so one rollout: its score is its error norm. (Two would differ
         # only by their dropout masks, and the spread term would pay them to disagree.)
         k = 2 if self.latent_dropout_mode == "prior" else 1
@@ -244,10 +258,11 @@ class ForwardModel(NormalizedModel):
         energy = obs.new_zeros(batch)
         for t in range(horizon):
             states = self._predict(states, actions[t].expand(k, *actions[t].shape), z[t])
-            energy = energy + _norm((states - obs[t + 1]) / self.delta_std).mean(0)  # [B]
+            step = _norm((states - obs[t + 1]) / self.delta_std).mean(0)  # [B]
             if k == 2:
-                energy = energy - 0.5 * _norm((states[0] - states[1]) / self.delta_std)
-        return energy / (horizon * self.state_dim**0.5)
+                step = step - 0.5 * _norm((states[0] - states[1]) / self.delta_std)
+            energy = energy + mask[t] * step
+        return energy / (mask.sum(0).clamp(min=1.0) * self.state_dim**0.5)
 
     def loss(
         self, window: Window, generator: Generator | None = None, score_all: bool = False
@@ -260,17 +275,17 @@ class ForwardModel(NormalizedModel):
         learned scale plus beta * KL, both per state dim), a dropped one (probability
         `latent_dropout`) by the energy score of z drawn from the prior, with no KL. With
         `score_all` (validation) every window is scored both ways and the loss is their sum.
+        Steps past a termination (`window.mask`) are not scored.
         """
-        obs, actions = window.obs, window.action
+        obs, actions, mask = window.obs, window.action, window.step_mask()
         if not self.stochastic:
             reconstruction = obs.new_zeros(())
             s = obs[0]
             for t in range(actions.shape[0]):
                 s = self._predict(s, actions[t], s.new_zeros(*s.shape[:-1], 0))
-                reconstruction = (
-                    reconstruction + ((s - obs[t + 1]) / self.delta_std).square().mean()
-                )
-            reconstruction = reconstruction / actions.shape[0]
+                error = ((s - obs[t + 1]) / self.delta_std).square().mean(-1)  # [B]
+                reconstruction = reconstruction + (mask[t] * error).sum()
+            reconstruction = reconstruction / mask.sum().clamp(min=1.0)
             zero = obs.new_zeros(())
             return LossTerms(
                 loss=reconstruction, reconstruction=reconstruction, kl=zero, energy=zero
@@ -283,8 +298,12 @@ class ForwardModel(NormalizedModel):
                 torch.rand(batch, generator=generator, device=obs.device) < self.latent_dropout
             )
             kept = ~dropped
-        nll, kl, squared = self._posterior_terms(obs[:, kept], actions[:, kept], generator)
-        energy = self._prior_energy(obs[:, dropped], actions[:, dropped], generator)
+        nll, kl, squared = self._posterior_terms(
+            obs[:, kept], actions[:, kept], generator, mask[:, kept]
+        )
+        energy = self._prior_energy(
+            obs[:, dropped], actions[:, dropped], generator, mask[:, dropped]
+        )
         elbo = nll + self.beta * kl
         if score_all:
             loss = elbo.mean() + energy.mean()

@@ -42,6 +42,10 @@ def load_checkpoint(
 ) -> tuple[dict[str, dict[str, Tensor]], dict[str, Any]]:
     """Read a checkpoint written by `save_checkpoint`; every failure is a `CheckpointError`."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"checkpoint {path} is a folder, not a file; move it away and restore the checkpoint"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a run folder with one")
     payload = path.read_bytes()

@@ -25,8 +25,10 @@ from agents.app.media.video import side_by_side
 from agents.configurator.config import Config, to_dict
 from envs import Task
 from envs.render import StateRenderer, make_renderer
+from worldmodel.cost.evaluate import RewardError
 from worldmodel.data.store import EpisodeStore, Window
 from worldmodel.errors import ConfigError
+from worldmodel.forward.fit import MetricsSink
 from worldmodel.forward.layers import eval_mode
 from worldmodel.forward.model import ForwardModel, mc_dropout
 
@@ -188,6 +190,23 @@ def log_plan_vs_real(
     logger.figure("plan/predicted_vs_realised", cost_figure(planned, realised), step)
     metrics = {"plan/cost_error": float(np.mean(np.abs(planned - realised)))}
     logger.scalars(metrics, step)
+    return metrics
+
+
+def cost_log(sink: MetricsSink) -> MetricsSink:
+    """A metrics sink that files the learned cost's fit under 'cost/' (cost/train/loss,
+    cost/val/cost_error, ...), beside the world model's train/ and val/ tags."""
+    return lambda metrics, step: sink({f"cost/{k}": v for k, v in metrics.items()}, step)
+
+
+def reward_error_metrics(errors: list[RewardError]) -> dict[str, float]:
+    """TensorBoard tags of k-step reward errors: val/reward_mse_{k} through the model, with the
+    cost on the real transitions (`_real_states`) and the reward's variance (`_baseline`)."""
+    metrics = {}
+    for e in errors:
+        metrics[f"val/reward_mse_{e.k}"] = e.model
+        metrics[f"val/reward_mse_{e.k}_real_states"] = e.real_states
+        metrics[f"val/reward_mse_{e.k}_baseline"] = e.baseline
     return metrics
 
 

@@ -55,4 +55,9 @@ class Logger:
         self.writer.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        """Flush, then close: a write that failed in TensorBoard's writer thread (disk full,
+        read-only) is raised here rather than lost with the events it dropped."""
+        try:
+            self.writer.flush()
+        finally:
+            self.writer.close()

@@ -12,13 +12,21 @@ from typing import Any
 
 import torch
 
-from agents.configurator.assemble import PolicyParts, build_model
+from agents.configurator.assemble import (
+    PolicyParts,
+    build_learned_cost,
+    build_model,
+    intrinsic_cost,
+    learns_cost,
+)
 from agents.configurator.config import (
     Config,
     from_dict,
     to_dict,
 )
+from agents.configurator.validate import INT_MAX, config_from_json
 from envs import Task, make_task
+from worldmodel.cost.intrinsic import IntrinsicCost
 from worldmodel.data.store import Stats
 from worldmodel.errors import CheckpointError, ConfigError
 from worldmodel.forward.model import ForwardModel
@@ -29,17 +37,25 @@ CONFIG_FILE = "config.json"
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 DATA_FILE = "data.npz"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+BROKEN_STATE = (
+    KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError, OverflowError,
+)  # fmt: skip
+"""What loading a damaged optimiser or RNG state raises: a string where a dict was, a key gone,
+a numpy RNG state out of range (OverflowError), a torch one of the wrong size (RuntimeError)."""
 
 
 def new_run_dir(config: Config) -> Path:
-    """A fresh `runs/<env>__<name>__<seed>__<time>` folder; never reuses an existing one."""
+    """A fresh `runs/<env>__<name>__<seed>__<time>` folder; never reuses an existing one. Characters
+    of the env id other than letters, digits, '.', '_' and '-' become '-'."""
     if not _NAME.fullmatch(config.name):
         raise ConfigError(
             f"name {config.name!r} may only hold letters, digits, '.', '_' and '-' (and may not "
             "start with '.'); pass another --name"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(config.runs_dir) / f"{config.env}__{config.name}__{config.seed}__{stamp}"
+    # 'dm_control/cartpole-swingup-v0' and 'my_pkg.envs:MyEnv-v0' are ids, not folder names.
+    env = re.sub(r"[^A-Za-z0-9._-]+", "-", config.env)
+    base = Path(config.runs_dir) / f"{env}__{config.name}__{config.seed}__{stamp}"
     for suffix in range(1000):
         path = base.with_name(base.name + (f"-{suffix}" if suffix else ""))
         try:
@@ -60,15 +76,20 @@ def save_config(run_dir: Path, config: Config) -> None:
 
 
 def load_config(run_dir: Path) -> Config:
-    """The config a run was made with; a missing or broken file is a one-line error."""
+    """The config a run was made with; a missing, unreadable or broken file (not UTF-8, not
+    JSON, a value of the wrong type or out of range) is a one-line error naming it."""
     path = Path(run_dir) / CONFIG_FILE
     if not Path(run_dir).is_dir():
         raise ConfigError(f"run folder {run_dir} does not exist; pass one under runs/")
     try:
-        return from_dict(Config, json.loads(path.read_text()))
+        return config_from_json(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path} is missing; is {run_dir} a run folder?") from exc
-    except (json.JSONDecodeError, TypeError) as exc:
+    except OSError as exc:  # a folder of that name, no permission to read, ...
+        raise ConfigError(
+            f"cannot read {path} ({exc.strerror}); restore the run's config.json"
+        ) from exc
+    except (ValueError, TypeError, RecursionError) as exc:  # JSON, UTF-8, ConfigError
         raise ConfigError(
             f"{path} is not a valid config ({exc}); restore it or start anew"
         ) from exc
@@ -116,6 +137,11 @@ def policy_modules(parts: PolicyParts | None) -> dict[str, torch.nn.Module]:
     }
 
 
+def cost_modules(costs: IntrinsicCost) -> dict[str, torch.nn.Module]:
+    """The learned cost a checkpoint holds beside the model, as 'cost' (none where exact)."""
+    return {} if costs.learned is None else {"cost": costs.learned}
+
+
 def load_policy_modules(parts: PolicyParts, groups: dict[str, dict[str, torch.Tensor]]) -> None:
     """Inverse of `policy_modules`; a checkpoint without them is a one-line error."""
     for name, module in policy_modules(parts).items():
@@ -138,6 +164,7 @@ class LoadedModel:
     model: ForwardModel
     meta: dict
     groups: dict[str, dict[str, torch.Tensor]]  #: every tensor group of the checkpoint
+    costs: IntrinsicCost  #: the run's cost: the task's exact one or the learned one restored
 
 
 def check_same_run(run_dir: Path, config: Config, task: Task, meta: dict) -> None:
@@ -193,7 +220,7 @@ def resumable_state(
     state = meta.get(key)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {where} holds no {what} state to resume from; {hint}")
-    found = int(state.get("version", 0))
+    found = meta_count(state, "version", where, f"{what} state") if "version" in state else 0
     if found > version:
         raise CheckpointError(
             f"checkpoint {where} has {what} state format {found}, newer than {version}; "
@@ -205,6 +232,19 @@ def resumable_state(
             "the run with the worldmodel that made it, or start anew"
         )
     return state
+
+
+def meta_count(values: object, key: str, where: Path, what: str) -> int:
+    """values[key], a counter of a checkpoint's meta, as a count 0..2**63-1: a damaged or
+    hand-edited counter (a string, null, -1, 2**70) is a one-line error here, not a TypeError or
+    an overflow in a library once the run has started writing."""
+    value = values.get(key) if isinstance(values, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
+        raise CheckpointError(
+            f"checkpoint {where} has a broken {what} counter {key!r} ({value!r}); restore it "
+            "from a copy"
+        )
+    return value
 
 
 def _with_defaults(saved: dict) -> dict:
@@ -247,7 +287,7 @@ def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> Loade
         raise ConfigError(f"run folder {run_dir} does not exist; pass one under runs/")
     groups, meta = load_checkpoint(run_dir / CHECKPOINT_FILE, device=device)
     try:
-        config = from_dict(Config, meta["config"])
+        config = config_from_json(meta["config"])
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise CheckpointError(
             f"checkpoint in {run_dir} has no valid config ({exc}); restore it from a copy or "
@@ -269,4 +309,15 @@ def load_world_model(run_dir: Path, device: torch.device | str = "cpu") -> Loade
     model = build_model(config.model, task.obs_dim, task.act_dim).to(device)
     load_module_state(model, groups.get("model", {}), "world model")
     model.eval()
-    return LoadedModel(config=config, task=task, model=model, meta=meta, groups=groups)
+    learned = None
+    if learns_cost(config):
+        if "cost" not in groups:
+            raise CheckpointError(
+                f"checkpoint in {run_dir} has no learned cost, but its config says "
+                "--cost learned; restore the run's own checkpoint or train again"
+            )
+        learned = build_learned_cost(config.cost_model, task).to(device)
+        load_module_state(learned, groups["cost"], "learned cost")
+        learned.eval()
+    costs = intrinsic_cost(config, task, learned)
+    return LoadedModel(config, task, model, meta, groups, costs)

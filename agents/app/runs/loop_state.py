@@ -3,16 +3,23 @@ that a checkpoint fits the run folder it is resumed in."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from agents.app.runs.folder import CHECKPOINT_FILE, load_policy_modules, resumable_state
+from agents.app.runs.folder import (
+    BROKEN_STATE,
+    CHECKPOINT_FILE,
+    load_policy_modules,
+    meta_count,
+    resumable_state,
+)
 from agents.configurator.assemble import PolicyParts
 from agents.configurator.config import Config
 from envs import Task
+from worldmodel.cost.intrinsic import IntrinsicCost
 from worldmodel.cost.uncertainty import UncertaintyPenalty
 from worldmodel.errors import CheckpointError
 from worldmodel.forward.fit import ModelTrainer
@@ -50,6 +57,8 @@ class Learners:
     agent: Actor  #: the actor evaluated (and, for MPC, the one that collects)
     collector: Actor  #: the actor that collects the training episodes
     policy_rng: np.random.Generator
+    costs: IntrinsicCost  #: the cost planner, policy and critic use
+    cost_trainer: ModelTrainer | None = None  #: fits `costs.learned` (None: the cost is exact)
 
 
 def check_resumable(run_dir: Path, config: Config, task: Task, meta: dict) -> LoopState:
@@ -64,17 +73,21 @@ def check_resumable(run_dir: Path, config: Config, task: Task, meta: dict) -> Lo
         "loop",
         "only runs of `wm run` can be resumed by it, runs of `wm train` by `wm train --resume`",
     )
-    try:
-        return LoopState(**resume_meta["counters"])
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"checkpoint {run_dir / CHECKPOINT_FILE} has broken loop counters ({exc}); "
-            "restore it from a copy"
-        ) from exc
+    where, counters = run_dir / CHECKPOINT_FILE, resume_meta.get("counters")
+    names = [f.name for f in fields(LoopState)]
+    return LoopState(**{name: meta_count(counters, name, where, "loop") for name in names})
+
+
+def _trainers(learners: Learners) -> dict[str, ModelTrainer]:
+    """The fits of the run by name: the world model's and, where it is learned, the cost's."""
+    trainers = {"model": learners.trainer}
+    if learners.cost_trainer is not None:
+        trainers["cost"] = learners.cost_trainer
+    return trainers
 
 
 def _optimizers(learners: Learners) -> dict[str, torch.optim.Optimizer]:
-    optimizers = {"model": learners.trainer.optimizer}
+    optimizers = {name: trainer.optimizer for name, trainer in _trainers(learners).items()}
     if learners.parts is not None:
         optimizers["policy"] = learners.parts.policy_learner.optimizer
         optimizers["critic"] = learners.parts.critic_learner.optimizer
@@ -93,8 +106,13 @@ def _actor_generators(learners: Learners) -> dict[str, torch.Generator | np.rand
     }
 
 
+def _trainer_key(name: str) -> str:
+    """The world model's trainer keeps the key it had before the cost could be learned."""
+    return "trainer" if name == "model" else f"{name}_trainer"
+
+
 def _generators(learners: Learners) -> dict[str, torch.Generator]:
-    generators = {"trainer": learners.trainer.generator}
+    generators = {_trainer_key(n): t.generator for n, t in _trainers(learners).items()}
     if learners.parts is not None:
         generators["policy_learner"] = learners.parts.policy_learner.generator
     actors = _actor_generators(learners).items()
@@ -102,7 +120,8 @@ def _generators(learners: Learners) -> dict[str, torch.Generator]:
 
 
 def _numpy_rngs(learners: Learners) -> dict[str, np.random.Generator]:
-    rngs = {"trainer": learners.trainer.rng, "policy": learners.policy_rng}
+    rngs = {_trainer_key(n): t.rng for n, t in _trainers(learners).items()}
+    rngs["policy"] = learners.policy_rng
     actors = _actor_generators(learners).items()
     return rngs | {k: g for k, g in actors if isinstance(g, np.random.Generator)}
 
@@ -117,11 +136,11 @@ def snapshot(
         groups[f"optim_{name}"], optim_meta[name] = optimizer_state(optimizer)
     rng = {name: g.get_state() for name, g in _generators(learners).items()}
     groups["rng"] = rng | global_rng_state()
-    trainer, parts = learners.trainer, learners.parts
-    counters = {
-        "model_total_steps": trainer.total_steps,
-        "model_skipped_updates": trainer.skipped_updates,
-    }
+    parts = learners.parts
+    counters = {}
+    for name, trainer in _trainers(learners).items():
+        counters[f"{name}_total_steps"] = trainer.total_steps
+        counters[f"{name}_skipped_updates"] = trainer.skipped_updates
     if parts is not None:
         counters["policy_total_steps"] = parts.policy_learner.total_steps
         counters["policy_skipped_updates"] = parts.policy_learner.skipped_updates
@@ -141,6 +160,8 @@ def restore(learners: Learners, groups: dict, meta: dict, run_dir: Path) -> None
     device = learners.model.device
     to = lambda tensors: {k: v.to(device) for k, v in tensors.items()}  # noqa: E731
     load_module_state(learners.model, to(groups.get("model", {})), "world model")
+    if learners.costs.learned is not None:
+        load_module_state(learners.costs.learned, to(groups.get("cost", {})), "learned cost")
     if learners.parts is not None:
         load_policy_modules(learners.parts, {k: to(v) for k, v in groups.items()})
     resume_meta = meta["resume"]
@@ -159,14 +180,16 @@ def restore(learners: Learners, groups: dict, meta: dict, run_dir: Path) -> None
         for name, r in _numpy_rngs(learners).items():
             r.bit_generator.state = resume_meta["numpy_rng"][name]
         counters = resume_meta["learner_counters"]
-        learners.trainer.total_steps = int(counters["model_total_steps"])
-        learners.trainer.skipped_updates = int(counters["model_skipped_updates"])
+        count = lambda key: meta_count(counters, key, where, "learner")  # noqa: E731
+        for name, trainer in _trainers(learners).items():
+            trainer.total_steps = count(f"{name}_total_steps")
+            trainer.skipped_updates = count(f"{name}_skipped_updates")
         if learners.parts is not None:
-            learners.parts.policy_learner.total_steps = int(counters["policy_total_steps"])
-            learners.parts.policy_learner.skipped_updates = int(counters["policy_skipped_updates"])
+            learners.parts.policy_learner.total_steps = count("policy_total_steps")
+            learners.parts.policy_learner.skipped_updates = count("policy_skipped_updates")
     except CheckpointError:
         raise  # already one line saying what is wrong (a ValueError, so not re-worded below)
-    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+    except BROKEN_STATE as exc:
         raise CheckpointError(
             f"checkpoint {where} has optimiser or RNG state that does not fit this run ({exc}); "
             "restore the run's own checkpoint"

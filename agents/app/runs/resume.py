@@ -10,10 +10,12 @@ from pathlib import Path
 
 import torch
 
-from agents.app.runs.folder import CHECKPOINT_FILE, DATA_FILE, load_config
+from agents.app.runs.folder import CHECKPOINT_FILE, CONFIG_FILE, DATA_FILE, load_config
 from agents.configurator.assemble import resolve_device
 from agents.configurator.config import Config
+from agents.configurator.presets import check_for_task
 from envs import Task, make_task
+from worldmodel.errors import ConfigError
 from worldmodel.io.checkpoint import load_checkpoint
 
 Checkpoint = tuple[dict[str, dict[str, torch.Tensor]], dict]  #: tensor groups, meta
@@ -29,11 +31,16 @@ class ResumePoint:
     checkpoint: Checkpoint | None  #: None: the run was stopped before its first checkpoint
 
 
-def resume_point(run_dir: Path) -> ResumePoint:
-    """The config and (if there is one) the checkpoint of `run_dir`; bad files are one-line
-    errors, and nothing is written."""
+def resume_point(run_dir: Path, command: str) -> ResumePoint:
+    """The config and (if there is one) the checkpoint of `run_dir` for `command` ('train' or
+    'run'); bad files are one-line errors, and nothing is written. A hand-edited config.json
+    gets every check a new run's options get."""
     config = load_config(run_dir)
     task = make_task(config.env)
+    try:
+        check_for_task(config, task, command)
+    except ConfigError as exc:  # the options are the file's: name it
+        raise ConfigError(f"{Path(run_dir) / CONFIG_FILE}: {exc}") from exc
     device = resolve_device(config.device)
     path = Path(run_dir) / CHECKPOINT_FILE
     checkpoint = load_checkpoint(path, device="cpu") if path.exists() else None

@@ -201,7 +201,7 @@ def test_run_help_shows_the_field_docstrings_and_exits_0(capsys) -> None:
         (["train", "--train.lr", "fast"], "argument --train.lr: invalid float value: 'fast'"),
         (["train", "--seed"], "wm train: error: argument --seed: expected one argument"),
         (["run", "--resume"], "argument --resume: expected one argument"),
-        (["tasks", "--steps", "3"], "wm: error: unrecognized arguments: --steps 3"),
+        (["tasks", "--steps", "3"], "wm tasks: error: unrecognized arguments: --steps 3"),
         (["fly"], "wm: error: argument command: invalid choice: 'fly'"),
         (["mpc"], "wm mpc: error: the following arguments are required: run_dir"),
     ],

@@ -72,7 +72,7 @@ def test_terminal_value_switch_reaches_the_mpc_policy_agent(with_value: bool) ->
 
 def test_presets_apply_under_the_command_line() -> None:
     assert make_config({"env": "InvertedPendulum-v5"}, command="run").steps == 1_000
-    assert make_config({"env": "InvertedPendulum-v5", "steps": 5}, command="run").steps == 5
+    assert make_config({"env": "InvertedPendulum-v5", "steps": 500}, command="run").steps == 500
     assert make_config({"env": "InvertedPendulum-v5"}).steps == Config().steps
     # Pendulum's 30-step plan spans the task; InvertedPendulum's 10-step one needs the value.
     pendulum = {"env": "Pendulum-v1"}
@@ -88,3 +88,75 @@ def test_bad_override_is_a_config_error() -> None:
         with_overrides(Config(), {"planner.horizon": 0})
     with pytest.raises(ConfigError, match="needs a int"):
         with_overrides(Config(), {"planner.horizon": "ten"})
+
+
+def test_the_cost_defaults_to_exact_where_the_task_has_one_else_learned() -> None:
+    assert make_config({}).cost == "exact"
+    assert make_config({"env": "Swimmer-v5"}).cost == "learned"  # no torch cost for it
+    assert make_config({"env": "Pendulum-v1", "cost": "learned"}).cost == "learned"
+    with pytest.raises(ConfigError, match="Swimmer-v5 has no exact cost; pass --cost learned"):
+        make_config({"env": "Swimmer-v5", "cost": "exact"})
+    with pytest.raises(ConfigError, match="cost must be one of"):
+        make_config({"cost": "both"})
+
+
+def test_the_learned_cost_module_learns_what_the_task_does_not_know() -> None:
+    """A termination classifier only where the task may end early and has no exact flag; the
+    intrinsic cost is then the learned one, with the task's exact termination kept."""
+    from agents.configurator.assemble import build_learned_cost, intrinsic_cost
+    from agents.configurator.config import CostModelConfig
+
+    sizes = CostModelConfig(hidden=8, layers=1)
+    pendulum, pole = make_task("Pendulum-v1"), make_task("InvertedPendulum-v5")
+    assert build_learned_cost(sizes, pendulum).termination_net is None  # never ends early
+    assert build_learned_cost(sizes, pole).termination_net is None  # its flag is exact
+    assert build_learned_cost(sizes, make_task("Swimmer-v5")).termination_net is not None
+    learned = build_learned_cost(sizes, pole)
+    costs = intrinsic_cost(make_config({"env": pole.id, "cost": "learned"}), pole, learned)
+    assert costs.cost is learned and costs.planning_cost is learned
+    assert costs.terminated is pole.terminated and costs.learned is learned
+    exact = intrinsic_cost(make_config({"env": pole.id}), pole)
+    assert exact.planning_cost is pole.planning_cost and exact.learned is None
+    with pytest.raises(ConfigError, match="needs the run's learned cost"):
+        intrinsic_cost(make_config({"env": pole.id, "cost": "learned"}), pole)
+
+
+def test_planner_and_policy_use_the_costs_they_are_given() -> None:
+    from agents.configurator.assemble import build_learned_cost, intrinsic_cost
+    from agents.configurator.config import CostModelConfig
+
+    config = make_config({"env": "Swimmer-v5", "agent": "mpc+policy"})
+    task = make_task(config.env)
+    learned = build_learned_cost(CostModelConfig(hidden=8, layers=1), task)
+    costs = intrinsic_cost(config, task, learned)
+    model = build_model(config.model, task.obs_dim, task.act_dim)
+    ones, zeros = torch.ones(task.obs_dim), torch.zeros(task.obs_dim)
+    penalty = build_penalty(config.policy, model)
+    stats = Stats(zeros, ones, zeros, ones)
+    parts = build_policy_parts(config, task, model, stats, model.device, penalty, costs)
+    agent = build_agent(config, task, model, torch.device("cpu"), parts, penalty, costs)
+    assert agent.trajectory_cost.cost is learned
+    assert agent.trajectory_cost.terminated == learned.terminated  # Swimmer's flag is not known
+    assert parts.policy_learner.trajectory_cost.cost is learned
+    with pytest.raises(ConfigError, match="needs the run's learned cost"):
+        build_agent(config, task, model, torch.device("cpu"))  # no costs: none to plan with
+
+
+def test_the_learned_cost_starts_from_a_forked_rng() -> None:
+    """Building it draws nothing from torch's global generator (the world model's dropout
+    masks come from there), and the same seed gives the same weights."""
+    from agents.configurator.assemble import new_learned_cost
+    from agents.configurator.config import CostModelConfig
+    from worldmodel.cost.learned import CostStats
+
+    task = make_task("Pendulum-v1")
+    ones, zeros = torch.ones(3), torch.zeros(3)
+    stats, costs = Stats(zeros, ones, zeros, ones), CostStats(0.0, 1.0, 0.0)
+    torch.manual_seed(5)
+    first = new_learned_cost(CostModelConfig(), task, stats, costs, torch.device("cpu"), seed=1)
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(3), after)
+    again = new_learned_cost(CostModelConfig(), task, stats, costs, torch.device("cpu"), seed=1)
+    for key, tensor in first.state_dict().items():
+        assert torch.equal(again.state_dict()[key], tensor), key

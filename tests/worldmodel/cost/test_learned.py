@@ -149,3 +149,36 @@ def test_normalisation_travels_with_the_state_dict() -> None:
 def test_sizes_below_one_are_refused(args: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="must be >= 1"):
         LearnedCost(*args)
+
+
+def test_the_gradient_planner_finds_the_best_action_through_a_learned_cost() -> None:
+    """s' = s + 0.5 a with reward -s'^2: a cost learned from random transitions, planned
+    through by gradient descent on the action, puts s' at 0 (a = -2 s), as the exact cost does."""
+    from agents.planners import GradientPlanner
+    from worldmodel.cost.trajectory import Trajectory, TrajectoryCost
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    obs, action = rng.uniform(-1, 1, (n, 1)), rng.uniform(-1, 1, (n, 1))
+    next_obs = obs + 0.5 * action
+    store = EpisodeStore(1, 1)
+    no = np.zeros(n, bool)
+    store.add_episode(obs, action, -(next_obs[:, 0] ** 2), next_obs, no, no)
+    torch.manual_seed(0)
+    cost = LearnedCost(1, 1, hidden=64, layers=2, terminates=False)
+    cost.set_normalization(store.stats(), CostStats.of(store))
+    schedule = FitSchedule(horizon=1, batch_size=256, max_steps=1500, eval_every=100, patience=50)
+    fit_world_model(ModelTrainer(cost, lr=3e-3, seed=0), store, schedule, seed=0)
+    cost.eval()
+    objective_of = TrajectoryCost(cost)
+    planner = GradientPlanner(1, -1.0, 1.0, action_dim=1, iterations=60, candidates=4, lr=0.05)
+    for s in (-0.3, 0.2, 0.4):
+        s0 = torch.tensor([[s]])
+
+        def objective(actions: torch.Tensor, s0: torch.Tensor = s0) -> torch.Tensor:
+            start = s0.expand(actions.shape[1], 1)
+            states = torch.stack([start, start + 0.5 * actions[0]])
+            return objective_of(Trajectory(states, actions, actions[:, :, :0])).total
+
+        plan = planner.plan(objective, generator=torch.Generator().manual_seed(0))
+        assert plan.actions[0, 0].item() == pytest.approx(-2 * s, abs=0.1), s
