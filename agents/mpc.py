@@ -36,6 +36,9 @@ from worldmodel.types import (
 
 log = logging.getLogger(__name__)
 
+SINGLE = -1
+"""The env key of `act` among `act_batch`'s warm starts."""
+
 ActionProposal = Callable[[Tensor, int], Tensor]
 """Policy hook: state [S], horizon T -> a proposed action sequence [T, A] to warm-start from."""
 
@@ -70,8 +73,7 @@ class MPCAgent:
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         self.action_dim = model.action_dim
         self.last: Decision | None = None
-        self._plan: Tensor | None = None
-        self._plans: dict[int, Tensor] = {}  # act_batch's, by env
+        self._plans: dict[int, Tensor] = {}  # the shifted previous plan of each env
         self.last_batch: list[Decision] = []  #: act_batch's latest decision of each env
         self.fallbacks = 0  #: decisions (since construction) that used the safe action
         # On CUDA a gradient decision is replayed as one recorded graph (agents/planners/graphed)
@@ -95,7 +97,7 @@ class MPCAgent:
 
     def reset(self) -> None:
         """Forget the previous plans (a new episode starts)."""
-        self._plan, self.last, self._plans, self.last_batch = None, None, {}, []
+        self.last, self._plans, self.last_batch = None, {}, []
 
     def objective(self, state: Tensor, z: Tensor) -> Objective:
         """Cost of candidate sequences from `state` [S] under latents z [T, K, Z].
@@ -135,43 +137,11 @@ class MPCAgent:
         return evaluate
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """The first action of the best plan from `obs` [S]; always finite and within [-1, 1]."""
-        if self._graphed is not None:  # one recorded decision for one env or many
-            action = self.act_batch(np.asarray(obs)[None])[0]
-            self.last = self.last_batch[0]
-            return action
-        start = time.perf_counter()
-        state = self.perception(obs)
-        horizon = self.planner.horizon
-        z = self.model.sample_prior(horizon, self.latent_samples, generator=self.generator)
-        objective = self.objective(state, z)
-        self.model.eval()
-        with frozen(self.model):
-            init = self._warm_start(objective, state, horizon, self._plan)
-            result = self.planner.plan(objective, init=init, generator=self.generator)
-        plan = result.actions
-        fallback = not (np.isfinite(result.cost) and torch.isfinite(plan).all())
-        if fallback:
-            plan = self._safe_plan(horizon, self._plan)
-            self.fallbacks += 1
-            if self.fallbacks & (self.fallbacks - 1) == 0:  # 1st, 2nd, 4th, ...: no flood
-                log.warning(
-                    "MPC: non-finite plan (cost %s); used the %s instead (%d fallbacks so far)",
-                    result.cost,
-                    "shifted previous plan" if self._plan is not None else "zero action",
-                    self.fallbacks,
-                )
-        with torch.no_grad():
-            first = objective(plan[:1, None]).item() if not fallback else 0.0
-        self._plan = shift_plan(plan)
-        action = plan[0].clamp(-1.0, 1.0).detach().cpu().numpy().astype(np.float32)
-        self.last = Decision(
-            action=action,
-            planned_cost=float(result.cost),
-            planned_step_cost=first,
-            seconds=time.perf_counter() - start,
-            fallback=fallback,
-        )
+        """The first action of the best plan from `obs` [S]; always finite and within [-1, 1].
+
+        One env of `act_batch` (the key `SINGLE` among its warm starts)."""
+        action = self.act_batch(np.asarray(obs)[None], envs=[SINGLE])[0]
+        self.last = self.last_batch[0]
         return action
 
     def act_batch(self, obs: np.ndarray, envs: list[int] | None = None) -> np.ndarray:
@@ -207,14 +177,14 @@ class MPCAgent:
         actions, decisions = [], []
         seconds = (time.perf_counter() - start) / len(ids)
         for e, result in enumerate(results):
-            plan, fallback = result.actions, not np.isfinite(result.cost)
-            if fallback or not torch.isfinite(plan).all():
-                plan, fallback = self._safe_plan(horizon, previous[e]), True
-                self.fallbacks += 1
+            plan = result.actions
+            fallback = not (np.isfinite(result.cost) and torch.isfinite(plan).all())
+            if fallback:
+                plan = self._fall_back(horizon, previous[e], result.cost)
             self._plans[ids[e]] = shift_plan(plan)
             actions.append(plan[0].clamp(-1.0, 1.0).detach().cpu().numpy().astype(np.float32))
-            cost, first = (0.0, 0.0) if fallback else (float(result.cost), firsts[e])
-            decisions.append(Decision(actions[-1], cost, first, seconds, fallback))
+            first = 0.0 if fallback else firsts[e]
+            decisions.append(Decision(actions[-1], float(result.cost), first, seconds, fallback))
         self.last_batch = decisions
         return np.stack(actions)
 
@@ -272,6 +242,18 @@ class MPCAgent:
         with torch.no_grad():
             costs = objective(torch.stack(starts, dim=1))
         return starts[int(torch.nan_to_num(costs, nan=float("inf")).argmin())]
+
+    def _fall_back(self, horizon: int, plan: Tensor | None, cost: float) -> Tensor:
+        """The safe plan for a non-finite one, counted and logged (1st, 2nd, 4th, ...: no flood)."""
+        self.fallbacks += 1
+        if self.fallbacks & (self.fallbacks - 1) == 0:
+            log.warning(
+                "MPC: non-finite plan (cost %s); used the %s instead (%d fallbacks so far)",
+                cost,
+                "shifted previous plan" if plan is not None else "zero action",
+                self.fallbacks,
+            )
+        return self._safe_plan(horizon, plan)
 
     def _safe_plan(self, horizon: int, plan: Tensor | None) -> Tensor:
         """The previous `plan` shifted, else zeros: used when planning produced non-finite

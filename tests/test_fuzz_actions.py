@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from agents.mpc import SINGLE
 from agents.policy import Policy, PolicyAgent
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_actions.py"
@@ -76,11 +77,11 @@ def test_a_broken_model_falls_back_to_the_shifted_plan_then_zero() -> None:
     healthy.reset()
     healthy.act(np.zeros(3, np.float32))
     assert healthy.last is not None and not healthy.last.fallback
-    plan = healthy._plan.clone()
+    plan = healthy._plans[SINGLE].clone()
 
     broken = fuzz.mpc_agent("gradient", "nan")
     broken.reset()
-    broken._plan = plan  # as if the model broke during an episode
+    broken._plans[SINGLE] = plan  # as if the model broke during an episode
     before = broken.fallbacks
     action = broken.act(np.zeros(3, np.float32))
     assert broken.last is not None and broken.last.fallback
