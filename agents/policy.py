@@ -29,6 +29,7 @@ from worldmodel.types import Decision, Generators, WorldModel
 
 Metrics = dict[str, float]
 LATENT_MODES = ("prior", "zero")
+SINGLE = -1  # the env key of `act`, beside act_batch's 0..E-1
 log = logging.getLogger(__name__)
 
 
@@ -85,45 +86,62 @@ class PolicyAgent:
         self.rng = np.random.default_rng(seed)
         self.fallbacks = 0  #: decisions (since construction) that used the safe action
         self.last: Decision | None = None
-        self._previous: np.ndarray | None = None
+        self.last_batch: list[Decision] = []  #: act_batch's latest decision of each env
+        self._previous: dict[int, np.ndarray] = {}  # each env's last action
 
     def generators(self) -> Generators:
         """The exploration noise's generator."""
         return {"noise": self.rng}
 
     def reset(self) -> None:
-        """Forget the previous action (the fallback of a non-finite output); a new episode."""
-        self._previous, self.last = None, None
+        """Forget the previous actions (the fallback of a non-finite output); a new episode."""
+        self._previous, self.last, self.last_batch = {}, None, []
+
+    def reset_envs(self, envs: list[int]) -> None:
+        """Forget these envs' previous actions (their episodes ended)."""
+        for e in envs:
+            self._previous.pop(e, None)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        """obs [S] -> action [A] (float32, finite, in [-1, 1])."""
-        start = time.perf_counter()
-        state = self.perception(obs)
-        with torch.inference_mode():
-            action = self.policy(state).cpu().numpy()
-        if self.noise > 0:
-            action = action + self.noise * self.rng.standard_normal(action.shape)
-        action = np.clip(action, -1.0, 1.0).astype(np.float32)
-        fallback = not np.isfinite(action).all()
-        if fallback:
-            action = self._fallback()
-        self._previous = action.copy()
-        self.last = Decision(
-            action, float("nan"), float("nan"), time.perf_counter() - start, fallback
-        )
+        """obs [S] -> action [A] (float32, finite, in [-1, 1]): one env of `act_batch`."""
+        action = self.act_batch(np.asarray(obs)[None], envs=[SINGLE])[0]
+        self.last = self.last_batch[0]
         return action
 
-    def _fallback(self) -> np.ndarray:
-        """The previous action, else zero, counted and logged (1st, 2nd, 4th, ...: no flood)."""
+    def act_batch(self, obs: np.ndarray, envs: list[int] | None = None) -> np.ndarray:
+        """obs [E, S] of envs `envs` (default 0..E-1) -> actions [E, A], in one forward pass;
+        `last_batch` holds each row's decision."""
+        start = time.perf_counter()
+        ids = list(range(len(obs))) if envs is None else list(envs)
+        states = torch.stack([self.perception(o) for o in obs])
+        with torch.inference_mode():
+            actions = self.policy(states).cpu().numpy()
+        if self.noise > 0:
+            actions = actions + self.noise * self.rng.standard_normal(actions.shape)
+        actions = np.clip(actions, -1.0, 1.0).astype(np.float32)
+        seconds = (time.perf_counter() - start) / len(ids)
+        self.last_batch = []
+        for row, env in enumerate(ids):
+            fallback = not np.isfinite(actions[row]).all()
+            if fallback:
+                actions[row] = self._fallback(self._previous.get(env))
+            self._previous[env] = actions[row].copy()
+            nan = float("nan")
+            self.last_batch.append(Decision(actions[row].copy(), nan, nan, seconds, fallback))
+        return actions
+
+    def _fallback(self, previous: np.ndarray | None) -> np.ndarray:
+        """The env's previous action, else zero, counted and logged (1st, 2nd, 4th, ...: no
+        flood)."""
         self.fallbacks += 1
         if self.fallbacks & (self.fallbacks - 1) == 0:
             log.warning(
                 "policy: non-finite action; used the %s instead (%d fallbacks so far)",
-                "previous action" if self._previous is not None else "zero action",
+                "previous action" if previous is not None else "zero action",
                 self.fallbacks,
             )
-        if self._previous is not None:
-            return self._previous.copy()
+        if previous is not None:
+            return previous.copy()
         return np.zeros(self.policy.action_dim, np.float32)
 
 

@@ -360,6 +360,8 @@ CASES = [
     Case("hidden-huge", ("model.hidden 1000000 needs about", "lower --model.hidden"),
          (*TRAIN, "--model.hidden", "1000000")),
     Case("steps-huge", ("for the data", "lower --steps"), (*TRAIN, "--steps", "100000000000")),
+    Case("envs-huge", ("envs 10000000 needs about", "lower --envs"),
+         ("run", "--runs_dir", "{runs}", "--envs", "10000000")),
     Case("int-too-large", ("train.max_steps 99999999999999999999 does not fit in a 64-bit",),
          (*TRAIN, "--train.max-steps", "99999999999999999999")),
     Case("threads-too-many", ("threads 100000 is more than the", "CPU cores"),

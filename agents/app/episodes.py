@@ -9,9 +9,9 @@ import numpy as np
 
 from agents.app.media.inspection import log_plan_vs_real
 from agents.app.media.logger import Logger
-from worldmodel.data.rollout import EpisodeResult, run_episode
+from worldmodel.data.rollout import EpisodeResult, run_episodes
 from worldmodel.data.store import EpisodeStore
-from worldmodel.types import Actor
+from worldmodel.types import Actor, Decision
 
 
 @dataclass
@@ -23,13 +23,11 @@ class EpisodeTrace:
     seconds: list[float] = field(default_factory=list)  #: wall time of each decision
     fallbacks: int = 0  #: decisions where planning failed and the safe action was used
 
-    def record(self, agent: Actor) -> None:
-        if agent.last is None:
-            return
-        self.planned.append(agent.last.planned_cost)
-        self.planned_step.append(agent.last.planned_step_cost)
-        self.seconds.append(agent.last.seconds)
-        self.fallbacks += agent.last.fallback
+    def record(self, decision: Decision) -> None:
+        self.planned.append(decision.planned_cost)
+        self.planned_step.append(decision.planned_step_cost)
+        self.seconds.append(decision.seconds)
+        self.fallbacks += decision.fallback
 
     @property
     def planned_any(self) -> bool:
@@ -51,36 +49,48 @@ def planned_vs_realised(
     return float(np.mean(planned[:n])), float(np.mean(realised))
 
 
-def run_episode_traced(
-    env: gym.Env, agent: Actor, store: EpisodeStore, seed: int, max_steps: int
-) -> tuple[EpisodeResult, EpisodeTrace]:
-    """One training episode, with the actor's decisions recorded."""
+def run_round_traced(
+    vec: gym.vector.VectorEnv, agent: Actor, store: EpisodeStore, seeds: list[int], max_steps: int
+) -> list[tuple[EpisodeResult, EpisodeTrace]]:
+    """Training episodes `seeds`, side by side in `vec` (one `act_batch` decision per step for
+    the envs running), with each one's decisions recorded; at most `max_steps` steps in all."""
     agent.reset()
-    trace = EpisodeTrace()
+    traces: dict[int, EpisodeTrace] = {}
 
-    def act(obs: np.ndarray) -> np.ndarray:
-        action = agent.act(obs)
-        trace.record(agent)
-        return action
+    def on_act(episodes: list[int]) -> None:
+        for decision, episode in zip(agent.last_batch, episodes, strict=True):  # type: ignore[attr-defined]
+            traces.setdefault(episode, EpisodeTrace()).record(decision)
 
-    return run_episode(env, act, seed=seed, store=store, max_steps=max_steps), trace
+    reset_env = agent.reset_envs  # type: ignore[attr-defined]
+    results = run_episodes(
+        vec,
+        agent.act_batch,
+        seeds,
+        store,
+        max_steps,
+        on_act,
+        lambda e: reset_env([e]),  # type: ignore[attr-defined]
+    )
+    return list(zip(results, (traces[e] for e in sorted(traces)), strict=True))
 
 
 def log_episode(
     logger: Logger,
     result: EpisodeResult,
     trace: EpisodeTrace,
-    store: EpisodeStore,
-    agent: Actor,
+    rewards: np.ndarray,
+    horizon: int,
     steps: int,
 ) -> None:
+    """The episode's return and length, and where the actor planned, its predicted costs
+    against the realised ones (`rewards` [T], the episode's)."""
     metrics = {
         "charts/episodic_return": result.episode_return,
         "charts/episodic_length": float(result.length),
     }
     if trace.planned_any:
-        realised_costs = -store.data["reward"][-result.length :]
-        planned, realised = planned_vs_realised(trace.planned, realised_costs, agent.horizon)
+        realised_costs = -rewards
+        planned, realised = planned_vs_realised(trace.planned, realised_costs, horizon)
         metrics |= {
             "charts/planner_ms_per_action": 1000 * float(np.mean(trace.seconds)),
             "charts/planned_cost": planned,

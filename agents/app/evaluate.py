@@ -33,7 +33,7 @@ from agents.policy import PolicyAgent
 from envs import Task
 from worldmodel.cost.intrinsic import IntrinsicCost
 from worldmodel.cost.trajectory import TrajectoryCost
-from worldmodel.data.rollout import run_episode
+from worldmodel.data.rollout import run_episode, run_episodes
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import ConfigError
 from worldmodel.types import Actor
@@ -60,35 +60,22 @@ def evaluate(agent: Actor, task: Task, episodes: int, seed: int, envs: int = 1) 
 
 
 def _evaluate_batched(agent: Actor, task: Task, episodes: int, seed: int, n: int) -> list[float]:
-    """`evaluate` on a `SyncVectorEnv` of n envs: a finished env starts the next episode (its
-    own seed) or, when none is left, idles until the others finish, and is no longer planned."""
-    vec = gym.vector.SyncVectorEnv(
+    """`evaluate` on a `SyncVectorEnv` of n envs (`run_episodes`): a finished env starts the
+    next episode (its own seed) or, when none is left, idles and is no longer planned for."""
+    vec = vector_env(task, n)
+    seeds = [seed + EVAL_SEED_OFFSET + i for i in range(episodes)]
+    agent.reset()
+    reset_env = agent.reset_envs  # type: ignore[attr-defined]
+    results = run_episodes(vec, agent.act_batch, seeds, on_end=lambda e: reset_env([e]))  # type: ignore[attr-defined]
+    vec.close()
+    return [r.episode_return for r in results]
+
+
+def vector_env(task: Task, n: int) -> gym.vector.SyncVectorEnv:
+    """n of the task's envs side by side, reset by `run_episodes` (no autoreset)."""
+    return gym.vector.SyncVectorEnv(
         [task.make_env for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.DISABLED
     )
-    seeds = [seed + EVAL_SEED_OFFSET + i for i in range(episodes)]
-    obs, _ = vec.reset(seed=seeds[:n])
-    episode = list(range(n))  # the episode each env runs; -1 once it idles
-    returns, started = [0.0] * episodes, n
-    agent.reset()
-    while max(episode) >= 0:
-        active = [e for e in range(n) if episode[e] >= 0]
-        actions = np.zeros((n, task.act_dim), np.float32)
-        actions[active] = agent.act_batch(obs[active], envs=active)  # type: ignore[attr-defined]
-        obs, reward, terminated, truncated, _ = vec.step(actions)
-        for e in active:
-            returns[episode[e]] += float(reward[e])
-        done = [e for e in active if terminated[e] or truncated[e]]
-        if not done:
-            continue
-        agent.reset_envs(done)  # type: ignore[attr-defined]
-        mask, reset_seeds = np.zeros(n, bool), [None] * n
-        for e in done:
-            mask[e] = True
-            episode[e], started = (started, started + 1) if started < episodes else (-1, started)
-            reset_seeds[e] = seeds[episode[e]] if episode[e] >= 0 else None
-        obs, _ = vec.reset(seed=reset_seeds, options={"reset_mask": mask})
-    vec.close()
-    return returns
 
 
 def imagination_gap(

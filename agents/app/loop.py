@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from agents.app.episodes import log_episode, run_episode_traced
-from agents.app.evaluate import evaluate, imagination_gap
+from agents.app.episodes import log_episode, run_round_traced
+from agents.app.evaluate import evaluate, imagination_gap, vector_env
 from agents.app.media.inspection import (
     cost_log,
     inspect_model,
@@ -65,15 +64,15 @@ from worldmodel.forward.fit import ModelTrainer, fit_world_model, split_episodes
 
 
 def train_policy(
-    parts: PolicyParts, store: EpisodeStore, config: Config, rng: np.random.Generator
+    parts: PolicyParts, store: EpisodeStore, batch_size: int, updates: int, rng: np.random.Generator
 ) -> dict[str, float]:
-    """Policy and critic updates from real start states, the critic on the policy's rollouts."""
-    pc = config.policy
+    """`updates` policy and critic updates from `batch_size` real start states each, the critic
+    on the policy's rollouts."""
     metrics: dict[str, list[float]] = {}
     obs = store.data["obs"]
     device = parts.policy_learner.device
-    for _ in range(pc.updates):
-        starts = torch.from_numpy(obs[rng.integers(len(obs), size=pc.batch_size)]).to(device)
+    for _ in range(updates):
+        starts = torch.from_numpy(obs[rng.integers(len(obs), size=batch_size)]).to(device)
         policy_metrics = parts.policy_learner.update(starts)
         rollout = parts.policy_learner.last_rollout
         critic_metrics = {}
@@ -165,12 +164,12 @@ def _loop(
 ) -> Path:
     """The loop body shared by a fresh run (`restored` None) and a resumed one."""
     logger = Logger(run_dir)
-    env = task.make_env(seed=config.seed)
+    vec = vector_env(task, config.envs)
     bar = tqdm(total=config.steps, desc=f"wm run {task.id}", disable=not config.progress)
     try:
         if restored is None:
             log_config(logger, config)
-            run = _seed_run(config, task, device, run_dir, env, logger, bar)
+            run = _seed_run(config, task, device, run_dir, logger, bar)
             run.iterate()
         else:
             run = _Run(config, task, run_dir, *restored, logger, bar)
@@ -180,17 +179,22 @@ def _loop(
             )
         state, learners = run.state, run.learners
         while state.steps < config.steps:
-            seed, budget = config.seed + state.episode, config.steps - state.steps
-            result, trace = run_episode_traced(env, learners.collector, run.store, seed, budget)
-            state.steps, state.episode = state.steps + result.length, state.episode + 1
-            bar.update(result.length)
-            bar.set_postfix(ret=f"{result.episode_return:.1f}")
-            log_episode(logger, result, trace, run.store, learners.collector, state.steps)
+            seeds = [config.seed + state.episode + i for i in range(config.envs)]
+            budget = config.steps - state.steps
+            episodes = run_round_traced(vec, learners.collector, run.store, seeds, budget)
+            rewards = run.store.data["reward"][-sum(r.length for r, _ in episodes) :]
+            for result, trace in episodes:
+                state.steps, state.episode = state.steps + result.length, state.episode + 1
+                bar.update(result.length)
+                bar.set_postfix(ret=f"{result.episode_return:.1f}")
+                mine, rewards = rewards[: result.length], rewards[result.length :]
+                horizon = learners.collector.horizon
+                log_episode(logger, result, trace, mine, horizon, state.steps)
             logger.flush()
-            run.iterate()
+            run.iterate(len(episodes))
     finally:
         bar.close()
-        env.close()
+        vec.close()
         logger.close()
     print(f"run folder: {run_dir}")
     return run_dir
@@ -201,14 +205,15 @@ def _seed_run(
     task: Task,
     device: torch.device,
     run_dir: Path,
-    env: gym.Env,
     logger: Logger,
     bar: tqdm,
 ) -> _Run:
     """A new run after its random seed steps, with the learners built on their statistics."""
     loop = config.loop
     store = EpisodeStore(task.obs_dim, task.act_dim, capacity=loop.capacity)
+    env = task.make_env(seed=config.seed)
     results = collect(env, random_policy(env, config.seed), loop.seed_steps, store, config.seed)
+    env.close()
     state = LoopState(steps=loop.seed_steps, episode=len(results), iteration=0)
     for result in results:
         logger.scalars({"charts/episodic_return": result.episode_return}, state.steps)
@@ -258,15 +263,20 @@ class _Run:
     logger: Logger
     bar: tqdm
 
-    def iterate(self) -> None:
-        """Retrain, (maybe) evaluate and inspect, then checkpoint: data first, then the rest."""
+    def iterate(self, episodes: int = 1) -> None:
+        """Retrain, (maybe) evaluate and inspect, then checkpoint: data first, then the rest.
+
+        After a round of `episodes` episodes side by side, the updates of as many rounds of one
+        (the same updates per env step), and the evaluations due in them."""
         config, state, learners = self.config, self.state, self.learners
         first = state.iteration == 0
         try:
-            fit = _retrain(learners.trainer, self.store, config, self.logger, first)
+            fit = _retrain(learners.trainer, self.store, config, self.logger, first, episodes)
             self.logger.scalars({"charts/model_fit_seconds": fit}, state.steps)
             if learners.cost_trainer is not None:
-                fit = _retrain(learners.cost_trainer, self.store, config, self.logger, first, True)
+                fit = _retrain(
+                    learners.cost_trainer, self.store, config, self.logger, first, episodes, True
+                )
                 self.logger.scalars({"charts/cost_fit_seconds": fit}, state.steps)
         except TrainingDivergedError:
             # fit restored the best weights: keep them and the data, so the run stays usable.
@@ -277,13 +287,17 @@ class _Run:
             self.store, horizon, learners.policy_rng
         )
         if learners.parts is not None and calibrated:
-            policy = train_policy(learners.parts, self.store, config, learners.policy_rng)
+            rng, updates = learners.policy_rng, config.policy.updates * episodes
+            policy = train_policy(
+                learners.parts, self.store, config.policy.batch_size, updates, rng
+            )
             self.logger.scalars(policy, state.steps)
-        state.iteration += 1
+        before, state.iteration = state.iteration, state.iteration + episodes
         last = state.steps >= config.steps
-        if last or state.iteration % config.loop.eval_every == 0:
+        due = lambda every: state.iteration // every > before // every  # noqa: E731
+        if last or due(config.loop.eval_every):
             self.evaluate(last)
-        if last or state.iteration % config.loop.video_every == 0:
+        if last or due(config.loop.video_every):
             inspect_model(
                 self.logger,
                 self.task,
@@ -349,14 +363,16 @@ def _retrain(
     config: Config,
     logger: Logger,
     first: bool,
+    episodes: int = 1,
     is_cost: bool = False,
 ) -> float:
     """Warm-started fit of the world model (`is_cost`: of the learned cost, on one-step
-    windows) on everything collected so far; the first fit gets the full step budget."""
+    windows) on everything collected so far, `loop.train_steps` per new episode at most; the
+    first fit gets the full step budget."""
     loop = config.loop
     schedule = (cost_schedule if is_cost else fit_schedule)(
         config.train,
-        max_steps=loop.first_train_steps if first else loop.train_steps,
+        max_steps=loop.first_train_steps if first else loop.train_steps * episodes,
         eval_every=min(config.train.eval_every, loop.train_steps),
     )
     log = cost_log(logger.scalars) if is_cost else logger.scalars

@@ -28,6 +28,8 @@ ACTIVATIONS_PER_LAYER = 6
 dropout mask), each [..., hidden]."""
 OPTIMISER_COPIES = 4  #: weights, gradients and Adam's two moments
 DATA_COPIES = 3  #: the arrays, the npz written from them, and a sampled batch's copy
+ENV_BYTES = 16 * 2**20
+"""An upper bound of one env's memory (a MuJoCo model and its data, the wrappers' buffers)."""
 _CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
@@ -63,6 +65,9 @@ def memory_needs(config: Config, task: Task, command: str) -> list[Need]:
     needs.append(Need("the data", transitions * per_transition, data_keys, on_device=False))
     if command == "run":
         needs += _acting_needs(config, per_layer)
+        key = "envs" if config.envs >= config.loop.eval_envs else "loop.eval_envs"
+        envs = config.envs + config.loop.eval_envs
+        needs.append(Need("the envs", envs * ENV_BYTES, (key,), on_device=False))
     return needs
 
 
@@ -74,8 +79,10 @@ def _acting_needs(config: Config, per_layer: int) -> list[Need]:
         sampled = p.population if p.kind in ("cem", "mppi", "hybrid") else 0
         refined = p.candidates if p.kind in ("gradient", "hybrid") else 0
         key = "planner.population" if sampled >= refined else "planner.candidates"
-        rollouts = (sampled + refined) * p.latent_samples * p.horizon
-        keys = (key, "planner.latent_samples", "planner.horizon", "model.hidden")
+        side_by_side = max(config.envs, config.loop.eval_envs)  # planned for in one call
+        rollouts = (sampled + refined) * p.latent_samples * p.horizon * side_by_side
+        envs_key = "envs" if config.envs >= config.loop.eval_envs else "loop.eval_envs"
+        keys = (key, "planner.latent_samples", "planner.horizon", envs_key, "model.hidden")
         needs.append(Need("planning", rollouts * per_layer, keys))
     if config.agent != "mpc":
         rollouts = pc.batch_size * pc.latent_samples * pc.horizon * (1 + pc.uncertainty_masks)

@@ -287,6 +287,10 @@ class Config:
     """Torch CPU threads; 0: one per CPU core this process may run on."""
     steps: int = 20_000
     """Env-step budget: random steps for `wm train`; all real steps for `wm run`."""
+    envs: int = 1
+    """Training episodes `wm run` collects side by side in a gymnasium vector env, one batched
+    decision per step for all of them, retraining after each round with the updates of as many
+    episodes."""
     runs_dir: str = "runs"
     """Folder that holds the run folders."""
     progress: bool = True
@@ -307,7 +311,7 @@ class Config:
     cost_model: CostModelConfig = field(default_factory=CostModelConfig)
 
     def __post_init__(self) -> None:
-        _check(self, positive=("steps",), non_negative=("seed", "threads"))
+        _check(self, positive=("steps", "envs"), non_negative=("seed", "threads"))
         _check_choice(self, "agent", AGENTS)
         _check_choice(self, "cost", COSTS)
 

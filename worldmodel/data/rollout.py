@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,6 +13,9 @@ from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import DataError
 
 Policy = Callable[[np.ndarray], np.ndarray]
+BatchPolicy = Callable[[np.ndarray, list[int]], np.ndarray]
+"""(obs [n, S] of the envs named, their env indices) -> actions [n, A]."""
+COLUMNS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 
 
 @dataclass(frozen=True)
@@ -36,17 +40,10 @@ def run_episode(
     `max_steps` cuts the episode short (recorded as truncated); `on_step(t)` runs after each step.
     """
     obs, _ = env.reset(seed=seed)
-    columns: dict[str, list] = {
-        k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")
-    }
+    columns: dict[str, list] = {k: [] for k in COLUMNS}
     terminated = truncated = False
     while not (terminated or truncated):
-        action = np.asarray(policy(obs), dtype=np.float32)
-        if action.shape != env.action_space.shape or not np.isfinite(action).all():
-            raise DataError(
-                f"policy returned action of shape {action.shape} (finite: "
-                f"{bool(np.isfinite(action).all())}); expected finite {env.action_space.shape}"
-            )
+        action = _checked(policy(obs), env.action_space.shape)
         next_obs, reward, terminated, truncated, _ = env.step(action)
         if max_steps is not None and len(columns["reward"]) + 1 >= max_steps:
             truncated = True
@@ -59,10 +56,98 @@ def run_episode(
             on_step(len(columns["reward"]))
     if store is not None:
         store.add_episode(**{k: np.asarray(v) for k, v in columns.items()})
+    return _result(columns)
+
+
+def run_episodes(
+    vec: gym.vector.VectorEnv,
+    policy: BatchPolicy,
+    seeds: list[int],
+    store: EpisodeStore | None = None,
+    max_steps: int | None = None,
+    on_act: Callable[[list[int]], None] | None = None,
+    on_end: Callable[[int], None] | None = None,
+) -> list[EpisodeResult]:
+    """Episodes `seeds[i]`, up to `vec.num_envs` side by side, one `policy` call per step for
+    the envs running; a finished env starts the next episode, or idles (not asked for actions,
+    not recorded) once none is left. `vec` must not autoreset (`AutoresetMode.DISABLED`).
+
+    Episode i is the one `run_episode` gives for `seeds[i]` with the same actions. `max_steps`
+    bounds the steps of all episodes together: an episode that would pass it ends at its last
+    step as truncated, and episodes cut before their first step are not run. The episodes run
+    are returned and appended to `store` in the order of `seeds`. `on_act(episodes)` runs after
+    each policy call (the episode of each row), `on_end(env)` when an env's episode ends.
+    """
+    n, budget = vec.num_envs, math.inf if max_steps is None else max_steps
+    columns: list[dict[str, list]] = [{k: [] for k in COLUMNS} for _ in seeds]
+    running = [i if i < len(seeds) else -1 for i in range(n)]  # each env's episode; -1: idle
+    started, taken = min(n, len(seeds)), 0
+    obs, _ = vec.reset(seed=[seeds[e] if e >= 0 else None for e in running])
+    idle_action = _middle(vec.single_action_space)
+    while max(running) >= 0:
+        active = [i for i in range(n) if running[i] >= 0]
+        over = taken + len(active) - budget
+        if over > 0:  # the budget ends these episodes, the last first
+            for i in active[len(active) - int(over) :]:
+                if columns[running[i]]["truncated"]:
+                    columns[running[i]]["truncated"][-1] = True
+                running[i] = -1
+            active = active[: len(active) - int(over)]
+            if not active:
+                break
+        actions = np.tile(idle_action, (n, 1))
+        actions[active] = _checked(policy(obs[active], active), (len(active), *idle_action.shape))
+        if on_act is not None:
+            on_act([running[i] for i in active])
+        next_obs, reward, terminated, truncated, _ = vec.step(actions)
+        taken += len(active)
+        for i in active:
+            row = (obs[i], actions[i], reward[i], next_obs[i], terminated[i], truncated[i])
+            for key, value in zip(COLUMNS, row, strict=True):
+                columns[running[i]][key].append(value)
+        ended = terminated | truncated
+        for i in active:
+            if ended[i]:
+                running[i], started = (
+                    (started, started + 1) if started < len(seeds) else (-1, started)
+                )
+                if on_end is not None:
+                    on_end(i)
+        obs = next_obs
+        if ended.any():  # idle envs are reset too: stepping an ended env is an error
+            reset_seeds = [seeds[running[i]] if ended[i] and running[i] >= 0 else None
+                           for i in range(n)]  # fmt: skip
+            obs, _ = vec.reset(seed=reset_seeds, options={"reset_mask": ended})
+    ran = [c for c in columns if c["reward"]]
+    if store is not None:
+        for c in ran:
+            store.add_episode(**{k: np.asarray(v) for k, v in c.items()})
+    return [_result(c) for c in ran]
+
+
+def _checked(action: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    action = np.asarray(action, dtype=np.float32)
+    if action.shape != shape or not np.isfinite(action).all():
+        raise DataError(
+            f"policy returned action of shape {action.shape} (finite: "
+            f"{bool(np.isfinite(action).all())}); expected finite {shape}"
+        )
+    return action
+
+
+def _middle(space: gym.Space) -> np.ndarray:
+    """An action inside a Box: its centre, where both bounds are finite, else 0 clipped in."""
+    low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+    bounded = np.isfinite(low) & np.isfinite(high)
+    middle = np.where(bounded, (low + high) / 2, np.clip(0.0, low, high))
+    return middle.astype(np.float32)
+
+
+def _result(columns: dict[str, list]) -> EpisodeResult:
     return EpisodeResult(
         episode_return=float(np.sum(columns["reward"])),
         length=len(columns["reward"]),
-        terminated=bool(terminated),
+        terminated=bool(columns["terminated"][-1]) if columns["terminated"] else False,
     )
 
 

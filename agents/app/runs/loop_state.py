@@ -43,7 +43,7 @@ class LoopState:
 
     steps: int  #: real env steps taken (random seed steps included)
     episode: int  #: training episodes started so far (= the store's next episode id)
-    iteration: int  #: retrain/evaluate/checkpoint rounds done
+    iteration: int  #: episodes retrained on so far (the random seed steps count as one)
 
 
 @dataclass

@@ -129,7 +129,7 @@ def test_train_resumed_while_fitting_the_cost_ends_like_an_unbroken_run(
 
 def _stopped_run(runs: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A `wm run --cost learned` stopped (Ctrl-C) in its second loop episode."""
-    real, calls = agents.app.loop.run_episode_traced, []
+    real, calls = agents.app.loop.run_round_traced, []
 
     def episode(*args, **kwargs):
         calls.append(1)
@@ -137,7 +137,7 @@ def _stopped_run(runs: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(agents.app.loop, "run_episode_traced", episode)
+    monkeypatch.setattr(agents.app.loop, "run_round_traced", episode)
     assert main(["run", *RUN, "--runs_dir", str(runs)]) == 130
     monkeypatch.undo()
     return _only(runs)

@@ -60,3 +60,36 @@ def test_main_job_run_shows_scalars_video_figures_and_hparams(tmp_path: Path) ->
     )
     assert "charts/eval_return" in events.Tags()["scalars"]
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+
+
+@pytest.mark.parametrize("agent", ["mpc", "policy"])
+def test_run_envs_collects_episodes_side_by_side_within_the_budget(
+    agent: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wm run --envs 3`: one batched decision for the three envs a step; three episodes per
+    round, cut together by the budget, logged at their own step counts."""
+    from agents.mpc import MPCAgent
+    from agents.policy import PolicyAgent
+    from worldmodel.io.checkpoint import load_checkpoint
+
+    actor = MPCAgent if agent == "mpc" else PolicyAgent
+    widths, act_batch = [], actor.act_batch
+
+    def recording(self, obs, envs=None):
+        widths.append(len(obs))
+        return act_batch(self, obs, envs)
+
+    monkeypatch.setattr(actor, "act_batch", recording)
+    runs = tmp_path / "runs"
+    options = ["--steps", "600", "--envs", "3", "--agent", agent, "--runs_dir", str(runs)]
+    assert main(["run", *TINY, *options, "--threads", "1"]) == 0
+    (run_dir,) = runs.iterdir()
+    data = EpisodeStore.load(run_dir / "data.npz").data
+    assert len(data["reward"]) == 600 and data["truncated"].sum() == 4  # the seed episode too
+    assert all(w == 3 for w in widths[: 450 // 3 - 1])  # the training decisions, batched
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("charts/episodic_return")]
+    assert steps == [150, 300, 450, 600]
+    _, meta = load_checkpoint(run_dir / "checkpoint.safetensors")
+    assert meta["resume"]["counters"] == {"steps": 600, "episode": 4, "iteration": 4}

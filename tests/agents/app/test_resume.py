@@ -28,15 +28,17 @@ TINY = [
 ]
 
 
-def _run(runs: Path, agent: str) -> Path:
-    assert main(["run", *TINY, "--agent", agent, "--runs_dir", str(runs)]) == 0
+def _run(runs: Path, agent: str, extra: tuple[str, ...] = ()) -> Path:
+    assert main(["run", *TINY, *extra, "--agent", agent, "--runs_dir", str(runs)]) == 0
     (run_dir,) = runs.iterdir()
     return run_dir
 
 
-def _interrupted_run(runs: Path, agent: str, monkeypatch, episodes: int) -> Path:
-    """A run stopped (Ctrl-C) during its `episodes`+1-th loop episode."""
-    real, calls = agents.app.loop.run_episode_traced, []
+def _interrupted_run(
+    runs: Path, agent: str, monkeypatch, episodes: int, extra: tuple[str, ...] = ()
+) -> Path:
+    """A run stopped (Ctrl-C) during its `episodes`+1-th round of loop episodes."""
+    real, calls = agents.app.loop.run_round_traced, []
 
     def episode(*args, **kwargs):
         calls.append(1)
@@ -44,22 +46,28 @@ def _interrupted_run(runs: Path, agent: str, monkeypatch, episodes: int) -> Path
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(agents.app.loop, "run_episode_traced", episode)
-    assert main(["run", *TINY, "--agent", agent, "--runs_dir", str(runs)]) == 130
-    monkeypatch.setattr(agents.app.loop, "run_episode_traced", real)
+    monkeypatch.setattr(agents.app.loop, "run_round_traced", episode)
+    assert main(["run", *TINY, *extra, "--agent", agent, "--runs_dir", str(runs)]) == 130
+    monkeypatch.setattr(agents.app.loop, "run_round_traced", real)
     (run_dir,) = runs.iterdir()
     return run_dir
 
 
-@pytest.mark.parametrize("agent", ["mpc", "mpc+policy"])
+@pytest.mark.parametrize(
+    ("agent", "envs"), [("mpc", 1), ("mpc+policy", 1), ("mpc", 2)], ids=["mpc", "policy", "envs2"]
+)
 def test_resume_continues_exactly_like_an_uninterrupted_run(
-    agent: str, tmp_path: Path, monkeypatch
+    agent: str, envs: int, tmp_path: Path, monkeypatch
 ) -> None:
-    whole = _run(tmp_path / "whole", agent)
-    stopped = _interrupted_run(tmp_path / "stopped", agent, monkeypatch, episodes=1)
+    """Stopped in its second round (of `envs` episodes side by side), resumed from the first."""
+    extra = ("--envs", str(envs))
+    whole = _run(tmp_path / "whole", agent, extra)
+    stopped = _interrupted_run(tmp_path / "stopped", agent, monkeypatch, 1, extra)
     config_before = (stopped / "config.json").read_bytes()
     groups, meta = load_checkpoint(stopped / "checkpoint.safetensors")
-    assert meta["resume"]["counters"] == {"steps": 400, "episode": 2, "iteration": 2}
+    counted = 1 + envs  # the seed episode, then one round
+    assert meta["resume"]["counters"] == {"steps": 200 * counted, "episode": counted,
+                                          "iteration": counted}  # fmt: skip
     assert meta["resume"]["learner_counters"]["model_total_steps"] > 0
     assert float(groups["optim_model"]["0.step"]) == meta["model_steps"]  # Adam's step count
     assert main(["run", "--resume", str(stopped)]) == 0
