@@ -6,7 +6,7 @@ import io
 import os
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +87,9 @@ class EpisodeStore:
         self._chunks: list[dict[str, np.ndarray]] = []
         self._flat: dict[str, np.ndarray] | None = self._empty()
         self._next_episode = 0
+        # Indices of the data (episode ends, window starts), built once per version of it.
+        self._indexed: np.ndarray | None = None
+        self._indices: dict[tuple, np.ndarray] = {}
 
     def _empty(self) -> dict[str, np.ndarray]:
         return {
@@ -192,9 +195,13 @@ class EpisodeStore:
     def window_starts(self, horizon: int, terminal: bool = False) -> np.ndarray:
         """Indices i whose steps i..i+horizon-1 lie in one episode, [M]; with `terminal` also
         those whose episode terminates (not truncates) before i+horizon-1: their windows are
-        masked after the termination."""
+        masked after the termination. Built once per version of the data (read-only), so
+        sampling a batch costs the same however much data there is."""
         if horizon <= 0:
             raise DataError(f"horizon must be positive, got {horizon}")
+        return self._index(("starts", horizon, terminal), lambda: self._starts(horizon, terminal))
+
+    def _starts(self, horizon: int, terminal: bool) -> np.ndarray:
         episode = self.data["episode"]
         if terminal:
             ends = self._episode_ends()
@@ -206,9 +213,23 @@ class EpisodeStore:
 
     def _episode_ends(self) -> np.ndarray:
         """Index of the last step of each step's episode, [N]."""
+
+        def build() -> np.ndarray:
+            episode = self.data["episode"]
+            last = np.flatnonzero(np.r_[episode[1:] != episode[:-1], True]) if len(episode) else []
+            return np.repeat(last, np.diff(np.r_[-1, last])).astype(np.int64)
+
+        return self._index(("ends",), build)
+
+    def _index(self, key: tuple, build: Callable[[], np.ndarray]) -> np.ndarray:
+        """`build()`, kept until the data changes: any change makes a new episode-id array."""
         episode = self.data["episode"]
-        last = np.flatnonzero(np.r_[episode[1:] != episode[:-1], True]) if len(episode) else []
-        return np.repeat(last, np.diff(np.r_[-1, last])).astype(np.int64)
+        if self._indexed is not episode:
+            self._indexed, self._indices = episode, {}
+        if key not in self._indices:
+            self._indices[key] = build()
+            self._indices[key].setflags(write=False)
+        return self._indices[key]
 
     def windows(self, starts: np.ndarray, horizon: int) -> Window:
         """Windows beginning at `starts` [B], as float32 tensors on the CPU; a window that runs
