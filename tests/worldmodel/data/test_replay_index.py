@@ -17,9 +17,13 @@ def _add(store: EpisodeStore, n: int, first: float, terminated: bool = False) ->
 def test_samples_reuse_one_index_until_the_data_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     store, rng = EpisodeStore(1, 1), np.random.default_rng(0)
     _add(store, 50, 0.0)
-    builds = []
-    starts = EpisodeStore._starts
-    monkeypatch.setattr(EpisodeStore, "_starts", lambda self, *a: builds.append(a) or starts(self, *a))
+    builds, starts = [], EpisodeStore._starts
+
+    def counted(self: EpisodeStore, *args: object) -> np.ndarray:
+        builds.append(args)
+        return starts(self, *args)
+
+    monkeypatch.setattr(EpisodeStore, "_starts", counted)
     for _ in range(20):
         store.sample(8, 5, rng, terminal=True)
     assert len(builds) == 1
