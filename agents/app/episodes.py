@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -50,10 +51,16 @@ def planned_vs_realised(
 
 
 def run_round_traced(
-    vec: gym.vector.VectorEnv, agent: Actor, store: EpisodeStore, seeds: list[int], max_steps: int
+    vec: gym.vector.VectorEnv,
+    agent: Actor,
+    store: EpisodeStore,
+    seeds: list[int],
+    max_steps: int,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[tuple[EpisodeResult, EpisodeTrace]]:
     """Training episodes `seeds`, side by side in `vec` (one `act_batch` decision per step for
-    the envs running), with each one's decisions recorded; at most `max_steps` steps in all."""
+    the envs running), with each one's decisions recorded; at most `max_steps` steps in all;
+    `on_step(steps)` after each step (`run_episodes`)."""
     agent.reset()
     traces: dict[int, EpisodeTrace] = {}
 
@@ -61,16 +68,9 @@ def run_round_traced(
         for decision, episode in zip(agent.last_batch, episodes, strict=True):  # type: ignore[attr-defined]
             traces.setdefault(episode, EpisodeTrace()).record(decision)
 
-    reset_env = agent.reset_envs  # type: ignore[attr-defined]
-    results = run_episodes(
-        vec,
-        agent.act_batch,
-        seeds,
-        store,
-        max_steps,
-        on_act,
-        lambda e: reset_env([e]),  # type: ignore[attr-defined]
-    )
+    act, reset_env = agent.act_batch, agent.reset_envs  # type: ignore[attr-defined]
+    ended = lambda e: reset_env([e])  # noqa: E731
+    results = run_episodes(vec, act, seeds, store, max_steps, on_act, ended, on_step)
     return list(zip(results, (traces[e] for e in sorted(traces)), strict=True))
 
 

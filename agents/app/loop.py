@@ -7,6 +7,7 @@ on their own env and seeds, are not training data, and are not counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,8 @@ from agents.app.runs.folder import (
 from agents.app.runs.lock import run_folder_lock
 from agents.app.runs.loop_state import Learners, LoopState, check_resumable, restore, snapshot
 from agents.app.runs.resume import announce_restart, clear_interrupted_writes, resume_point
+from agents.app.updates import StepUpdates, train_policy
 from agents.configurator.assemble import (
-    PolicyParts,
     build_agent,
     build_penalty,
     build_policy_parts,
@@ -60,31 +61,7 @@ from worldmodel.cost.learned import CostStats
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import CheckpointError, TrainingDivergedError
-from worldmodel.forward.fit import ModelTrainer, fit_world_model, split_episodes
-
-
-def train_policy(
-    parts: PolicyParts, store: EpisodeStore, batch_size: int, updates: int, rng: np.random.Generator
-) -> dict[str, float]:
-    """`updates` policy and critic updates from `batch_size` real start states each, the critic
-    on the policy's rollouts."""
-    metrics: dict[str, list[float]] = {}
-    obs = store.data["obs"]
-    device = parts.policy_learner.device
-    for _ in range(updates):
-        starts = torch.from_numpy(obs[rng.integers(len(obs), size=batch_size)]).to(device)
-        policy_metrics = parts.policy_learner.update(starts)
-        rollout = parts.policy_learner.last_rollout
-        critic_metrics = {}
-        if rollout is not None:
-            trajectory, terms = rollout
-            critic_metrics = parts.critic_learner.update_imagined(
-                trajectory.states, terms.costs, terms.continues
-            )
-        for prefix, values in (("policy", policy_metrics), ("critic", critic_metrics)):
-            for key, value in values.items():
-                metrics.setdefault(f"{prefix}/{key}", []).append(value)
-    return {key: float(np.mean(values)) for key, values in metrics.items()}
+from worldmodel.forward.fit import FitSchedule, ModelTrainer, fit_world_model, split_episodes
 
 
 def run(config: Config) -> Path:
@@ -181,7 +158,8 @@ def _loop(
         while state.steps < config.steps:
             seeds = [config.seed + state.episode + i for i in range(config.envs)]
             budget = config.steps - state.steps
-            episodes = run_round_traced(vec, learners.collector, run.store, seeds, budget)
+            on_step = None if run.updates is None else partial(_advance, run.updates, state.steps)
+            episodes = run_round_traced(vec, learners.collector, run.store, seeds, budget, on_step)
             rewards = run.store.data["reward"][-sum(r.length for r, _ in episodes) :]
             for result, trace in episodes:
                 state.steps, state.episode = state.steps + result.length, state.episode + 1
@@ -198,6 +176,11 @@ def _loop(
         logger.close()
     print(f"run folder: {run_dir}")
     return run_dir
+
+
+def _advance(updates: StepUpdates, base: int, taken: int) -> None:
+    """The updates due after `taken` steps of a round that began at `base` env steps."""
+    updates.advance(base + taken)
 
 
 def _seed_run(
@@ -262,6 +245,11 @@ class _Run:
     learners: Learners
     logger: Logger
     bar: tqdm
+    updates: StepUpdates | None = None  #: with `loop.update_every` > 0, those between steps
+
+    def __post_init__(self) -> None:
+        if self.config.loop.update_every and self.updates is None:
+            self.updates = StepUpdates(self.config, self.learners, self.store, self.state.steps)
 
     def iterate(self, episodes: int = 1) -> None:
         """Retrain, (maybe) evaluate and inspect, then checkpoint: data first, then the rest.
@@ -270,23 +258,16 @@ class _Run:
         (the same updates per env step), and the evaluations due in them."""
         config, state, learners = self.config, self.state, self.learners
         first = state.iteration == 0
-        try:
-            fit = _retrain(learners.trainer, self.store, config, self.logger, first, episodes)
-            self.logger.scalars({"charts/model_fit_seconds": fit}, state.steps)
-            if learners.cost_trainer is not None:
-                fit = _retrain(
-                    learners.cost_trainer, self.store, config, self.logger, first, episodes, True
-                )
-                self.logger.scalars({"charts/cost_fit_seconds": fit}, state.steps)
-        except TrainingDivergedError:
-            # fit restored the best weights: keep them and the data, so the run stays usable.
-            self.checkpoint(diverged=True)
-            raise
+        refits = self.updates is None or first  # else the updates between steps train
+        if refits:
+            self._refit(first, episodes)
+        else:
+            self.logger.scalars(self.updates.drain() | self._validation(), state.steps)
         horizon = penalty_horizon(config)
         calibrated = not horizon or learners.penalty.calibrate_from(
             self.store, horizon, learners.policy_rng
         )
-        if learners.parts is not None and calibrated:
+        if learners.parts is not None and calibrated and refits:
             rng, updates = learners.policy_rng, config.policy.updates * episodes
             policy = train_policy(
                 learners.parts, self.store, config.policy.batch_size, updates, rng
@@ -309,6 +290,30 @@ class _Run:
             )
         self.logger.flush()
         self.checkpoint()
+
+    def _refit(self, first: bool, episodes: int) -> None:
+        """The warm-started fits of the model and the learned cost after a round."""
+        config, learners, steps = self.config, self.learners, self.state.steps
+        try:
+            fit = _retrain(learners.trainer, self.store, config, self.logger, first, episodes)
+            self.logger.scalars({"charts/model_fit_seconds": fit}, steps)
+            if learners.cost_trainer is not None:
+                fit = _retrain(
+                    learners.cost_trainer, self.store, config, self.logger, first, episodes, True
+                )
+                self.logger.scalars({"charts/cost_fit_seconds": fit}, steps)
+        except TrainingDivergedError:
+            # fit restored the best weights: keep them and the data, so the run stays usable.
+            self.checkpoint(diverged=True)
+            raise
+
+    def _validation(self) -> dict[str, float]:
+        """The model's validation metrics on the held-out episodes, as a refit logs them."""
+        config, horizon = self.config, self.config.train.horizon
+        train, val = split_episodes(self.store, config.train.val_fraction, config.seed)
+        held_out = val if len(val.window_starts(horizon, terminal=True)) else train
+        windows = held_out.spaced_windows(horizon, FitSchedule.val_windows, terminal=True)
+        return {f"val/{k}": v for k, v in self.learners.trainer.validate(windows).items()}
 
     def evaluate(self, last: bool) -> None:
         """Eval returns (and the policy's model exploitation), logged; hparams at the end.

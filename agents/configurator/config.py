@@ -242,6 +242,15 @@ class LoopConfig:
     """Gradient steps at most of the first fit, on the random seed steps."""
     train_steps: int = 300
     """Gradient steps at most of each warm-started retraining after an episode."""
+    update_every: int = 0
+    """0: retrain after each episode (`train_steps`, early-stopped) and train the policy then;
+    N > 0: instead, every N real env steps, `model_updates` gradient steps of the model (and
+    learned cost) and `policy_updates` policy and critic updates, on the episodes ended so far:
+    a set update-to-data ratio, whose cost per step does not grow with the data."""
+    model_updates: int = 1
+    """Gradient steps of the model every `update_every` env steps (with `update_every` > 0)."""
+    policy_updates: int = 1
+    """Policy and critic updates every `update_every` env steps (with `update_every` > 0)."""
     eval_every: int = 5
     """Iterations (episodes) between evaluations; the last iteration is always evaluated."""
     eval_episodes: int = 3
@@ -262,12 +271,15 @@ class LoopConfig:
                 "seed_steps",
                 "first_train_steps",
                 "train_steps",
+                "model_updates",
+                "policy_updates",
                 "eval_every",
                 "eval_episodes",
                 "eval_envs",
                 "capacity",
                 "video_every",
             ),
+            non_negative=("update_every",),
         )
 
 

@@ -67,6 +67,7 @@ def run_episodes(
     max_steps: int | None = None,
     on_act: Callable[[list[int]], None] | None = None,
     on_end: Callable[[int], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[EpisodeResult]:
     """Episodes `seeds[i]`, up to `vec.num_envs` side by side, one `policy` call per step for
     the envs running; a finished env starts the next episode, or idles (not asked for actions,
@@ -76,7 +77,8 @@ def run_episodes(
     bounds the steps of all episodes together: an episode that would pass it ends at its last
     step as truncated, and episodes cut before their first step are not run. The episodes run
     are returned and appended to `store` in the order of `seeds`. `on_act(episodes)` runs after
-    each policy call (the episode of each row), `on_end(env)` when an env's episode ends.
+    each policy call (the episode of each row), `on_end(env)` when an env's episode ends,
+    `on_step(steps)` after each step of the vector env (the steps taken in all so far).
     """
     n, budget = vec.num_envs, math.inf if max_steps is None else max_steps
     columns: list[dict[str, list]] = [{k: [] for k in COLUMNS} for _ in seeds]
@@ -106,6 +108,8 @@ def run_episodes(
             for key, value in zip(COLUMNS, row, strict=True):
                 columns[running[i]][key].append(value)
         ended = terminated | truncated
+        if on_step is not None:
+            on_step(taken)
         for i in active:
             if ended[i]:
                 running[i], started = (

@@ -136,6 +136,9 @@ def snapshot(
         groups[f"optim_{name}"], optim_meta[name] = optimizer_state(optimizer)
     rng = {name: g.get_state() for name, g in _generators(learners).items()}
     groups["rng"] = rng | global_rng_state()
+    penalty = learners.penalty
+    if penalty.mean is not None and penalty.std is not None:  # its calibration on the data
+        groups["penalty"] = {"mean": penalty.mean, "std": penalty.std}
     parts = learners.parts
     counters = {}
     for name, trainer in _trainers(learners).items():
@@ -164,6 +167,10 @@ def restore(learners: Learners, groups: dict, meta: dict, run_dir: Path) -> None
         load_module_state(learners.costs.learned, to(groups.get("cost", {})), "learned cost")
     if learners.parts is not None:
         load_policy_modules(learners.parts, {k: to(v) for k, v in groups.items()})
+    if "penalty" in groups:
+        learners.penalty.mean, learners.penalty.std = (
+            groups["penalty"][k].to(device) for k in ("mean", "std")
+        )
     resume_meta = meta["resume"]
     try:
         for name, optimizer in _optimizers(learners).items():

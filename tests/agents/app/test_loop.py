@@ -93,3 +93,39 @@ def test_run_envs_collects_episodes_side_by_side_within_the_budget(
     assert steps == [150, 300, 450, 600]
     _, meta = load_checkpoint(run_dir / "checkpoint.safetensors")
     assert meta["resume"]["counters"] == {"steps": 600, "episode": 4, "iteration": 4}
+
+
+def test_step_updates_train_during_episodes_at_the_set_ratio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--loop.update-every 10 --loop.model-updates 2`: after the first fit, 2 model steps
+    (and a policy update) every 10 env steps, on the episodes ended so far; no refit."""
+    import agents.app.loop
+    from agents.app.updates import StepUpdates
+    from worldmodel.io.checkpoint import load_checkpoint
+
+    seen, update = [], StepUpdates.update
+
+    def recording(self):
+        seen.append((len(self.store), self.learners.trainer.total_steps))
+        return update(
+            self,
+        )
+
+    refits, retrain = [], agents.app.loop._retrain
+    monkeypatch.setattr(StepUpdates, "update", recording)
+    monkeypatch.setattr(agents.app.loop, "_retrain", lambda *a: refits.append(1) or retrain(*a))
+    runs = tmp_path / "runs"
+    options = ["--loop.update-every", "10", "--loop.model-updates", "2", "--agent", "mpc+policy"]
+    assert main(["run", *TINY, *options, "--runs_dir", str(runs), "--threads", "1"]) == 0
+    assert len(seen) == 10  # steps 160, 170, ..., 250
+    assert all(length == 150 for length, _ in seen)  # the episode running is not yet data
+    model_steps = [steps for _, steps in seen]
+    assert np.diff(model_steps).tolist() == [2] * 9
+    assert len(refits) == 1  # the first fit, on the random steps, only
+    (run_dir,) = runs.iterdir()
+    _, meta = load_checkpoint(run_dir / "checkpoint.safetensors")
+    assert meta["model_steps"] == model_steps[-1] + 2
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert {"train/loss", "val/loss", "policy/loss"} <= set(events.Tags()["scalars"])

@@ -54,13 +54,16 @@ def _interrupted_run(
 
 
 @pytest.mark.parametrize(
-    ("agent", "envs"), [("mpc", 1), ("mpc+policy", 1), ("mpc", 2)], ids=["mpc", "policy", "envs2"]
+    ("agent", "envs", "update_every"),
+    [("mpc", 1, 0), ("mpc+policy", 1, 0), ("mpc", 2, 0), ("mpc+policy", 1, 50)],
+    ids=["mpc", "policy", "envs2", "step-updates"],
 )
 def test_resume_continues_exactly_like_an_uninterrupted_run(
-    agent: str, envs: int, tmp_path: Path, monkeypatch
+    agent: str, envs: int, update_every: int, tmp_path: Path, monkeypatch
 ) -> None:
-    """Stopped in its second round (of `envs` episodes side by side), resumed from the first."""
-    extra = ("--envs", str(envs))
+    """Stopped in its second round (of `envs` episodes side by side), resumed from the first;
+    with `update_every`, the updates between steps are the same too."""
+    extra = ("--envs", str(envs), "--loop.update-every", str(update_every))
     whole = _run(tmp_path / "whole", agent, extra)
     stopped = _interrupted_run(tmp_path / "stopped", agent, monkeypatch, 1, extra)
     config_before = (stopped / "config.json").read_bytes()
