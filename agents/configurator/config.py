@@ -257,8 +257,8 @@ class LoopConfig:
     """Episodes per evaluation, on their own seeds; they are not training data."""
     eval_envs: int = 1
     """Evaluation episodes run side by side in a gymnasium vector env, one batched decision
-    per step for all of them (MPC agents; a policy runs them one after another); 1: one after
-    another. The returns are the same either way, up to float rounding."""
+    (a plan, or a policy's forward pass) per step for all of them; 1: one after another. The
+    returns are the same either way, up to float rounding."""
     capacity: int = 1_000_000
     """Most transitions kept; the oldest whole episodes are dropped beyond it."""
     video_every: int = 3

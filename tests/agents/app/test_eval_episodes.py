@@ -62,3 +62,17 @@ def test_an_actor_without_act_batch_is_evaluated_one_episode_after_another() -> 
     actor = Scripted(task.obs_dim, task.act_dim)
     plain = type("Plain", (), {k: getattr(actor, k) for k in ("act", "reset", "generators")})()
     assert evaluate(plain, task, 3, seed=1, envs=4) == evaluate(actor, task, 3, seed=1)
+
+
+def test_a_policy_is_evaluated_side_by_side_with_its_sequential_returns() -> None:
+    """PolicyAgent.act_batch: one forward pass for the envs running, the returns of `act`."""
+    import torch
+
+    from agents.policy import Policy, PolicyAgent
+
+    task = TASKS["InvertedPendulum-v5"]()
+    torch.manual_seed(0)
+    agent = PolicyAgent(Policy(task.obs_dim, task.act_dim))
+    sequential = evaluate(agent, task, 4, seed=1)
+    batched = evaluate(agent, task, 4, seed=1, envs=3)
+    np.testing.assert_allclose(batched, sequential, rtol=1e-5)
