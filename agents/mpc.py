@@ -216,18 +216,9 @@ class MPCAgent:
         """Each env's best plan of the gradient planner's fixed-iteration search, replayed."""
         planner = self.planner
         assert isinstance(planner, GradientPlanner)
-        envs, shape = len(states), (planner.horizon, len(states), -1, planner.action_dim)
-        restarts = planner._uniform(envs * (planner.candidates - 1), self.generator)
-        starts = torch.cat([init.transpose(0, 1)[:, :, None], restarts.view(shape)], dim=2)
-        x, cost = self._graphed(states, z, starts.flatten(1, 2))
-        cost = cost.view(envs, -1)
-        best = cost.argmin(1)
-        plans = x.view(shape)[:, torch.arange(envs), best].transpose(0, 1)  # [E, T, A]
-        costs = cost[torch.arange(envs), best].tolist()
-        return [
-            PlanResult(plan.clone(), c, planner.iterations)
-            for plan, c in zip(plans, costs, strict=True)
-        ]
+        starts = planner.batch_starts(len(states), init, self.generator)
+        x, cost = self._graphed(states, z, starts)
+        return planner.best_of_each(x, cost, len(states), planner.iterations)
 
     def _warm_start(
         self, objective: Objective, state: Tensor, horizon: int, plan: Tensor | None

@@ -131,6 +131,21 @@ class GradientPlanner(BoundedPlanner):
             `plan` would give it, except that the run stops only once no problem improves: a
             problem may get more iterations than alone, never fewer.
         """
+        starts = self.batch_starts(envs, init, generator)
+        shape = (self.horizon, envs, self.candidates, self.action_dim)
+
+        def flat(actions: Tensor) -> Tensor:
+            return objective(actions.view(actions.shape[0], *shape[1:])).reshape(-1)
+
+        x, cost, steps = self._optimize(flat, starts, groups=envs)
+        return self.best_of_each(x, cost, envs, steps)
+
+    def batch_starts(
+        self, envs: int, init: Tensor | None = None, generator: Generator | None = None
+    ) -> Tensor:
+        """The start sequences of `plan_batch` ``[T, E * N, A]``, problem-major: each problem's
+        warm start (``init`` ``[E, T, A]``, NaN rows or None: the middle of the box), then its
+        N - 1 uniform restarts."""
         if envs < 1:
             raise ValueError(f"envs must be >= 1, got {envs}")
         if init is None:
@@ -140,19 +155,17 @@ class GradientPlanner(BoundedPlanner):
                 raise ValueError(f"init must be [E={envs}, T, A], got {tuple(init.shape)}")
             first = torch.stack([self._initial(start) for start in init], dim=1)  # [T, E, A]
         restarts = self._uniform(envs * (self.candidates - 1), generator)
-        starts = torch.cat(
+        return torch.cat(
             [first.unsqueeze(2), restarts.view(self.horizon, envs, -1, self.action_dim)], dim=2
-        ).flatten(1, 2)  # [T, E * N, A], problem-major
-        shape = (self.horizon, envs, self.candidates, self.action_dim)
+        ).flatten(1, 2)
 
-        def flat(actions: Tensor) -> Tensor:
-            return objective(actions.view(actions.shape[0], *shape[1:])).reshape(-1)
-
-        x, cost, steps = self._optimize(flat, starts, groups=envs)
-        best = cost.view(envs, -1).argmin(1)
-        x = x.view(shape)
+    def best_of_each(self, x: Tensor, cost: Tensor, envs: int, steps: int) -> list[PlanResult]:
+        """Each problem's best of its candidates: ``x`` ``[T, E * N, A]``, ``cost`` ``[E * N]``
+        (problem-major, as `batch_starts` orders them)."""
+        x, cost = x.view(self.horizon, envs, -1, self.action_dim), cost.view(envs, -1)
+        best = cost.argmin(1).tolist()
         return [
-            PlanResult(x[:, e, int(i)].contiguous(), float(cost.view(envs, -1)[e, i]), steps)
+            PlanResult(x[:, e, i].contiguous(), float(cost[e, i]), steps)
             for e, i in enumerate(best)
         ]
 
