@@ -58,7 +58,7 @@ class MPCAgent:
         trajectory_cost: TrajectoryCost,
         planner: Planner,
         *,
-        latent_samples: int = 5,
+        latent_samples: int = 2,
         risk: Risk = MEAN,
         proposal: ActionProposal | None = None,
         seed: int = 0,

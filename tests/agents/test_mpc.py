@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from agents.configurator.config import Config
+from agents.configurator.config import Config, PlannerConfig
 from agents.mpc import MPCAgent
 from agents.planners import shift_plan
 from worldmodel.cost.trajectory import Trajectory, TrajectoryCost
@@ -337,14 +337,14 @@ def test_a_warm_start_of_nan_cost_loses_to_the_proposal_and_the_proposal_sees_th
         torch.testing.assert_close(state, torch.tensor([0.3, -0.1]))
 
 
-def test_by_default_each_decision_unrolls_five_latent_samples_per_candidate() -> None:
-    """`latent_samples` defaults to 5: z is drawn [T, 5, Z] and every candidate is unrolled
-    under each of the 5 (one candidate: a batch of 5 rollouts)."""
+def test_by_default_each_decision_unrolls_two_latent_samples_per_candidate() -> None:
+    """`latent_samples` defaults to the configurator's 2: z is drawn [T, 2, Z] and every
+    candidate is unrolled under each of the 2 (one candidate: a batch of 2 rollouts)."""
     torch.manual_seed(0)
     model = ForwardModel(2, 1, latent_dim=2, hidden=8, layers=1, dropout=0.0).eval()
     cost = TrajectoryCost(lambda s, a, s2: s2.square().sum(-1))
     agent = MPCAgent(model, Perception(2), cost, FixedPlanner(torch.zeros(HORIZON, 1)))
-    assert agent.latent_samples == 5
+    assert agent.latent_samples == PlannerConfig().latent_samples == 2
     batches: list[int] = []
     rollout = model.rollout
 
@@ -355,4 +355,4 @@ def test_by_default_each_decision_unrolls_five_latent_samples_per_candidate() ->
 
     model.rollout = spy  # type: ignore[method-assign]
     agent.act(np.array([0.3, -0.1], np.float32))
-    assert batches == [5]  # only the first-step cost is evaluated: 1 candidate x 5 samples
+    assert batches == [2]  # only the first-step cost is evaluated: 1 candidate x 2 samples
