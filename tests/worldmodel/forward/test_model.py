@@ -1,27 +1,15 @@
-import math
+"""ForwardModel's sizes and arguments, step and rollout, and its MC-dropout uncertainty."""
+
 import re
 
-import numpy as np
 import pytest
 import torch
+from model_cases import A, S, _cvae, _stats, window
 from torch import nn
 
-from worldmodel.data.store import EpisodeStore, Stats, Window
+from worldmodel.data.store import Stats
 from worldmodel.errors import DataError
-from worldmodel.forward.fit import FitSchedule, ModelTrainer
-from worldmodel.forward.model import ForwardModel, _norm, mc_dropout, normalized_error
-
-S, A = 3, 2
-
-
-def window(horizon: int = 5, batch: int = 16, seed: int = 0) -> Window:
-    g = torch.Generator().manual_seed(seed)
-    return Window(
-        obs=torch.randn(horizon + 1, batch, S, generator=g),
-        action=torch.rand(horizon, batch, A, generator=g) * 2 - 1,
-        reward=torch.zeros(horizon, batch),
-        terminated=torch.zeros(horizon, batch, dtype=torch.bool),
-    )
+from worldmodel.forward.model import ForwardModel, mc_dropout, normalized_error
 
 
 def test_shapes_of_step_rollout_and_uncertainty() -> None:
@@ -78,82 +66,6 @@ def test_normalization_buffers_travel_in_the_state_dict() -> None:
     assert state["state_std"].tolist() == [2.0] * S and state["delta_std"].tolist() == [4.0] * S
 
 
-def linear_system_store(episodes: int, length: int, seed: int) -> EpisodeStore:
-    """Noisy-free damped linear dynamics: a model must learn it far better than s' = s."""
-    rng = np.random.default_rng(seed)
-    a_mat = np.array([[0.95, 0.2, 0.0], [-0.2, 0.95, 0.0], [0.0, 0.1, 0.9]], np.float32)
-    b_mat = rng.normal(size=(S, A)).astype(np.float32) * 0.3
-    store = EpisodeStore(S, A)
-    for _ in range(episodes):
-        obs = np.zeros((length, S), np.float32)
-        acts = rng.uniform(-1, 1, (length, A)).astype(np.float32)
-        s = rng.normal(size=S).astype(np.float32)
-        nxt = np.zeros_like(obs)
-        for t in range(length):
-            obs[t] = s
-            s = a_mat @ s + b_mat @ acts[t]
-            nxt[t] = s
-        store.add_episode(obs, acts, np.zeros(length), nxt, np.zeros(length), np.zeros(length))
-    return store
-
-
-@pytest.mark.parametrize("latent_dim", [4, 0])
-def test_short_training_run_lowers_validation_loss(latent_dim: int) -> None:
-    torch.manual_seed(0)
-    train, val = linear_system_store(40, 30, seed=0).split(0.2, seed=0)
-    model = ForwardModel(S, A, latent_dim=latent_dim, hidden=64, layers=2)
-    model.set_normalization(train.stats())
-    trainer = ModelTrainer(model, lr=3e-3, seed=0)
-    val_set = val.windows(val.window_starts(5), 5)
-    before = trainer.validate(val_set)["loss"]
-    schedule = FitSchedule(horizon=5, batch_size=64, max_steps=300, eval_every=50, patience=10)
-    result = trainer.fit(train, val, schedule)
-    after = trainer.validate(val_set)["loss"]
-    assert after < 0.2 * before, (before, after)
-    assert result.best_val_loss == pytest.approx(after, rel=1e-5)
-
-
-def test_non_finite_loss_skips_the_update() -> None:
-    torch.manual_seed(0)
-    model = ForwardModel(S, A, hidden=32)
-    trainer = ModelTrainer(model, seed=0)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    bad = window()
-    bad = Window(bad.obs.clone().fill_(float("nan")), bad.action, bad.reward, bad.terminated)
-    metrics = trainer.update(bad)
-    assert metrics["skipped_updates"] == 1 and trainer.total_steps == 0
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, before[k])
-
-
-def _cvae(latent_dropout: float, mode: str = "prior") -> ForwardModel:
-    torch.manual_seed(0)
-    return ForwardModel(
-        3, 2, latent_dim=4, hidden=16, layers=1, dropout=0.0,
-        latent_dropout=latent_dropout, latent_dropout_mode=mode,
-    )  # fmt: skip
-
-
-def test_multi_step_loss_unrolls_on_the_models_own_predictions() -> None:
-    """The loss at horizon 3 is the mean of the errors of s1 = G(s0), s2 = G(s1), s3 = G(s2):
-    teacher forcing (G(real s1)) or a loss on the last step alone give other values."""
-    torch.manual_seed(0)
-    model = ForwardModel(3, 2, latent_dim=0, hidden=16, layers=1, dropout=0.0)
-    g = torch.Generator().manual_seed(3)
-    obs, action = torch.randn(4, 8, 3, generator=g), torch.randn(3, 8, 2, generator=g)
-    window = Window(obs, action, torch.zeros(3, 8), torch.zeros(3, 8, dtype=torch.bool))
-    no_z = torch.zeros(8, 0)
-    with torch.no_grad():
-        s, errors = obs[0], []
-        for t in range(3):
-            s = model._predict(s, action[t], no_z)
-            errors.append(((s - obs[t + 1]) / model.delta_std).square().mean())
-        expected = torch.stack(errors).mean()
-        terms = model.loss(window)
-    torch.testing.assert_close(terms.reconstruction, expected)
-    assert not torch.isclose(terms.reconstruction, errors[-1])
-
-
 def test_uncertainty_is_the_dropout_variance_in_state_normalised_units_per_step() -> None:
     """One hidden layer, dropout p before the head: the next state's variance over masks is
     sum_j W_ij^2 h_j^2 p / (1 - p) per output i (in delta units), known in closed form."""
@@ -176,27 +88,6 @@ def test_uncertainty_is_the_dropout_variance_in_state_normalised_units_per_step(
     assert u.shape == (3, 1)
     assert u[0, 0].item() == pytest.approx(expected.item(), rel=0.05)
     assert not torch.isclose(u[2, 0], u[0, 0], rtol=0.05)  # each step its own, not broadcast
-
-
-def test_the_posterior_reads_normalised_state_action_and_delta_and_bounds_its_variance() -> None:
-    model = _cvae(latent_dropout=0.0)
-    g = torch.Generator().manual_seed(5)
-    stats = Stats(*(torch.rand(3, generator=g) + 0.5 for _ in range(4)))
-    model.set_normalization(stats)
-    s, a = torch.randn(6, 3, generator=g), torch.randn(6, 2, generator=g)
-    s_next = s + torch.randn(6, 3, generator=g)
-    with torch.no_grad():
-        mu, logvar = model._posterior(s, a, s_next)
-        inputs = torch.cat(
-            [(s - stats.state_mean) / stats.state_std, a,
-             (s_next - s - stats.delta_mean) / stats.delta_std], -1,
-        )  # fmt: skip
-        out = model.encoder(inputs)
-        torch.testing.assert_close(mu, out[:, :4])
-        torch.testing.assert_close(logvar, out[:, 4:].clamp(-8, 8))
-        model.encoder[-1].bias.copy_(torch.tensor([0.0] * 4 + [50.0, -50.0, 50.0, -50.0]))
-        _, clamped = model._posterior(s, a, s_next)
-    assert clamped[:, 0].min() == 8.0 and clamped[:, 1].max() == -8.0
 
 
 def test_the_fast_rollout_equals_stepping_the_modules_one_by_one() -> None:
@@ -317,64 +208,6 @@ def test_rollout_names_a_latent_of_the_wrong_size() -> None:
     s0, actions = torch.zeros(5, 3), torch.zeros(4, 5, 2)
     with pytest.raises(DataError, match=r"ForwardModel.rollout: latent has shape \(4, 5, 3\)"):
         model.rollout(s0, actions, torch.zeros(4, 5, 3))
-
-
-def test_the_posterior_of_each_step_sees_the_real_next_state_after_the_predicted_one() -> None:
-    """q(z | s[t], a[t], s'[t+1]) is fed the model's own s[t] (the unroll) and the real next
-    state obs[t+1]: its delta input is the normalised obs[t+1] - s[t]."""
-    model = _cvae(latent_dropout=0.0)
-    g = torch.Generator().manual_seed(8)
-    model.set_normalization(Stats(*(torch.rand(3, generator=g) + 0.5 for _ in range(4))))
-    horizon = 3
-    obs, action = (
-        torch.randn(horizon + 1, 6, 3, generator=g),
-        torch.randn(horizon, 6, 2, generator=g),
-    )
-    window = Window(obs, action, torch.zeros(horizon, 6), torch.zeros(horizon, 6, dtype=torch.bool))
-    inputs: list[torch.Tensor] = []
-    hook = model.encoder.register_forward_hook(lambda m, args, out: inputs.append(args[0]))
-    with torch.no_grad():
-        model.loss(window, generator=g)
-    hook.remove()
-    assert len(inputs) == horizon
-    torch.testing.assert_close(inputs[0][:, :3], (obs[0] - model.state_mean) / model.state_std)
-    for t, x in enumerate(inputs):
-        s_t = x[:, :3] * model.state_std + model.state_mean
-        torch.testing.assert_close(x[:, 3:5], action[t])
-        expected = (obs[t + 1] - s_t - model.delta_mean) / model.delta_std
-        torch.testing.assert_close(x[:, 5:], expected, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("mode", ["prior", "zero"])
-def test_latent_dropout_one_charges_no_kl_and_zero_charges_every_window(mode: str) -> None:
-    torch.manual_seed(0)
-    always = ForwardModel(S, A, hidden=32, latent_dropout=1.0, latent_dropout_mode=mode)
-    terms = always.loss(window())
-    assert terms.kl.item() == 0.0 and terms.energy.item() > 0.0
-    never = ForwardModel(S, A, hidden=32, latent_dropout=0.0, latent_dropout_mode=mode)
-    terms = never.loss(window())
-    assert terms.kl.item() > 0.0 and terms.energy.item() == 0.0
-
-
-def test_zero_mode_scores_dropped_windows_on_the_z_zero_prediction() -> None:
-    """With z = 0 both rollouts coincide: the energy score is the error norm of that one."""
-    torch.manual_seed(0)
-    model = ForwardModel(
-        S, A, hidden=32, dropout=0.0, latent_dropout=1.0, latent_dropout_mode="zero"
-    )
-    w = window()
-    terms = model.loss(w, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        z = torch.zeros(w.action.shape[0], w.action.shape[1], model.latent_dim)
-        states = model.rollout(w.obs[0], w.action, z)
-    errors = ((states - w.obs[1:]) / model.delta_std).norm(dim=-1)  # [H, B]
-    expected = errors.mean(0) / S**0.5
-    torch.testing.assert_close(terms.energy.detach(), expected.mean(), rtol=1e-4, atol=1e-6)
-
-
-def _stats(seed: int) -> Stats:
-    g = torch.Generator().manual_seed(seed)
-    return Stats(*(torch.rand(3, generator=g) + 0.5 for _ in range(4)))
 
 
 def test_an_unknown_latent_dropout_mode_is_refused_with_the_modes() -> None:
@@ -506,121 +339,6 @@ def test_uncertainty_needs_two_masks_and_uses_eight_by_default() -> None:
     drawn = seeded(generator=torch.Generator().manual_seed(5))
     given = seeded(z=torch.randn(5, 4, 4, generator=torch.Generator().manual_seed(5)))
     torch.testing.assert_close(drawn, given)
-
-
-def _expected_terms(
-    model: ForwardModel, w: Window, kept: torch.Tensor, dropped: torch.Tensor,
-    g: torch.Generator,
-) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    """The CVAE's per-window ELBO terms and energy by hand, with torch.distributions, drawing
-    from g in the model's order: the posterior's noise step by step, then the prior's z."""
-    horizon, half_log_2pi = w.action.shape[0], 0.5 * math.log(2 * math.pi)
-    obs, act = w.obs[:, kept], w.action[:, kept]
-    s, nll, kl, squared = obs[0], 0.0, 0.0, 0.0
-    scale = torch.distributions.Normal(0.0, model.log_std.clamp(min=-7.0).exp())
-    prior = torch.distributions.Normal(0.0, 1.0)
-    for t in range(horizon):
-        mu, logvar = model._posterior(s, act[t], obs[t + 1])
-        noise = torch.randn(mu.shape, generator=g)
-        q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
-        kl = kl + torch.distributions.kl_divergence(q, prior).sum(-1)
-        s = model.step(s, act[t], mu + noise * (0.5 * logvar).exp())
-        error = (s - obs[t + 1]) / model.delta_std
-        nll = nll - (scale.log_prob(error) + half_log_2pi).sum(-1)
-        squared = squared + error.square().mean(-1)
-    obs, act = w.obs[:, dropped], w.action[:, dropped]
-    z = model.sample_prior(horizon, 2, obs.shape[1], generator=g)
-    states, energy = obs[0].expand(2, -1, -1), 0.0
-    for t in range(horizon):
-        states = model.step(states, act[t].expand(2, -1, -1), z[t])
-        errors = ((states - obs[t + 1]) / model.delta_std).norm(dim=-1).mean(0)
-        spread = ((states[0] - states[1]) / model.delta_std).norm(dim=-1)
-        energy = energy + errors - 0.5 * spread
-    n = horizon * 3
-    return nll / n, kl / n, squared / horizon, energy / (horizon * 3**0.5)
-
-
-def _loss_case() -> tuple[ForwardModel, Window]:
-    torch.manual_seed(0)
-    model = ForwardModel(3, 2, latent_dim=4, hidden=16, layers=2, dropout=0.0,
-                         latent_dropout=0.5, beta=0.7)  # fmt: skip
-    model.set_normalization(_stats(11))
-    with torch.no_grad():
-        model.log_std.copy_(torch.tensor([-9.0, 0.3, -0.5]))  # -9 is held at the floor, -7
-        model.encoder[-1].bias.copy_(torch.linspace(-1.5, 1.5, 8))
-    g = torch.Generator().manual_seed(11)
-    obs = torch.randn(3, 10, 3, generator=g).cumsum(0)
-    return model, Window(obs, torch.randn(2, 10, 2, generator=g), torch.zeros(2, 10),
-                         torch.zeros(2, 10, dtype=torch.bool))  # fmt: skip
-
-
-def test_the_training_loss_is_the_elbo_of_kept_and_the_energy_of_dropped_windows() -> None:
-    """Each window is dropped when its uniform draw is below `latent_dropout`; the loss is
-    (sum of NLL + beta KL over kept windows + sum of energies over dropped ones) / B, over a
-    2-step unroll, and the logged terms are their means over their own windows."""
-    model, w = _loss_case()
-    with torch.no_grad():
-        terms = model.loss(w, generator=torch.Generator().manual_seed(12))
-        g = torch.Generator().manual_seed(12)
-        dropped = torch.rand(10, generator=g) < 0.5
-        assert 0 < dropped.sum() < 10
-        nll, kl, squared, energy = _expected_terms(model, w, ~dropped, dropped, g)
-    torch.testing.assert_close(terms.loss, ((nll + 0.7 * kl).sum() + energy.sum()) / 10)
-    torch.testing.assert_close(terms.kl, kl.mean())
-    torch.testing.assert_close(terms.reconstruction, squared.mean())
-    torch.testing.assert_close(terms.energy, energy.mean())
-
-
-@pytest.mark.parametrize("batch", [10, 1])
-def test_the_validation_loss_scores_every_window_both_ways_without_a_dropout_draw(
-    batch: int,
-) -> None:
-    """With `score_all` the loss is mean(NLL + beta KL) + mean(energy) over all windows (a
-    single window's terms are its own, not divided further)."""
-    model, w = _loss_case()
-    w = Window(w.obs[:, :batch], w.action[:, :batch], w.reward[:, :batch], w.terminated[:, :batch])
-    everyone = torch.ones(batch, dtype=torch.bool)
-    with torch.no_grad():
-        terms = model.loss(w, generator=torch.Generator().manual_seed(13), score_all=True)
-        g = torch.Generator().manual_seed(13)
-        nll, kl, squared, energy = _expected_terms(model, w, everyone, everyone, g)
-    torch.testing.assert_close(terms.loss, (nll + 0.7 * kl).mean() + energy.mean())
-    torch.testing.assert_close(terms.kl, kl.mean())
-    torch.testing.assert_close(terms.reconstruction, squared.mean())
-    torch.testing.assert_close(terms.energy, energy.mean())
-
-
-def test_latent_dropout_drops_its_share_of_windows() -> None:
-    """Over 4,000 windows at latent_dropout 0.3 the encoder sees 70 % of them (+-2 %)."""
-    torch.manual_seed(0)
-    model = ForwardModel(3, 2, latent_dim=2, hidden=8, layers=1, dropout=0.0, latent_dropout=0.3)
-    g = torch.Generator().manual_seed(0)
-    w = Window(torch.randn(2, 4000, 3, generator=g), torch.randn(1, 4000, 2, generator=g),
-               torch.zeros(1, 4000), torch.zeros(1, 4000, dtype=torch.bool))  # fmt: skip
-    rows: list[int] = []
-    hook = model.encoder.register_forward_hook(lambda m, args, out: rows.append(len(args[0])))
-    with torch.no_grad():
-        model.loss(w, generator=torch.Generator().manual_seed(1))
-    hook.remove()
-    assert rows[0] / 4000 == pytest.approx(0.7, abs=0.02)
-
-
-def test_the_deterministic_loss_is_its_reconstruction_and_charges_nothing_else() -> None:
-    torch.manual_seed(0)
-    model = ForwardModel(3, 2, latent_dim=0, hidden=16, layers=1)
-    terms = model.loss(window(horizon=2, batch=4))
-    assert terms.loss is terms.reconstruction and terms.reconstruction.item() > 0
-    assert terms.kl.item() == 0.0 and terms.energy.item() == 0.0
-
-
-def test_the_energy_norm_is_smooth_at_zero() -> None:
-    """_norm(0) = sqrt(1e-12) = 1e-6 with gradient 0 (not NaN); elsewhere the plain norm."""
-    x = torch.zeros(2, 3, requires_grad=True)
-    value = _norm(x)
-    value.sum().backward()
-    assert value.tolist() == pytest.approx([1e-6, 1e-6], rel=1e-6)
-    assert x.grad.abs().max().item() == 0.0
-    assert _norm(torch.tensor([3.0, 4.0])).item() == pytest.approx(5.0, rel=1e-9)
 
 
 def test_normalized_error_is_the_mean_squared_error_in_state_units() -> None:
