@@ -1,18 +1,17 @@
-"""Policy learning through a frozen model: epistemic uncertainty on and off the data, the
-uncertainty penalty, the discounted LQR optimum on a known linear model, termination masking,
-frozen model weights, and the fast agent / planner proposal."""
+"""Policy learning through a model fitted on data: epistemic uncertainty on and off the data,
+the uncertainty penalty, frozen model weights, and the agent / planner proposal along the model."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from agents.policy import Policy, PolicyAgent, PolicyLearner, PolicyProposal
 from worldmodel.cost.trajectory import TrajectoryCost
 from worldmodel.cost.uncertainty import UncertaintyPenalty
-from worldmodel.data.store import EpisodeStore, Stats
+from worldmodel.data.store import EpisodeStore
 from worldmodel.forward.fit import ModelTrainer
 from worldmodel.forward.model import ForwardModel
 
@@ -116,95 +115,6 @@ def test_uncertainty_penalty_keeps_the_policy_near_the_data(
     assert metrics[1.0]["uncertainty_penalty"] < 0.5 * metrics[0.0]["uncertainty_penalty"]
 
 
-class LinearModel(nn.Module):
-    """Known dynamics x' = A x + B u, no latent: the 'world model' of the LQR test."""
-
-    def __init__(self, a: Tensor, b: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("a", a)
-        self.register_buffer("b", b)
-
-    def step(
-        self, s: Tensor, a: Tensor, z: Tensor | None = None, generator: object = None
-    ) -> Tensor:
-        return s @ self.a.T + a @ self.b.T
-
-    def sample_prior(self, *shape: int, generator: torch.Generator | None = None) -> Tensor:
-        return torch.zeros(*shape, 0)
-
-
-def test_policy_learner_approaches_the_discounted_lqr_cost() -> None:
-    """With the exact cost-to-go x'Px as terminal value the best stationary policy of the
-    H-step objective is the LQR feedback u = -Kx, so its cost is the target."""
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    a = torch.tensor([[1.0, 0.1], [0.0, 1.0]])
-    b = torch.tensor([[0.005], [0.1]])
-    q, r, gamma = torch.eye(2), 0.1, 0.95
-    p = q.clone()
-    for _ in range(2000):  # discounted Riccati iteration
-        gain = gamma * (b.T @ p @ a) / (r + gamma * b.T @ p @ b)
-        p = q + gamma * a.T @ p @ a - gamma * a.T @ p @ b @ gain
-    model = LinearModel(a, b)
-
-    def cost(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
-        return ((obs @ q) * obs).sum(-1) + r * action.square().sum(-1)
-
-    def value(states: Tensor) -> Tensor:
-        return ((states @ p) * states).sum(-1)
-
-    policy = Policy(2, 1, hidden=32)
-    policy.set_normalization(
-        Stats(torch.zeros(2), torch.full((2,), 0.2), torch.zeros(2), torch.ones(2))
-    )
-    objective = TrajectoryCost(cost, value=value, gamma=gamma)
-    learner = PolicyLearner(policy, model, objective, horizon=5, lr=3e-3)
-    test_states = torch.rand(512, 2, generator=g) * 0.6 - 0.3
-
-    def objective(act: object) -> float:
-        s, total = test_states, torch.zeros(len(test_states))
-        for t in range(5):
-            u = act(s)
-            total = total + gamma**t * cost(s, u, s)
-            s = model.step(s, u)
-        return (total + gamma**5 * value(s)).mean().item()
-
-    with torch.no_grad():
-        initial = objective(policy)
-        lqr = objective(lambda s: (-s @ gain.T).clamp(-1, 1))
-    for _ in range(300):
-        learner.update(torch.rand(256, 2, generator=g) * 0.6 - 0.3)
-    with torch.no_grad():
-        learned = objective(policy)
-        huge = policy(torch.randn(100, 2, generator=g) * 1e4)
-    assert learned < 1.02 * lqr, (initial, learned, lqr)
-    assert initial - learned > 0.9 * (initial - lqr), (initial, learned, lqr)
-    assert huge.abs().max() <= 1.0
-
-
-def test_terminated_states_stop_accumulating_cost_and_terminal_value() -> None:
-    model = LinearModel(torch.eye(2), torch.zeros(2, 1))
-    gamma = 0.9
-
-    def unit_cost(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
-        return 1.0 + 0.0 * action.sum(-1)  # depends on the policy only formally
-
-    def ten(states: Tensor) -> Tensor:
-        return torch.full(states.shape[:-1], 10.0)
-
-    def run(terminated: object) -> dict[str, float]:
-        objective = TrajectoryCost(unit_cost, terminated, ten, gamma=gamma)  # type: ignore[arg-type]
-        learner = PolicyLearner(Policy(2, 1), model, objective, horizon=4)
-        return learner.update(torch.randn(8, 2))
-
-    ended = run(lambda s: torch.ones(s.shape[:-1], dtype=torch.bool))
-    assert ended["imagined_cost"] == pytest.approx(1.0)  # the terminating step itself is paid
-    assert ended["terminal_value"] == pytest.approx(0.0)
-    alive = run(None)
-    assert alive["imagined_cost"] == pytest.approx(sum(gamma**t for t in range(4)))
-    assert alive["terminal_value"] == pytest.approx(10 * gamma**4)
-
-
 def test_update_moves_only_the_policy_and_skips_non_finite_losses(
     data_and_model: tuple[EpisodeStore, ForwardModel],
 ) -> None:
@@ -270,209 +180,6 @@ def test_agent_and_proposal_follow_the_policy_within_bounds(
             s = model.step(s, plan[t][None], torch.zeros(1, 0))
 
 
-class Switchable(Policy):
-    """A policy whose output can be made NaN, to exercise the agent's fallback."""
-
-    broken = False
-
-    def forward(self, states: Tensor) -> Tensor:
-        out = super().forward(states)
-        return out * float("nan") if self.broken else out
-
-
-def test_policy_agent_adds_seeded_noise_clips_and_records_its_decision() -> None:
-    torch.manual_seed(0)
-    policy = Policy(2, 3, hidden=8)
-    obs = np.array([0.2, -0.4], np.float32)
-    with torch.no_grad():
-        clean = policy(torch.from_numpy(obs)).numpy()
-    agent = PolicyAgent(policy, noise=0.3, seed=5)
-    draws = np.random.default_rng(5).standard_normal((4, 3))
-    for draw in draws:
-        action = agent.act(obs)
-        np.testing.assert_allclose(action, np.clip(clean + 0.3 * draw, -1, 1), rtol=1e-6)
-        assert agent.last is not None and np.array_equal(agent.last.action, action)
-        assert np.isnan(agent.last.planned_cost) and np.isnan(agent.last.planned_step_cost)
-        assert 0 < agent.last.seconds < 1 and not agent.last.fallback
-    quiet = PolicyAgent(policy, seed=5)
-    np.testing.assert_allclose(quiet.act(obs), clean, rtol=1e-6)
-    assert quiet.rng.bit_generator.state == np.random.default_rng(5).bit_generator.state
-    loud = PolicyAgent(policy, noise=100.0, seed=0)
-    actions = np.stack([loud.act(obs) for _ in range(20)])
-    assert actions.min() == -1.0 and actions.max() == 1.0  # both ends of the box, no further
-    assert PolicyAgent.horizon == 1 and set(loud.generators()) == {"noise"}
-    with pytest.raises(ValueError, match="^noise must be >= 0, got -0.1$"):
-        PolicyAgent(policy, noise=-0.1)
-
-
-def test_policy_agent_falls_back_to_its_previous_action_then_zero() -> None:
-    torch.manual_seed(0)
-    policy = Switchable(2, 1, hidden=8)
-    obs = np.array([0.2, -0.4], np.float32)
-    agent = PolicyAgent(policy)
-    policy.broken = True
-    zero = agent.act(obs)
-    assert zero.dtype == np.float32  # the documented action dtype, fallback or not
-    np.testing.assert_array_equal(zero, np.zeros(1, np.float32))
-    assert agent.last.fallback and agent.fallbacks == 1
-    policy.broken = False
-    good = agent.act(obs)
-    assert not agent.last.fallback and np.abs(good).max() > 0
-    policy.broken = True
-    np.testing.assert_array_equal(agent.act(obs), good)
-    assert agent.fallbacks == 2
-    agent.reset()
-    assert agent.last is None
-    np.testing.assert_array_equal(agent.act(obs), np.zeros(1, np.float32))  # forgot `good`
-
-
-def test_prior_proposals_are_seeded_draws_and_zero_ones_the_mean_future() -> None:
-    torch.manual_seed(0)
-    model = ForwardModel(2, 1, latent_dim=3, hidden=16, layers=1, dropout=0.0).eval()
-    with torch.no_grad():
-        model.decoder[0].weight.mul_(20.0)  # z matters to the prediction
-    policy = Policy(2, 1, hidden=8)
-    with torch.no_grad():
-        policy.net[-1].weight.mul_(50.0)  # and the state to the action
-    state = torch.tensor([0.3, -0.2])
-    zero = PolicyProposal(policy, model, latent="zero")(state, 5)
-    first = PolicyProposal(policy, model, latent="prior", seed=1)(state, 5)
-    again = PolicyProposal(policy, model, latent="prior", seed=1)(state, 5)
-    other = PolicyProposal(policy, model, latent="prior", seed=2)(state, 5)
-    torch.testing.assert_close(first, again)
-    assert not torch.allclose(first, other) and not torch.allclose(first, zero)
-    torch.testing.assert_close(zero[0], first[0])  # the first action is the policy's at s0
-    # By default the proposal is the mean future, as `wm run --agent mpc+policy` uses it.
-    torch.testing.assert_close(PolicyProposal(policy, model)(state, 5), zero)
-    with pytest.raises(ValueError, match="latent"):
-        PolicyProposal(policy, model, latent="mean")
-
-
-@pytest.mark.parametrize("bad", [{"horizon": 0}, {"lr": 0.0}, {"grad_clip": 0.0}])
-def test_the_policy_learner_refuses_non_positive_settings(bad: dict) -> None:
-    model = LinearModel(torch.eye(2), torch.ones(2, 1))
-    with pytest.raises(ValueError):
-        PolicyLearner(Policy(2, 1), model, TrajectoryCost(lambda s, a, s2: a.sum(-1)), **bad)
-
-
-@pytest.mark.parametrize("dims", [(0, 1, 8, 1), (2, 0, 8, 1), (2, 1, 0, 1), (2, 1, 8, 0)])
-def test_a_policy_needs_positive_sizes(dims: tuple[int, int, int, int]) -> None:
-    with pytest.raises(ValueError):
-        Policy(*dims)
-
-
-def test_updates_are_counted_and_seeded_learners_imagine_alike() -> None:
-    torch.manual_seed(0)
-    model = ForwardModel(2, 1, latent_dim=2, hidden=8, layers=1, dropout=0.0)
-    cost = TrajectoryCost(lambda s, a, s2: s2.square().sum(-1))
-    learners = []
-    for _ in range(2):
-        torch.manual_seed(1)
-        learners.append(PolicyLearner(Policy(2, 1), model, cost, horizon=3, seed=7))
-    starts = torch.randn(4, 2, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(learners[0].imagine(starts).z, learners[1].imagine(starts).z)
-    for _ in range(3):
-        metrics = learners[0].update(starts)
-    assert learners[0].total_steps == 3 and learners[0].skipped_updates == 0
-    assert metrics["grad_norm"] > 0 and {"loss", "imagined_cost", "action_abs"} <= set(metrics)
-    cost.cost = lambda s, a, s2: s2.sum(-1) * float("nan")
-    learners[0].update(starts)
-    learners[0].update(starts)
-    assert learners[0].skipped_updates == 2 and learners[0].total_steps == 3
-
-
-def test_component_defaults_agree_with_the_configurator() -> None:
-    """The Python API and `wm run` build the same policy by default (built, not read off the
-    signature: a default is what a call without the argument gets)."""
-    from agents.configurator.config import Config, PolicyConfig
-
-    pc, config = PolicyConfig(), Config()
-    policy = Policy(2, 1)
-    widths = [m.out_features for m in policy.net if isinstance(m, nn.Linear)]
-    assert widths == [pc.hidden] * pc.layers + [1]
-    model = LinearModel(torch.eye(2), torch.ones(2, 1))
-    learner = PolicyLearner(policy, model, TrajectoryCost(lambda s, a, s2: a.sum(-1)))
-    assert learner.horizon == pc.horizon
-    assert learner.generator.initial_seed() == config.seed
-    assert PolicyAgent(policy).seed == config.seed
-    assert PolicyProposal(policy, model).generator.initial_seed() == config.seed
-
-
-def test_the_policy_normalises_raw_states() -> None:
-    """A policy normalised by (mean m, std s), at m + s x, is the unnormalised one at x."""
-    torch.manual_seed(0)
-    plain = Policy(3, 2, hidden=16)
-    with torch.no_grad():
-        plain.net[-1].weight.normal_()  # the action depends clearly on the state
-    normalised = Policy(3, 2, hidden=16)
-    normalised.load_state_dict(plain.state_dict())
-    mean, std = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 3.0, 2.0])
-    normalised.set_normalization(Stats(mean, std, torch.zeros(3), torch.ones(3)))
-    x = torch.randn(10, 3, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        torch.testing.assert_close(normalised(mean + std * x), plain(x))
-
-
-def test_nothing_is_recorded_before_the_first_decision_or_update() -> None:
-    torch.manual_seed(0)
-    policy = Policy(2, 1, hidden=8)
-    assert PolicyAgent(policy).last is None
-    model = LinearModel(torch.eye(2), torch.ones(2, 1))
-    learner = PolicyLearner(policy, model, TrajectoryCost(lambda s, a, s2: s2.square().sum(-1)))
-    assert learner.last_rollout is None and learner.total_steps == learner.skipped_updates == 0
-
-
-def test_a_one_step_horizon_and_a_small_grad_clip_are_accepted() -> None:
-    torch.manual_seed(0)
-    model = LinearModel(torch.eye(2), torch.ones(2, 1))
-    cost = TrajectoryCost(lambda s, a, s2: 100.0 * s2.square().sum(-1))
-    learner = PolicyLearner(Policy(2, 1, hidden=8), model, cost, horizon=1, grad_clip=0.5)
-    starts = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
-    assert learner.imagine(starts).actions.shape[0] == 1
-    metrics = learner.update(starts)
-    assert metrics["grad_norm"] > 0.5  # reported before clipping to 0.5
-    with pytest.raises(
-        ValueError, match="^horizon, lr, grad_clip and latent_samples must be positive$"
-    ):
-        PolicyLearner(Policy(2, 1), model, cost, horizon=0)
-
-
-def test_the_kept_rollout_holds_its_detached_terms() -> None:
-    torch.manual_seed(0)
-    model = LinearModel(torch.tensor([[1.0, 0.1], [0.0, 1.0]]), torch.tensor([[0.0], [0.1]]))
-
-    def cost(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
-        return next_obs.square().sum(-1) + action.square().sum(-1)
-
-    learner = PolicyLearner(
-        Policy(2, 1, hidden=8), model, TrajectoryCost(cost, gamma=0.9), horizon=3
-    )
-    learner.update(torch.randn(6, 2, generator=torch.Generator().manual_seed(0)))
-    assert learner.last_rollout is not None
-    trajectory, terms = learner.last_rollout
-    expected = cost(trajectory.states[:-1], trajectory.actions, trajectory.states[1:])
-    torch.testing.assert_close(terms.costs, expected)
-    torch.testing.assert_close(terms.weights[:, 0], torch.tensor([1.0, 0.9, 0.81]))
-    assert terms.value is None and terms.uncertainty is None
-    assert not any(t.requires_grad for t in (terms.total, terms.costs, terms.weights, terms.alive))
-
-
-def test_the_imagined_return_is_minus_the_undiscounted_cost_of_the_alive_steps() -> None:
-    model = LinearModel(torch.eye(2), torch.zeros(2, 1))
-
-    def two(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
-        return 2.0 + 0.0 * action.sum(-1)
-
-    def run(terminated: object) -> dict[str, float]:
-        objective = TrajectoryCost(two, terminated, gamma=0.9)  # type: ignore[arg-type]
-        learner = PolicyLearner(Policy(2, 1), model, objective, horizon=4)
-        return learner.update(torch.randn(8, 2, generator=torch.Generator().manual_seed(0)))
-
-    assert run(None)["imagined_return"] == pytest.approx(-8.0)  # 4 steps of 2, per trajectory
-    ended = run(lambda s: torch.ones(s.shape[:-1], dtype=torch.bool))
-    assert ended["imagined_return"] == pytest.approx(-2.0)  # the terminating step only
-
-
 def test_uncertainty_metrics_are_means_over_the_alive_steps(
     data_and_model: tuple[EpisodeStore, ForwardModel],
 ) -> None:
@@ -509,27 +216,3 @@ def test_uncertainty_metrics_are_means_over_the_alive_steps(
     metrics, terms = run(lambda s: torch.ones(s.shape[:-1], dtype=torch.bool), starts[:1])
     assert metrics["uncertainty"] == pytest.approx(terms.uncertainty[0, 0].item())
     assert metrics["uncertainty_penalty"] == pytest.approx(terms.penalty[0, 0].item())
-
-
-def test_fallbacks_are_logged_on_the_1st_2nd_4th_and_8th_time(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    torch.manual_seed(0)
-    policy = Switchable(2, 1, hidden=8)
-    obs = np.array([0.2, -0.4], np.float32)
-    agent = PolicyAgent(policy)
-    policy.broken = True
-    with caplog.at_level("WARNING", logger="agents.policy"):
-        agent.act(obs)  # no previous action yet: zero
-        policy.broken = False
-        agent.act(obs)
-        policy.broken = True
-        for _ in range(8):
-            agent.act(obs)
-    assert agent.fallbacks == 9
-    assert [r.getMessage() for r in caplog.records] == [
-        "policy: non-finite action; used the zero action instead (1 fallbacks so far)",
-        "policy: non-finite action; used the previous action instead (2 fallbacks so far)",
-        "policy: non-finite action; used the previous action instead (4 fallbacks so far)",
-        "policy: non-finite action; used the previous action instead (8 fallbacks so far)",
-    ]
