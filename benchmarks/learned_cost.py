@@ -39,7 +39,7 @@ def measure(
 ) -> list[dict]:
     """The rows of one `wm run --cost COST`: its evaluations, with the steps to threshold."""
     start = time.perf_counter()
-    named = overrides | {"cost": cost, "name": f"{agent}-{cost}-seed{seed}"}
+    named = overrides | {"cost": cost, "name": f"{agent.replace('+', '-')}-{cost}-seed{seed}"}
     curve, _, ms = ours(task, agent, seed, budget, named, runs_dir)
     reached = steps_to_threshold(curve, THRESHOLDS[task])
     print(f"{task:<20} {cost:<8} seed {seed}: return at the budget {curve[-1][1]:.1f}, "

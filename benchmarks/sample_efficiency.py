@@ -51,7 +51,8 @@ def ours(
     milliseconds per action."""
     config = make_config({"env": task, "seed": seed, "agent": agent, "steps": budget,
                           "runs_dir": str(runs_dir), "progress": False, "video": False,
-                          "name": f"{agent}-seed{seed}", **overrides}, command="run")  # fmt: skip
+                          "name": f"{agent.replace('+', '-')}-seed{seed}", **overrides},
+                         command="run")  # fmt: skip
     return run_curve(run(config))
 
 
