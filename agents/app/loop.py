@@ -159,7 +159,13 @@ def _loop(
             seeds = [config.seed + state.episode + i for i in range(config.envs)]
             budget = config.steps - state.steps
             on_step = None if run.updates is None else partial(_advance, run.updates, state.steps)
-            episodes = run_round_traced(vec, learners.collector, run.store, seeds, budget, on_step)
+            try:
+                episodes = run_round_traced(
+                    vec, learners.collector, run.store, seeds, budget, on_step
+                )
+            except TrainingDivergedError:
+                run.checkpoint(diverged=True)  # the weights and data so far stay usable
+                raise
             rewards = run.store.data["reward"][-sum(r.length for r, _ in episodes) :]
             for result, trace in episodes:
                 state.steps, state.episode = state.steps + result.length, state.episode + 1

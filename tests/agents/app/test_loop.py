@@ -129,3 +129,23 @@ def test_step_updates_train_during_episodes_at_the_set_ratio(
     events = EventAccumulator(str(run_dir))
     events.Reload()
     assert {"train/loss", "val/loss", "policy/loss"} <= set(events.Tags()["scalars"])
+
+
+def test_step_updates_that_diverge_leave_a_checkpoint_marked_diverged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from agents.app.updates import StepUpdates
+    from worldmodel.errors import TrainingDivergedError
+    from worldmodel.io.checkpoint import load_checkpoint
+
+    def diverge(self):
+        raise TrainingDivergedError("training diverged: lower --train.lr")
+
+    monkeypatch.setattr(StepUpdates, "update", diverge)
+    runs = tmp_path / "runs"
+    options = ["--loop.update-every", "10", "--runs_dir", str(runs), "--threads", "1"]
+    assert main(["run", *TINY, *options]) == 2
+    assert capsys.readouterr().err.strip() == "wm run: error: training diverged: lower --train.lr"
+    (run_dir,) = runs.iterdir()
+    _, meta = load_checkpoint(run_dir / "checkpoint.safetensors")
+    assert meta["diverged"] is True and len(EpisodeStore.load(run_dir / "data.npz")) == 150
