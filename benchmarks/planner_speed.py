@@ -8,7 +8,8 @@ of envs planned together (`MPCAgent.act_batch`).
         --envs 1 64 --cuda-graphs on off                  # GPU: recorded decisions, batched
 
 The model is untrained (speed does not depend on the weights); the cost is HalfCheetah's own.
-Writes benchmarks/results/planner_speed.csv.
+Beside each time, the plan quality: the mean planned cost of the timed decisions (`--reference`
+adds a long gradient search to compare it with). Writes benchmarks/results/planner_speed.csv.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from agents.mpc import MPCAgent
 from benchmarks.common import environment_info, write_csv
 from envs import make_task
 from worldmodel.cost.trajectory import TrajectoryCost
+from worldmodel.forward.layers import frozen
 from worldmodel.perception import Perception
 
 KINDS = ("gradient", "cem", "mppi", "hybrid")
+REFERENCE = {"iterations": 100, "candidates": 16}
+"""`--reference`: a gradient search far longer than any default, for the plan quality."""
 
 
 def time_planner(
@@ -39,13 +43,16 @@ def time_planner(
     seed: int,
     envs: int = 1,
     cuda_graphs: bool = True,
-) -> float:
+    search: dict | None = None,
+) -> tuple[float, float]:
     """Median wall time of one decision (for all `envs` at once), in milliseconds, after two
-    warm-up decisions (which also record the CUDA graph, where one is)."""
+    warm-up decisions (which also record the CUDA graph, where one is), and the plan quality:
+    the mean cost over the envs of the planner's plan from a cold start, every setting scored on
+    the same latent draws (lower is better). `search` overrides the planner's settings."""
     task = make_task("HalfCheetah-v5")
     torch.manual_seed(seed)
     model = build_model(ModelConfig(), task.obs_dim, task.act_dim).to(device).eval()
-    config = PlannerConfig(kind=kind, horizon=horizon)
+    config = PlannerConfig(kind=kind, horizon=horizon, **(search or {}))
     agent = MPCAgent(
         model,
         Perception(task.obs_dim, device),
@@ -63,7 +70,23 @@ def time_planner(
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
-    return 1000 * float(np.median(seconds[2:]))
+    return 1000 * float(np.median(seconds[2:])), plan_quality(agent, obs, seed)
+
+
+def plan_quality(agent: MPCAgent, obs: np.ndarray, seed: int) -> float:
+    """Mean cost of the agent's planner's plans from each of `obs` [E, S], cold-started, on one
+    fixed draw of the agent's latent samples (the same for every planner and setting)."""
+    device, horizon = agent.model.device, agent.planner.horizon
+    z = agent.model.sample_prior(
+        horizon, agent.latent_samples, generator=torch.Generator(device).manual_seed(seed)
+    )
+    generator = torch.Generator(device).manual_seed(seed)
+    costs = []
+    with frozen(agent.model):
+        for o in obs:
+            objective = agent.objective(agent.perception(o), z)
+            costs.append(agent.planner.plan(objective, generator=generator).cost)
+    return float(np.mean(costs))
 
 
 def main() -> None:
@@ -76,6 +99,9 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", type=int, default=[1], help="envs per decision")
     parser.add_argument("--cuda-graphs", nargs="+", choices=("on", "off"), default=["on"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference", action="store_true",
+                        help="add a long gradient search (REFERENCE) per horizon and envs: the "
+                        "plan quality the others are near or far from")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/planner_speed.csv"))
     args = parser.parse_args()
     set_threads(args.threads)
@@ -89,8 +115,13 @@ def main() -> None:
         for envs in args.envs
         for graphs in args.cuda_graphs
     ]
+    if args.reference:
+        settings += [(h, "reference", e, False) for h in args.horizons for e in args.envs]
     for horizon, kind, envs, graphs in settings:
-        ms = time_planner(kind, horizon, device, args.decisions, args.seed, envs, graphs)
+        planner, search = ("gradient", REFERENCE) if kind == "reference" else (kind, None)
+        ms, cost = time_planner(
+            planner, horizon, device, args.decisions, args.seed, envs, graphs, search
+        )
         recorded = graphs and kind == "gradient" and device.type == "cuda"
         rows.append(
             {
@@ -102,11 +133,12 @@ def main() -> None:
                 "cuda_graphs": recorded,
                 "ms_per_action": round(ms, 2),
                 "ms_per_env": round(ms / envs, 3),
+                "planned_cost": round(cost, 4),
             }
         )
         print(
             f"{kind:<9} horizon {horizon:>3} envs {envs:>3} graphs {recorded!s:<5}: "
-            f"{ms:8.1f} ms/decision ({device})"
+            f"{ms:8.1f} ms/decision ({device}), planned cost {cost:.4f}"
         )
     write_csv(args.out, rows, environment_info([args.seed], time.perf_counter() - start))
 

@@ -55,10 +55,13 @@ def test_model_accuracy_smoke(tmp_path: Path) -> None:
 def test_planner_speed_smoke(tmp_path: Path) -> None:
     out = tmp_path / "speed.csv"
     run("benchmarks.planner_speed", "--horizons", "3", "--decisions", "1", "--threads", "1",
-        "--envs", "1", "3", "--out", str(out))  # fmt: skip
+        "--envs", "1", "3", "--reference", "--out", str(out))  # fmt: skip
     rows = read(out)
-    assert {r["planner"] for r in rows} == {"gradient", "cem", "mppi", "hybrid"}
-    assert sorted(int(r["envs"]) for r in rows) == [1] * 4 + [3] * 4
+    assert {r["planner"] for r in rows} == {"gradient", "cem", "mppi", "hybrid", "reference"}
+    assert sorted(int(r["envs"]) for r in rows) == [1] * 5 + [3] * 5
+    quality = {(r["planner"], r["envs"]): float(r["planned_cost"]) for r in rows}
+    for envs in ("1", "3"):  # a search 16x longer plans no worse than the default one
+        assert quality["reference", envs] <= quality["gradient", envs] + 1e-6
     assert all(r["cuda_graphs"] == "False" for r in rows)  # CPU: nothing is recorded
     for r in rows:
         assert float(r["ms_per_env"]) == pytest.approx(
