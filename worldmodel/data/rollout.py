@@ -87,16 +87,9 @@ def run_episodes(
     obs, _ = vec.reset(seed=[seeds[e] if e >= 0 else None for e in running])
     idle_action = _middle(vec.single_action_space)
     while max(running) >= 0:
-        active = [i for i in range(n) if running[i] >= 0]
-        over = taken + len(active) - budget
-        if over > 0:  # the budget ends these episodes, the last first
-            for i in active[len(active) - int(over) :]:
-                if columns[running[i]]["truncated"]:
-                    columns[running[i]]["truncated"][-1] = True
-                running[i] = -1
-            active = active[: len(active) - int(over)]
-            if not active:
-                break
+        active = _within_budget(running, columns, budget - taken)
+        if not active:
+            break
         actions = np.tile(idle_action, (n, 1))
         actions[active] = _checked(policy(obs[active], active), (len(active), *idle_action.shape))
         if on_act is not None:
@@ -127,6 +120,18 @@ def run_episodes(
         for c in ran:
             store.add_episode(**{k: np.asarray(v) for k, v in c.items()})
     return [_result(c) for c in ran]
+
+
+def _within_budget(running: list[int], columns: list[dict[str, list]], left: float) -> list[int]:
+    """The envs that may step with `left` steps of the budget: the first ones; the episodes of
+    the others end at their last step, as truncated (the env idles)."""
+    active = [i for i in range(len(running)) if running[i] >= 0]
+    keep = len(active) if left >= len(active) else int(max(left, 0))
+    for i in active[keep:]:
+        if columns[running[i]]["truncated"]:
+            columns[running[i]]["truncated"][-1] = True
+        running[i] = -1
+    return active[:keep]
 
 
 def _checked(action: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
