@@ -33,12 +33,13 @@ nothing to resume: a new run starts). Results go to benchmarks/results/crash_res
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -155,6 +156,16 @@ def _restored(log_text: str) -> bool:
     return "resuming" in log_text or "already complete" in log_text
 
 
+@dataclass
+class _Tally:
+    """Counts of one crash test so far."""
+
+    crashes: list[Crash] = field(default_factory=list)
+    resumes_started: int = 0
+    resumes_ok: int = 0
+    runs_started: int = 0
+
+
 def crash_test(
     kills: int,
     seed: int,
@@ -172,76 +183,91 @@ def crash_test(
     """
     spec = COMMANDS[command]
     run_args = spec.args if run_args is None else run_args
-    rng = np.random.default_rng(seed)
-    crashes: list[Crash] = []
-    resumes_started = resumes_ok = runs_started = 0
+    rng, tally = np.random.default_rng(seed), _Tally()
     run_dir: Path | None = None
-    attempt = 0
-    while True:
-        log = workdir / f"attempt{attempt}.log"
-        resumed = run_dir is not None
-        if run_dir is None:
-            runs = workdir / f"runs{runs_started}"
-            runs_started += 1
-            proc = _start([command, *run_args, "--runs_dir", str(runs)], log)
-            _wait_for(proc, lambda runs=runs: bool(list(runs.glob(f"*/{CHECKPOINT_FILE}"))))
-            (run_dir,) = runs.iterdir()
-            before: set[Path] = set()
-        else:
-            before = _events_files(run_dir)
-            proc = _start([command, "--resume", str(run_dir)], log)
-            resumes_started += 1
-            _wait_for(proc, lambda log=log: _restored(log.read_text()))
+    for attempt in itertools.count():
+        log, resumed = workdir / f"attempt{attempt}.log", run_dir is not None
+        proc, run_dir, before = _launch(command, run_args, run_dir, workdir, log, tally)
         start_steps = check_files(run_dir, command)[1] or 0
-        last = len(crashes) == kills
+        last = len(tally.crashes) == kills
         delay = float(rng.uniform(0.0, max_delay))
         started = time.perf_counter()
-        try:
-            rc = proc.wait(timeout=None if last else delay)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            rc = None
+        rc = _wait_or_kill(proc, None if last else delay)
         text = log.read_text()
         if rc not in (None, 0):  # a failed resume (or run): report it and stop
             print(f"attempt {attempt} exited with {rc}:\n{text[-2000:]}", flush=True)
             break
-        if resumed and _restored(text):
-            resumes_ok += 1
-        attempt += 1
+        tally.resumes_ok += resumed and _restored(text)
         if rc == 0:
             if last:
                 break
             print("the run finished before its kill; a new run starts", flush=True)
             run_dir = None
             continue
-        corrupt, steps, stale = check_files(run_dir, command)
         reached = max(_last_step(_events_files(run_dir) - before, spec.tag) or 0, start_steps)
-        lost = max(reached - (steps or 0), 0)
-        crashes.append(
-            Crash(
-                attempt,
-                resumed,
-                round(time.perf_counter() - started, 2),
-                reached,
-                steps or 0,
-                lost,
-                corrupt,
-                stale,
-            )  # fmt: skip
-        )
+        crash = _record(run_dir, command, attempt, resumed, time.perf_counter() - started, reached)
+        tally.crashes.append(crash)
         print(
-            f"kill {len(crashes):>2}: {delay:4.1f}s after {'restore' if resumed else '1st ckpt'}, "
-            f"reached {reached:>5} steps, checkpoint {steps}, lost {lost}, corrupt {corrupt}, "
-            f"stale temp files {stale}",
+            f"kill {len(tally.crashes):>2}: {delay:4.1f}s after "
+            f"{'restore' if resumed else '1st ckpt'}, reached {reached:>5} steps, checkpoint "
+            f"{crash.checkpoint_steps}, lost {crash.steps_lost}, corrupt {crash.corrupt_files}, "
+            f"stale temp files {crash.stale_temp_files}",
             flush=True,
         )
-    corrupt, steps, _ = check_files(run_dir, command)
+    return _figures(tally, check_files(run_dir, command))
+
+
+def _launch(
+    command: str,
+    run_args: list[str],
+    run_dir: Path | None,
+    workdir: Path,
+    log: Path,
+    tally: _Tally,
+) -> tuple[subprocess.Popen, Path, set[Path]]:
+    """A new run (`run_dir` None: ready at its first checkpoint) or a resume of `run_dir`
+    (ready once restored); the process, its run folder and the events files before it."""
+    if run_dir is None:
+        runs = workdir / f"runs{tally.runs_started}"
+        tally.runs_started += 1
+        proc = _start([command, *run_args, "--runs_dir", str(runs)], log)
+        _wait_for(proc, lambda: bool(list(runs.glob(f"*/{CHECKPOINT_FILE}"))))
+        (run_dir,) = runs.iterdir()
+        return proc, run_dir, set()
+    before = _events_files(run_dir)
+    proc = _start([command, "--resume", str(run_dir)], log)
+    tally.resumes_started += 1
+    _wait_for(proc, lambda: _restored(log.read_text()))
+    return proc, run_dir, before
+
+
+def _wait_or_kill(proc: subprocess.Popen, delay: float | None) -> int | None:
+    """The exit status, or None once SIGKILLed `delay` seconds from now (None: never)."""
+    try:
+        return proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+
+
+def _record(
+    run_dir: Path, command: str, attempt: int, resumed: bool, seconds: float, reached: int
+) -> Crash:
+    """What one kill left behind, against the steps the process had `reached`."""
+    corrupt, steps, stale = check_files(run_dir, command)
+    lost = max(reached - (steps or 0), 0)
+    return Crash(attempt, resumed, round(seconds, 2), reached, steps or 0, lost, corrupt, stale)
+
+
+def _figures(tally: _Tally, final: tuple[int, int | None, int]) -> dict:
+    """The crash test's figures, with the files the last process left (`check_files`)."""
+    crashes, (corrupt, steps, _) = tally.crashes, final
     return {
         "kills": len(crashes),
-        "resumes_started": resumes_started,
-        "resumes_ok": resumes_ok,
-        "runs_started": runs_started,
+        "resumes_started": tally.resumes_started,
+        "resumes_ok": tally.resumes_ok,
+        "runs_started": tally.runs_started,
         "corrupt_files": sum(c.corrupt_files for c in crashes) + corrupt,
         "steps_lost": [c.steps_lost for c in crashes],
         "max_steps_lost": max((c.steps_lost for c in crashes), default=0),
