@@ -6,6 +6,8 @@ same episodes, with the published returns as anchors.
     python -m benchmarks.locomotion --tasks Hopper-v5 --agents ours --seeds 0 --steps 20000
     python -m benchmarks.locomotion --runs-dir runs/locomotion --resume   # continue a stopped one
     python -m benchmarks.locomotion --set agent=policy loop.update_every=5
+    python -m benchmarks.locomotion --steps 20000 --tasks Swimmer-v5 Ant-v5 \
+        dm_control/cheetah-run-v0 dm_control/walker-walk-v0   # any task id: cost learned
 
 Ours is `wm run` with the task's presets, `OURS` and `--set` on top: updates interleaved with
 the env steps (`loop.update_every`), so the cost per step stays flat over 100k steps. Rows, one
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import time
 from pathlib import Path
 
@@ -92,13 +95,19 @@ def plot(rows: list[dict], path: Path) -> None:
             mean = [np.mean([float(r["eval_return"]) for r in mine if int(r["env_steps"]) == s])
                     for s in steps]  # fmt: skip
             ax.plot(steps, mean, marker="o", label=agent)
-        for anchor in (a for a in anchors if task.startswith(a["task"] + "-")):
+        for anchor in (a for a in anchors if a["task"] == anchor_name(task)):
             ax.scatter([100_000], [float(anchor["mean_return"])], marker="_", s=200)
             ax.annotate(anchor["method"], (100_000, float(anchor["mean_return"])), fontsize=7)
         ax.set(title=task, xlabel="env steps", ylabel="eval return")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def anchor_name(task: str) -> str:
+    """The task's name in the published results: 'HalfCheetah-v5' -> 'HalfCheetah',
+    'dm_control/cheetah-run-v0' -> 'cheetah-run'."""
+    return re.sub(r"-v\d+$", "", task.removeprefix("dm_control/"))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -35,3 +35,11 @@ def test_locomotion_benchmark_runs_sac_on_the_same_evaluation(tmp_path: Path) ->
     run("benchmarks.locomotion", *TINY, "--agents", "sac", "--out", str(out))
     (row,) = read(out)
     assert (row["agent"], row["env_steps"]) == ("sac", "300") and float(row["run_seconds"]) > 0
+
+
+def test_published_returns_are_matched_by_the_tasks_name() -> None:
+    from benchmarks.locomotion import ANCHORS, anchor_name
+
+    names = {anchor_name(t) for t in ("HalfCheetah-v5", "dm_control/cheetah-run-v0")}
+    assert names == {"HalfCheetah", "cheetah-run"}
+    assert names <= {line.split(",")[1] for line in ANCHORS.read_text().splitlines()}
