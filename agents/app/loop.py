@@ -61,7 +61,13 @@ from worldmodel.cost.learned import CostStats
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
 from worldmodel.errors import CheckpointError, TrainingDivergedError
-from worldmodel.forward.fit import FitSchedule, ModelTrainer, fit_world_model, split_episodes
+from worldmodel.forward.fit import (
+    FitSchedule,
+    ModelTrainer,
+    fit_world_model,
+    split_episodes,
+    validation_windows,
+)
 
 
 def run(config: Config) -> Path:
@@ -317,8 +323,7 @@ class _Run:
         """The model's validation metrics on the held-out episodes, as a refit logs them."""
         config, horizon = self.config, self.config.train.horizon
         train, val = split_episodes(self.store, config.train.val_fraction, config.seed)
-        held_out = val if len(val.window_starts(horizon, terminal=True)) else train
-        windows = held_out.spaced_windows(horizon, FitSchedule.val_windows, terminal=True)
+        windows = validation_windows(train, val, horizon, FitSchedule.val_windows)
         return {f"val/{k}": v for k, v in self.learners.trainer.validate(windows).items()}
 
     def evaluate(self, last: bool) -> None:

@@ -17,7 +17,6 @@ from agents.app.runs.loop_state import Learners
 from agents.configurator.assemble import PolicyParts, penalty_horizon
 from agents.configurator.config import Config
 from worldmodel.data.store import EpisodeStore
-from worldmodel.errors import TrainingDivergedError
 from worldmodel.forward.fit import ModelTrainer, split_episodes
 
 Metrics = dict[str, float]
@@ -94,12 +93,8 @@ class StepUpdates:
         for _ in range(self.config.loop.model_updates):
             window = train.sample(batch, horizon, trainer.rng, terminal=True)
             self._record({f"{prefix}{k}": v for k, v in trainer.update(window).items()})
-            if trainer.consecutive_skips >= trainer.max_consecutive_skips:
-                raise TrainingDivergedError(
-                    f"training diverged: {trainer.consecutive_skips} updates in a row had a NaN "
-                    f"or inf loss or gradient ({trainer.skipped_updates} skipped in all); lower "
-                    "--train.lr or --train.grad-clip, or check the data"
-                )
+            if trainer.diverging:
+                raise trainer.diverged_error("the last finite weights were kept")
 
     def _training_episodes(self) -> EpisodeStore:
         """The training split of the store (its held-out episodes are for validation), made

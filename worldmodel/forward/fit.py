@@ -175,10 +175,7 @@ class ModelTrainer:
         RNGs and counters are restored to that moment continues the fit exactly with
         `resume=state` (the same data and arguments).
         """
-        # A store with one episode has no held-out episode: validate on its own windows. Windows
-        # that end in a termination are trained and validated on up to it (masked after).
-        held_out = val if len(val.window_starts(schedule.horizon, terminal=True)) else train
-        val_set = held_out.spaced_windows(schedule.horizon, schedule.val_windows, terminal=True)
+        val_set = validation_windows(train, val, schedule.horizon, schedule.val_windows)
         state = self._start(val_set) if resume is None else dataclasses.replace(resume)
         clock = _Clock(state, schedule)
         bar = tqdm(total=schedule.max_steps, initial=state.steps, disable=not progress, **_BAR)
@@ -190,7 +187,7 @@ class ModelTrainer:
                 metrics = self.update(window)
                 state.steps += 1
                 bar.update(1)
-                if self.consecutive_skips >= self.max_consecutive_skips:
+                if self.diverging:
                     self._diverged(state, log)
                 if state.steps % schedule.eval_every and state.steps != schedule.max_steps:
                     continue
@@ -245,10 +242,19 @@ class ModelTrainer:
         self.model.load_state_dict(state.best_weights)
         if log is not None:
             log({"charts/skipped_updates": float(self.skipped_updates)}, self.total_steps)
-        raise TrainingDivergedError(
+        kept = f"the best weights (validation loss {state.best_val_loss:.4g}) were kept"
+        raise self.diverged_error(kept)
+
+    @property
+    def diverging(self) -> bool:
+        """Whether the last `max_consecutive_skips` updates were all skipped."""
+        return self.consecutive_skips >= self.max_consecutive_skips
+
+    def diverged_error(self, kept: str) -> TrainingDivergedError:
+        """The one-line error of a diverged training; `kept` says which weights remain."""
+        return TrainingDivergedError(
             f"training diverged: {self.consecutive_skips} updates in a row had a NaN or "
-            f"inf loss or gradient ({self.skipped_updates} skipped in all); the best "
-            f"weights (validation loss {state.best_val_loss:.4g}) were kept; lower "
+            f"inf loss or gradient ({self.skipped_updates} skipped in all); {kept}; lower "
             "--train.lr or --train.grad-clip, or check the data"
         )
 
@@ -286,6 +292,14 @@ def split_episodes(
     if store.num_episodes <= 1:
         return store, store
     return store.split(val_fraction, seed)
+
+
+def validation_windows(train: EpisodeStore, val: EpisodeStore, horizon: int, count: int) -> Window:
+    """Up to `count` evenly spaced windows of the held-out episodes, else (a store with one
+    episode has none) of the training ones. Windows that end in a termination are validated on
+    up to it (masked after)."""
+    held_out = val if len(val.window_starts(horizon, terminal=True)) else train
+    return held_out.spaced_windows(horizon, count, terminal=True)
 
 
 def fit_world_model(
