@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -67,6 +68,20 @@ def measured_rows(
         rows += measure(item)
         write_csv(out, rows, environment_info(seeds, time.perf_counter() - start))
     return rows
+
+
+def model_overrides(defaults: ModelConfig, pairs: list[str]) -> ModelConfig:
+    """`defaults` with 'field=value' strings applied (typed by the field), e.g. 'prior=learned';
+    an unknown field is an error naming the fields."""
+    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        if name not in fields:
+            raise SystemExit(f"--model {pair}: no such model field; one of {', '.join(fields)}")
+        kind = {"int": int, "float": float}.get(str(fields[name]), str)
+        changes[name] = kind(text)
+    return dataclasses.replace(defaults, **changes)
 
 
 def random_steps(task_id: str, steps: int, seed: int) -> tuple[Task, EpisodeStore]:

@@ -30,7 +30,13 @@ import torch
 
 from agents.configurator import set_threads
 from agents.configurator.config import Config, ModelConfig, TrainConfig
-from benchmarks.common import environment_info, fit_model, random_steps, write_csv
+from benchmarks.common import (
+    environment_info,
+    fit_model,
+    model_overrides,
+    random_steps,
+    write_csv,
+)
 from worldmodel.data.store import EpisodeStore
 from worldmodel.forward.evaluate import k_step_errors, sample_scores
 from worldmodel.forward.model import ForwardModel
@@ -74,13 +80,18 @@ def spreads(
 
 
 def benchmark(
-    task_id: str, steps: int, max_steps: int, seed: int, kinds: tuple[str, ...]
+    task_id: str,
+    steps: int,
+    max_steps: int,
+    seed: int,
+    kinds: tuple[str, ...],
+    model_fields: tuple[str, ...] = (),
 ) -> list[dict]:
     task, store = random_steps(task_id, steps, seed)
     train_config = TrainConfig(max_steps=max_steps, eval_every=min(200, max_steps))
     rows = []
     for kind in kinds:
-        model_config = ModelConfig(kind=kind)
+        model_config = model_overrides(ModelConfig(kind=kind), list(model_fields))
         model, fit, val = fit_model(model_config, train_config, task, store, CPU, seed)
         spread = spreads(model, val, KS, seed)
         scores = {s.k: s for s in sample_scores(model, val, KS, seed=seed)}
@@ -158,6 +169,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", nargs="+", default=["cvae", "deterministic"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
+    parser.add_argument("--model", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="model config fields, e.g. prior=learned")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/model_accuracy.csv"))
     args = parser.parse_args()
     set_threads(args.threads)
@@ -165,9 +178,12 @@ def main() -> None:
     rows = [
         row
         for task in args.tasks
-        for row in benchmark(task, args.steps, args.max_steps, args.seed, tuple(args.kinds))
+        for row in benchmark(
+            task, args.steps, args.max_steps, args.seed, tuple(args.kinds), tuple(args.model)
+        )
     ]
     info = environment_info(seeds=[args.seed], wall_seconds=time.perf_counter() - start)
+    info["model"] = args.model
     write_csv(args.out, rows, info)
     plot(rows, args.out.with_suffix(".png"))
     ten = [r for r in rows if r["k"] == 10]

@@ -35,7 +35,13 @@ import torch
 
 from agents.configurator import make_config, set_threads
 from agents.configurator.config import Config, ModelConfig
-from benchmarks.common import environment_info, fit_model, random_steps, write_csv
+from benchmarks.common import (
+    environment_info,
+    fit_model,
+    model_overrides,
+    random_steps,
+    write_csv,
+)
 from envs import Task
 from worldmodel.data.store import EpisodeStore
 from worldmodel.forward.evaluate import k_step_errors, one_step_mode_shares, sample_scores
@@ -74,14 +80,19 @@ def action_sensitivity(model: ForwardModel, store: EpisodeStore, task: Task, see
 
 
 def benchmark(
-    task_id: str, steps: int, max_steps: int, seed: int, kinds: tuple[str, ...]
+    task_id: str,
+    steps: int,
+    max_steps: int,
+    seed: int,
+    kinds: tuple[str, ...],
+    model_fields: tuple[str, ...] = (),
 ) -> list[dict]:
     task, store = random_steps(task_id, steps, seed)
     defaults = make_config({"env": task_id})  # the task's presets (e.g. its training horizon)
     train_config = replace(defaults.train, max_steps=max_steps, eval_every=min(200, max_steps))
     rows = []
     for kind in kinds:
-        config = model_config(kind, defaults.model)
+        config = model_config(kind, model_overrides(defaults.model, list(model_fields)))
         model, fit, val = fit_model(config, train_config, task, store, torch.device("cpu"), seed)
         at_mode, at_mean = one_step_mode_shares(
             model, val, task.outcomes, task.random_dims, SAMPLES, seed=seed
@@ -173,6 +184,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out")
     parser.add_argument(
+        "--model", nargs="*", default=[], metavar="FIELD=VALUE",
+        help="model config fields on top of the task's, e.g. prior=learned",
+    )  # fmt: skip
+    parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/stochastic_futures.csv")
     )
     args = parser.parse_args()
@@ -184,8 +199,9 @@ def main() -> None:
             done = {r["kind"] for r in rows if r["task"] == task and r["seed"] == seed}
             todo = tuple(k for k in args.kinds if k not in done)
             if todo:
-                rows += benchmark(task, args.steps, args.max_steps, seed, todo)
+                rows += benchmark(task, args.steps, args.max_steps, seed, todo, tuple(args.model))
                 info = environment_info(args.seeds, time.perf_counter() - start)
+                info["model"] = args.model
                 write_csv(args.out, rows, info)
     print("\n".join(summary(rows)))
     print(f"wrote {args.out}")

@@ -19,10 +19,10 @@ def _bimodal_batch(n: int, g: torch.Generator) -> Window:
     )
 
 
-def _trained(latent_dim: int, steps: int = 600) -> ForwardModel:
+def _trained(latent_dim: int, steps: int = 600, prior: str = "standard") -> ForwardModel:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    model = ForwardModel(1, 1, latent_dim=latent_dim, hidden=64, layers=2, dropout=0.0)
+    model = ForwardModel(1, 1, latent_dim=latent_dim, hidden=64, layers=2, dropout=0.0, prior=prior)
     model.set_normalization(
         Stats(torch.zeros(1), torch.ones(1) * 0.6, torch.zeros(1), torch.ones(1) * JUMP)
     )
@@ -36,8 +36,9 @@ def _trained(latent_dim: int, steps: int = 600) -> ForwardModel:
 
 
 @pytest.mark.slow
-def test_prior_samples_put_their_mass_on_both_modes_and_not_between() -> None:
-    model = _trained(latent_dim=2)
+@pytest.mark.parametrize("prior", ["standard", "learned"])
+def test_prior_samples_put_their_mass_on_both_modes_and_not_between(prior: str) -> None:
+    model = _trained(latent_dim=2, prior=prior)
     s, a = torch.tensor([[0.2]]).expand(400, 1), torch.tensor([[0.5]]).expand(400, 1)
     with torch.no_grad():
         samples = model.step(s, a, generator=torch.Generator().manual_seed(1))[:, 0]
@@ -155,3 +156,16 @@ def test_half_latent_dropout_mixes_both_scores_in_proportion() -> None:
         loss[p] = _cvae(latent_dropout=p).loss(window, torch.Generator().manual_seed(0)).loss.item()
     assert loss[0.0] != pytest.approx(loss[1.0], rel=0.2)  # the two scores differ
     assert loss[0.5] == pytest.approx(0.5 * (loss[0.0] + loss[1.0]), rel=0.05)
+
+
+def test_the_encoder_sees_the_real_transitions_not_the_unrolled_prediction() -> None:
+    # The KL depends on the posterior only; were it fed the rollout's own predictions, changing
+    # the decoder would change the later steps' posteriors and so the KL.
+    model = _cvae()
+    window = _window(3, 16, seed=6)
+    with torch.no_grad():
+        _, before, _ = model._posterior_terms(window.obs, window.action, torch.Generator())
+        model.decoder[-1].bias.add_(1.0)
+        _, after, squared = model._posterior_terms(window.obs, window.action, torch.Generator())
+    torch.testing.assert_close(after, before)
+    assert squared.min() > 0.1  # the decoder change did move the predictions
