@@ -329,12 +329,11 @@ class ForwardModel(NormalizedModel):
             z = obs.new_zeros(horizon, k, batch, self.latent_dim)
         states = obs[0].expand(k, *obs[0].shape)
         energy = obs.new_zeros(batch)
-        unit = self.delta_std * self.log_std.clamp(min=_MIN_LOG_STD).detach().exp()
         for t in range(horizon):
             states = self._predict_prior(states, actions[t].expand(k, *actions[t].shape), z[t])
-            step = _norm((states - obs[t + 1]) / unit).mean(0)  # [B]
+            step = _norm((states - obs[t + 1]) / self.delta_std).mean(0)  # [B]
             if k == 2:
-                step = step - 0.5 * _norm((states[0] - states[1]) / unit)
+                step = step - 0.5 * _norm((states[0] - states[1]) / self.delta_std)
             energy = energy + mask[t] * step
         return energy / (mask.sum(0).clamp(min=1.0) * self.state_dim**0.5)
 
