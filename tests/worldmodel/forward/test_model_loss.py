@@ -160,14 +160,15 @@ def _expected_terms(
     g: torch.Generator,
 ) -> tuple[torch.Tensor, ...]:  # fmt: skip
     """The CVAE's per-window ELBO terms and energy by hand, with torch.distributions, drawing
-    from g in the model's order: the posterior's noise step by step, then the prior's z."""
+    from g in the model's order: the posterior's noise step by step, then the prior's z. The
+    posterior reads the real transition (obs[t], obs[t+1]); the decoder unrolls its own s."""
     horizon, half_log_2pi = w.action.shape[0], 0.5 * math.log(2 * math.pi)
     obs, act = w.obs[:, kept], w.action[:, kept]
     s, nll, kl, squared = obs[0], 0.0, 0.0, 0.0
     scale = torch.distributions.Normal(0.0, model.log_std.clamp(min=-7.0).exp())
     prior = torch.distributions.Normal(0.0, 1.0)
     for t in range(horizon):
-        mu, logvar = model._posterior(s, act[t], obs[t + 1])
+        mu, logvar = model._posterior(obs[t], act[t], obs[t + 1])
         noise = torch.randn(mu.shape, generator=g)
         q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
         kl = kl + torch.distributions.kl_divergence(q, prior).sum(-1)
