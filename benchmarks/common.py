@@ -71,7 +71,7 @@ def measured_rows(
 
 
 def model_overrides(defaults: ModelConfig, pairs: list[str]) -> ModelConfig:
-    """`defaults` with 'field=value' strings applied (typed by the field), e.g. 'prior=learned';
+    """`defaults` with 'field=value' strings applied (typed by the field), e.g. 'beta=2.0';
     an unknown field is an error naming the fields."""
     fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
     changes: dict[str, Any] = {}

@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["cvae", "deterministic"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
     parser.add_argument("--model", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="model config fields, e.g. prior=learned")  # fmt: skip
+                        help="model config fields, e.g. beta=2.0")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/model_accuracy.csv"))
     args = parser.parse_args()
     set_threads(args.threads)

@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --out")
     parser.add_argument(
         "--model", nargs="*", default=[], metavar="FIELD=VALUE",
-        help="model config fields on top of the task's, e.g. prior=learned",
+        help="model config fields on top of the task's, e.g. beta=2.0",
     )  # fmt: skip
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/stochastic_futures.csv")

@@ -66,7 +66,6 @@ def build_model(
         latent_dropout=config.latent_dropout,
         latent_dropout_mode=config.latent_dropout_mode,
         beta=config.beta,
-        prior=config.prior,
     )
 
 

@@ -44,9 +44,6 @@ class ModelConfig:
     """What replaces a dropped z: 'prior' (a sample of N(0, I), PPUU) or 'zero'."""
     beta: float = 1.0
     """Weight of the KL term."""
-    prior: str = "standard"
-    """The cvae's prior over z: 'standard' (N(0, I), PPUU) or 'learned' (N(mu(s, a), sigma(s,
-    a)^2), fit with the model)."""
     members: int = 5
     """Members of the 'ensemble' (>= 2). The ensemble has no z encoder, MLP dropout or KL:
     latent_dim, dropout, latent_dropout, latent_dropout_mode and beta are the CVAE's."""
@@ -57,7 +54,6 @@ class ModelConfig:
             raise ConfigError(f"members must be >= 2, got {self.members}")
         _check_choice(self, "kind", ("cvae", "deterministic", "ensemble"))
         _check_choice(self, "latent_dropout_mode", ("prior", "zero"))
-        _check_choice(self, "prior", ("standard", "learned"))
         _check_range(self, "latent_dropout", 0.0, 1.0)
         _check_range(self, "dropout", 0.0, 0.99)
 

@@ -14,7 +14,6 @@ dropout layers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +25,6 @@ from worldmodel.errors import DataError
 from worldmodel.forward.layers import NormalizedModel, functional, mc_dropout, mlp
 
 LATENT_DROPOUT_MODES = ("prior", "zero")
-PRIORS = ("standard", "learned")
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,6 @@ class ForwardModel(NormalizedModel):
         latent_dropout: float = 0.5,
         latent_dropout_mode: str = "prior",
         beta: float = 1.0,
-        prior: str = "standard",
     ) -> None:
         super().__init__(state_dim)
         if min(state_dim, action_dim, hidden, layers) <= 0 or latent_dim < 0:
@@ -73,8 +70,6 @@ class ForwardModel(NormalizedModel):
             raise ValueError("latent_dropout must be in [0, 1] and dropout in [0, 1)")
         if latent_dropout_mode not in LATENT_DROPOUT_MODES:
             raise ValueError(f"latent_dropout_mode must be one of {LATENT_DROPOUT_MODES}")
-        if prior not in PRIORS:
-            raise ValueError(f"prior must be one of {PRIORS}")
         self.state_dim, self.action_dim, self.latent_dim = state_dim, action_dim, latent_dim
         self.latent_dropout, self.latent_dropout_mode, self.beta = (
             latent_dropout,
@@ -92,14 +87,6 @@ class ForwardModel(NormalizedModel):
         # carrying a bit in z costs more than it saves and the posterior collapses.
         if latent_dim:
             self.log_std = nn.Parameter(torch.zeros(state_dim))
-        # A learned conditional prior p(z | s, a) = N(mu(s, a), sigma(s, a)^2): whatever part of
-        # z the state and action predict costs no KL and is not drawn as noise; only what they
-        # leave open (which mode) is sampled, and how widely may depend on where the system is.
-        self.prior_net = (
-            mlp(state_dim + action_dim, hidden, 2 * latent_dim, 1, 0.0)
-            if latent_dim and prior == "learned"
-            else None
-        )
 
     @property
     def stochastic(self) -> bool:
@@ -116,38 +103,19 @@ class ForwardModel(NormalizedModel):
                 )
 
     def _predict(self, s: Tensor, a: Tensor, z: Tensor) -> Tensor:
-        """Next state [..., S] from s [..., S], a [..., A] and the decoder's z [..., Z]."""
+        """Next state [..., S] from s [..., S], a [..., A], z [..., Z]."""
         s_n = (s - self.state_mean) / self.state_std
         delta_n = self.decoder(torch.cat([s_n, a, z], dim=-1))
         return s + delta_n * self.delta_std + self.delta_mean
 
-    def _prior(self, s: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of the learned prior p(z | s, a), each [..., Z]."""
-        assert self.prior_net is not None
-        s_n = (s - self.state_mean) / self.state_std
-        mu, logvar = self.prior_net(torch.cat([s_n, a], dim=-1)).chunk(2, dim=-1)
-        return mu, logvar.clamp(-8.0, 8.0)
-
-    def _predict_prior(self, s: Tensor, a: Tensor, noise: Tensor) -> Tensor:
-        """Next state [..., S] with z drawn from the prior through its noise [..., Z] ~ N(0, I)
-        (the standard prior's z is its noise)."""
-        if self.prior_net is None:
-            return self._predict(s, a, noise)
-        mu, logvar = self._prior(s, a)
-        return self._predict(s, a, mu + noise * (0.5 * logvar).exp())
-
     def step(
         self, s: Tensor, a: Tensor, z: Tensor | None = None, generator: Generator | None = None
     ) -> Tensor:
-        """One step: s [..., S], a [..., A], z [..., Z] -> [..., S].
-
-        z is the prior's noise, N(0, I) (`sample_prior`; None: drawn here): the standard prior's
-        z itself, the learned prior's through its mean and scale at (s, a).
-        """
+        """One step: s [..., S], a [..., A], z [..., Z] (None: drawn from the prior) -> [..., S]."""
         self._check_dims(s, a, z, "ForwardModel.step")
         if z is None:
             z = self.sample_prior(*s.shape[:-1], generator=generator)
-        return self._predict_prior(s, a, z)
+        return self._predict(s, a, z)
 
     def rollout(
         self,
@@ -156,8 +124,7 @@ class ForwardModel(NormalizedModel):
         z: Tensor | None = None,
         generator: Generator | None = None,
     ) -> Tensor:
-        """Unroll from s0 [B, S] under actions [T, B, A] and the prior's noise z [T, B, Z] (as in
-        `step`; None: drawn here).
+        """Unroll from s0 [B, S] under actions [T, B, A] and latents z [T, B, Z] (None: prior).
 
         Returns the predicted states s[1..T] as [T, B, S].
         """
@@ -181,52 +148,26 @@ class ForwardModel(NormalizedModel):
         # latent terms are one matmul for all steps, the state is carried normalised, and the
         # delta's de-normalisation is folded into the last layer.
         first, hidden, last = self.decoder[0], self.decoder[1:-1], self.decoder[-1]
-        w_state, w_action, w_latent = first.weight.split(
-            [self.state_dim, self.action_dim, self.latent_dim], 1
+        w_state, w_rest = first.weight.split(
+            [self.state_dim, first.in_features - self.state_dim], 1
         )
-        prior = None
-        if self.prior_net is None:
-            drive = F.linear(torch.cat([flat_a, flat_z], -1), first.weight[:, self.state_dim :],
-                             first.bias)  # [T, N, H]  # fmt: skip
-        else:  # z depends on the state: only the action's term is computed for all steps
-            drive = F.linear(flat_a, w_action, first.bias)
-            prior = self._prior_step(flat_a)
+        drive = F.linear(torch.cat([flat_a, flat_z], -1), w_rest, first.bias)  # [T, N, H]
         scale = (self.delta_std / self.state_std)[:, None]
         w_out = (last.weight * scale).t()
         b_out = (last.bias * scale[:, 0]) + self.delta_mean / self.state_std
         layers = functional(hidden)
-        w_state_t, w_latent_t = w_state.t(), w_latent.t()
+        w_state_t = w_state.t()
         s_n = ((s0 - self.state_mean) / self.state_std).flatten(0, -2)
         states = []
         # unbind, not drive[t]: each indexing's backward would zero-fill a whole [T, N, H] tensor.
-        for t, drive_t in enumerate(drive.unbind(0)):
+        for drive_t in drive.unbind(0):
             h = torch.addmm(drive_t, s_n, w_state_t)
-            if prior is not None:
-                h = torch.addmm(h, prior(t, s_n, flat_z[t]), w_latent_t)
             for layer in layers:
                 h = layer(h)
             s_n = torch.addmm(s_n + b_out, h, w_out)
             states.append(s_n)
         states_n = torch.stack(states).view(horizon, *s0.shape)
         return states_n * self.state_std + self.state_mean
-
-    def _prior_step(self, actions: Tensor) -> Callable[[int, Tensor, Tensor], Tensor]:
-        """The learned prior's z at step t from the normalised state [N, S] and the noise [N, Z],
-        for `rollout`, with the action's term for all steps (actions [T, N, A]) computed once."""
-        assert self.prior_net is not None
-        first, hidden, last = self.prior_net[0], self.prior_net[1:-1], self.prior_net[-1]
-        w_state, w_action = first.weight.split([self.state_dim, self.action_dim], 1)
-        drive = F.linear(actions, w_action, first.bias).unbind(0)
-        layers, w_state_t = functional(hidden), w_state.t()
-
-        def z(t: int, s_n: Tensor, noise: Tensor) -> Tensor:
-            g = torch.addmm(drive[t], s_n, w_state_t)
-            for layer in layers:
-                g = layer(g)
-            mu, logvar = F.linear(g, last.weight, last.bias).chunk(2, dim=-1)
-            return mu + noise * (0.5 * logvar.clamp(-8.0, 8.0)).exp()
-
-        return z
 
     def uncertainty(
         self,
@@ -261,16 +202,6 @@ class ForwardModel(NormalizedModel):
         mu, logvar = self.encoder(torch.cat([s_n, a, d_n], dim=-1)).chunk(2, dim=-1)
         return mu, logvar.clamp(-8.0, 8.0)
 
-    def _kl(self, s: Tensor, a: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-        """KL(q || p) [B] of the posterior N(mu, exp(logvar)) [B, Z] from the prior at (s, a)."""
-        if self.prior_net is None:
-            return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
-        mu_p, logvar_p = self._prior(s, a)
-        ratio = (logvar - logvar_p).exp()
-        return 0.5 * (ratio + (mu - mu_p).square() / logvar_p.exp() - 1.0 - logvar + logvar_p).sum(
-            -1
-        )
-
     def _posterior_terms(
         self,
         obs: Tensor,
@@ -295,7 +226,7 @@ class ForwardModel(NormalizedModel):
         for t in range(actions.shape[0]):
             mu, logvar = self._posterior(obs[t], actions[t], obs[t + 1])
             noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            kl = kl + mask[t] * self._kl(obs[t], actions[t], mu, logvar)
+            kl = kl + mask[t] * 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
             s = self._predict(s, actions[t], mu + noise * (0.5 * logvar).exp())
             error = (s - obs[t + 1]) / self.delta_std
             nll = nll + mask[t] * (0.5 * (error * torch.exp(-log_std)).square() + log_std).sum(-1)
@@ -330,7 +261,7 @@ class ForwardModel(NormalizedModel):
         states = obs[0].expand(k, *obs[0].shape)
         energy = obs.new_zeros(batch)
         for t in range(horizon):
-            states = self._predict_prior(states, actions[t].expand(k, *actions[t].shape), z[t])
+            states = self._predict(states, actions[t].expand(k, *actions[t].shape), z[t])
             step = _norm((states - obs[t + 1]) / self.delta_std).mean(0)  # [B]
             if k == 2:
                 step = step - 0.5 * _norm((states[0] - states[1]) / self.delta_std)
