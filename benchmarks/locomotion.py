@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.app.loop import resume, run
+from agents.app.runs.folder import folder_env
 from agents.configurator import make_config, set_threads
 from benchmarks.common import environment_info, write_csv
 from benchmarks.mpc import parse_overrides
@@ -52,7 +53,7 @@ def ours(task: str, seed: int, budget: int, overrides: dict, runs_dir: Path) -> 
          "name": f"locomotion-{budget}", "progress": False, "video": False} | OURS | overrides,
         command="run",
     )  # fmt: skip
-    kept = sorted(runs_dir.glob(f"{task}__{config.name}__{seed}__*"))
+    kept = sorted(runs_dir.glob(f"{folder_env(task)}__{config.name}__{seed}__*"))
     start = time.perf_counter()
     run_dir = resume(kept[-1]) if kept else run(config)
     seconds = time.perf_counter() - start

@@ -43,3 +43,22 @@ def test_published_returns_are_matched_by_the_tasks_name() -> None:
     names = {anchor_name(t) for t in ("HalfCheetah-v5", "dm_control/cheetah-run-v0")}
     assert names == {"HalfCheetah", "cheetah-run"}
     assert names <= {line.split(",")[1] for line in ANCHORS.read_text().splitlines()}
+
+
+def test_a_kept_run_of_a_namespaced_id_is_found_and_resumed(tmp_path: Path, monkeypatch) -> None:
+    # 'dm_control/cheetah-run-v0' is spelled 'dm_control-cheetah-run-v0' in run folder names.
+    import types
+
+    import benchmarks.locomotion as loco
+
+    kept = tmp_path / "dm_control-cheetah-run-v0__locomotion-300__0__20260101-000000"
+    kept.mkdir()
+    resumed: list[Path] = []
+    monkeypatch.setattr(
+        loco, "make_config", lambda *a, **k: types.SimpleNamespace(name="locomotion-300")
+    )
+    monkeypatch.setattr(loco, "resume", lambda path: resumed.append(path) or path)
+    monkeypatch.setattr(loco, "run", lambda config: pytest.fail("started a new run"))
+    monkeypatch.setattr(loco, "run_curve", lambda path: ([(300, 1.0)], None, None))
+    assert loco.ours("dm_control/cheetah-run-v0", 0, 300, {}, tmp_path)[0][:2] == (300, 1.0)
+    assert resumed == [kept]

@@ -53,9 +53,9 @@ def new_run_dir(config: Config) -> Path:
             "start with '.'); pass another --name"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    # 'dm_control/cartpole-swingup-v0' and 'my_pkg.envs:MyEnv-v0' are ids, not folder names.
-    env = re.sub(r"[^A-Za-z0-9._-]+", "-", config.env)
-    base = Path(config.runs_dir) / f"{env}__{config.name}__{config.seed}__{stamp}"
+    base = (
+        Path(config.runs_dir) / f"{folder_env(config.env)}__{config.name}__{config.seed}__{stamp}"
+    )
     for suffix in range(1000):
         path = base.with_name(base.name + (f"-{suffix}" if suffix else ""))
         try:
@@ -69,6 +69,13 @@ def new_run_dir(config: Config) -> Path:
             ) from exc
         return path
     raise ConfigError(f"could not create a new run folder beside {base}; pass another --name")
+
+
+def folder_env(env: str) -> str:
+    """The env id as run folders spell it: 'dm_control/cartpole-swingup-v0' and
+    'my_pkg.envs:MyEnv-v0' are ids, not folder names, so other characters than letters, digits,
+    '.', '_' and '-' become '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", env)
 
 
 def save_config(run_dir: Path, config: Config) -> None:
