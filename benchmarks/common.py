@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import platform
@@ -18,10 +17,17 @@ import numpy as np
 import torch
 
 from agents.configurator import build_trainer, fit_schedule, new_world_model
-from agents.configurator.config import Config, ModelConfig, TrainConfig
+from agents.configurator.config import (
+    Config,
+    ModelConfig,
+    TrainConfig,
+    flat_fields,
+    with_overrides,
+)
 from envs import Task, make_task
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore
+from worldmodel.errors import ConfigError
 from worldmodel.forward.fit import FitResult, fit_world_model, split_episodes
 from worldmodel.forward.model import ForwardModel
 
@@ -71,17 +77,14 @@ def measured_rows(
 
 
 def model_overrides(defaults: ModelConfig, pairs: list[str]) -> ModelConfig:
-    """`defaults` with 'field=value' strings applied (typed by the field), e.g. 'beta=2.0';
-    an unknown field is an error naming the fields."""
-    fields = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
-    changes: dict[str, Any] = {}
-    for pair in pairs:
-        name, _, text = pair.partition("=")
-        if name not in fields:
-            raise SystemExit(f"--model {pair}: no such model field; one of {', '.join(fields)}")
-        kind = {"int": int, "float": float}.get(str(fields[name]), str)
-        changes[name] = kind(text)
-    return dataclasses.replace(defaults, **changes)
+    """`defaults` with 'field=value' strings applied (`with_overrides`: typed by the field), e.g.
+    'beta=2.0'; an unknown field or a bad value ends the benchmark with one line."""
+    fields = flat_fields(ModelConfig)
+    try:
+        overrides = {k: fields.get(k, str)(v) for k, _, v in (p.partition("=") for p in pairs)}
+        return with_overrides(defaults, overrides)
+    except (ConfigError, ValueError) as exc:
+        raise SystemExit(f"--model {' '.join(pairs)}: {exc}") from None
 
 
 def random_steps(task_id: str, steps: int, seed: int) -> tuple[Task, EpisodeStore]:

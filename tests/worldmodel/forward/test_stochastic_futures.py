@@ -1,5 +1,7 @@
 """The CVAE's prior samples reproduce the modes of a bimodal future, not their mean."""
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -19,20 +21,27 @@ def _bimodal_batch(n: int, g: torch.Generator) -> Window:
     )
 
 
-def _trained(latent_dim: int, steps: int = 600) -> ForwardModel:
-    torch.manual_seed(0)
+def _train(
+    model: ForwardModel, batch: Callable[[int, torch.Generator], Window], steps: int
+) -> ForwardModel:
+    """`steps` Adam steps on fresh batches of 256 from `batch`, seeded; the model in eval mode."""
     g = torch.Generator().manual_seed(0)
-    model = ForwardModel(1, 1, latent_dim=latent_dim, hidden=64, layers=2, dropout=0.0)
-    model.set_normalization(
-        Stats(torch.zeros(1), torch.ones(1) * 0.6, torch.zeros(1), torch.ones(1) * JUMP)
-    )
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(steps):
-        loss = model.loss(_bimodal_batch(256, g), generator=g).loss
+        loss = model.loss(batch(256, g), generator=g).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+def _trained(latent_dim: int, steps: int = 600) -> ForwardModel:
+    torch.manual_seed(0)
+    model = ForwardModel(1, 1, latent_dim=latent_dim, hidden=64, layers=2, dropout=0.0)
+    model.set_normalization(
+        Stats(torch.zeros(1), torch.ones(1) * 0.6, torch.zeros(1), torch.ones(1) * JUMP)
+    )
+    return _train(model, _bimodal_batch, steps)
 
 
 @pytest.mark.slow
@@ -168,17 +177,6 @@ def test_the_encoder_sees_the_real_transitions_not_the_unrolled_prediction() -> 
         _, after, squared = model._posterior_terms(window.obs, window.action, torch.Generator())
     torch.testing.assert_close(after, before)
     assert squared.min() > 0.1  # the decoder change did move the predictions
-
-
-def _train(model: ForwardModel, batch, steps: int) -> ForwardModel:
-    g = torch.Generator().manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        loss = model.loss(batch(256, g), generator=g).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
 
 
 def _deterministic(n: int, g: torch.Generator) -> Window:
