@@ -77,12 +77,14 @@ def uncertainty_and_error(
     return spread.cpu().numpy(), error.cpu().numpy()
 
 
-def benchmark(task_id: str, seed: int, steps: int, max_steps: int) -> list[dict]:
+def benchmark(
+    task_id: str, seed: int, steps: int, max_steps: int, kinds: tuple[str, ...] = KINDS
+) -> list[dict]:
     task, store = random_steps(task_id, steps, seed)
     defaults = make_config({"env": task_id})
     train_config = replace(defaults.train, max_steps=max_steps, eval_every=min(200, max_steps))
     rows = []
-    for kind in KINDS:
+    for kind in kinds:
         config = replace(defaults.model, kind=kind)
         model, fit, val = fit_model(config, train_config, task, store, torch.device("cpu"), seed)
         for k in KS:
@@ -119,13 +121,17 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=2_000, help="random env steps per task")
     parser.add_argument("--max-steps", type=int, default=2_000, help="gradient steps at most")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/epistemic.csv"))
     args = parser.parse_args()
     set_threads(args.threads)
     items = [(task, seed) for task in args.tasks for seed in args.seeds]
     measured_rows(
-        args.out, args.seeds, items, lambda item: benchmark(*item, args.steps, args.max_steps)
+        args.out,
+        args.seeds,
+        items,
+        lambda item: benchmark(*item, args.steps, args.max_steps, tuple(args.kinds)),
     )
     print(f"wrote {args.out}")
 

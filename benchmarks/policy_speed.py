@@ -1,9 +1,11 @@
-"""Policy speed: microseconds per action of the learned policy acting alone (no planning).
+"""Policy speed: microseconds per action of the learned policy acting alone (no planning), and
+milliseconds per policy update (imagined rollouts through the model, the uncertainty penalty's
+MC-dropout rollouts, the backward pass).
 
-    python -m benchmarks.policy_speed [--threads 1]
+    python -m benchmarks.policy_speed [--threads 1] [--updates 20]
 
-Default PolicyConfig network on HalfCheetah-v5 dimensions (the largest supported task) and on
-Pendulum-v1; the weights are untrained (speed does not depend on them).
+Default PolicyConfig and ModelConfig networks on HalfCheetah-v5 dimensions (the largest
+supported task) and on Pendulum-v1; the weights are untrained (speed does not depend on them).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import time
 import numpy as np
 import torch
 
-from agents.configurator import set_threads
+from agents.configurator import build_model, build_penalty, build_policy_parts, set_threads
 from agents.configurator.config import PolicyConfig
+from agents.configurator.presets import make_config
 from agents.policy import Policy, PolicyAgent
 from envs import make_task
+from worldmodel.data.store import Stats, Window
 
 
 def microseconds_per_action(task_id: str, calls: int) -> float:
@@ -32,15 +36,45 @@ def microseconds_per_action(task_id: str, calls: int) -> float:
     return 1e6 * (time.perf_counter() - start) / calls
 
 
+def milliseconds_per_update(task_id: str, updates: int) -> float:
+    """A policy update at the task's default config, its penalty calibrated on random windows."""
+    config, task = make_config({"env": task_id}, "run"), make_task(task_id)
+    model = build_model(config.model, task.obs_dim, task.act_dim)
+    penalty = build_penalty(config.policy, model)
+    horizon, batch = config.policy.horizon, config.policy.batch_size
+    window = Window(
+        torch.randn(horizon + 1, batch, task.obs_dim),
+        torch.rand(horizon, batch, task.act_dim) * 2 - 1,
+        torch.zeros(horizon, batch),
+        torch.zeros(horizon, batch, dtype=torch.bool),
+    )
+    penalty.calibrate(window)
+    ones, zeros = torch.ones(task.obs_dim), torch.zeros(task.obs_dim)
+    stats = Stats(zeros, ones, zeros, ones)
+    learner = build_policy_parts(
+        config, task, model, stats, torch.device("cpu"), penalty
+    ).policy_learner
+    for _ in range(2):
+        learner.update(window.obs[0])
+    start = time.perf_counter()
+    for _ in range(updates):
+        learner.update(window.obs[0])
+    return 1e3 * (time.perf_counter() - start) / updates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: the cores)")
+    parser.add_argument("--updates", type=int, default=0, help="also time this many updates")
     args = parser.parse_args()
     set_threads(args.threads)
     torch.manual_seed(0)
     for task_id in ("Pendulum-v1", "HalfCheetah-v5"):
         print(f"{task_id:<16} {microseconds_per_action(task_id, args.calls):8.1f} us/action")
+        if args.updates:
+            ms = milliseconds_per_update(task_id, args.updates)
+            print(f"{task_id:<16} {ms:8.1f} ms/policy update")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ managers that switch dropout or gradients for a while and put the modules back a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 
@@ -26,12 +26,19 @@ def mlp(inp: int, hidden: int, out: int, layers: int, dropout: float) -> nn.Sequ
     return nn.Sequential(*blocks)
 
 
-def functional(blocks: nn.Sequential) -> list[Callable[[Tensor], Tensor]]:
+def functional(
+    blocks: nn.Sequential, masks: Sequence[Tensor] | None = None
+) -> list[Callable[[Tensor], Tensor]]:
     """The blocks as plain functions, for the planner's hot loop.
 
     Calling `nn.Module`s costs a few microseconds of hook handling each, about a fifth of a
     planning decision; dropout in eval mode is the identity and is left out altogether.
+    `masks` (one per dropout layer, in order, each broadcastable to its input and already scaled
+    by 1 / (1 - p)) replace the dropout layers whatever their mode: the same masks at every call.
     """
+    if masks is not None and len(masks) != sum(isinstance(b, nn.Dropout) for b in blocks):
+        raise ValueError(f"{len(masks)} dropout masks for the blocks' dropout layers")
+    remaining = iter(masks or ())
     layers: list[Callable[[Tensor], Tensor]] = []
     for block in blocks:
         if isinstance(block, nn.Linear):
@@ -49,7 +56,9 @@ def functional(blocks: nn.Sequential) -> list[Callable[[Tensor], Tensor]]:
         elif isinstance(block, nn.SiLU):
             layers.append(F.silu)
         elif isinstance(block, nn.Dropout):
-            if block.training and block.p > 0:
+            if masks is not None:
+                layers.append(partial(torch.mul, other=next(remaining)))
+            elif block.training and block.p > 0:
                 layers.append(partial(F.dropout, p=block.p, training=True))
         else:
             layers.append(block)
@@ -94,6 +103,21 @@ def frozen(module: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def dropout_masks(
+    blocks: nn.Sequential, rows: int, generator: Generator | None = None
+) -> list[Tensor]:
+    """One mask [rows, width] per dropout layer of `blocks`, scaled by 1 / (1 - p), for
+    `functional(blocks, masks)`: row i keeps its sub-network for as long as the masks are used."""
+    masks, width = [], 0
+    for block in blocks:
+        if isinstance(block, nn.Linear):
+            width, like = block.out_features, block.weight
+        elif isinstance(block, nn.Dropout):
+            keep = torch.empty(rows, width, device=like.device, dtype=like.dtype)
+            masks.append(keep.bernoulli_(1.0 - block.p, generator=generator) / (1.0 - block.p))
+    return masks
 
 
 class NormalizedModel(nn.Module):

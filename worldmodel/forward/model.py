@@ -8,8 +8,7 @@ prior samples are trained to land on the real outcomes (every mode of them, not 
 to respond to the action, which the posterior's z could otherwise explain away. At planning time
 z is drawn from the prior. With `latent_dim=0` the same class is the deterministic baseline,
 trained on the squared error. Dropout layers inside the MLPs give an epistemic-uncertainty
-estimate by MC dropout (`uncertainty`), switched on through `mc_dropout`, which touches only
-dropout layers.
+estimate by MC dropout (`uncertainty`: the spread of rollouts under sampled dropout masks).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from torch import Generator, Tensor, nn
 
 from worldmodel.data.store import Window
 from worldmodel.errors import DataError
-from worldmodel.forward.layers import NormalizedModel, functional, mc_dropout, mlp
+from worldmodel.forward.layers import NormalizedModel, dropout_masks, functional, mlp
 
 LATENT_DROPOUT_MODES = ("prior", "zero")
 
@@ -123,10 +122,13 @@ class ForwardModel(NormalizedModel):
         actions: Tensor,
         z: Tensor | None = None,
         generator: Generator | None = None,
+        dropout_masks: list[Tensor] | None = None,
     ) -> Tensor:
         """Unroll from s0 [B, S] under actions [T, B, A] and latents z [T, B, Z] (None: prior).
 
-        Returns the predicted states s[1..T] as [T, B, S].
+        `dropout_masks` (`layers.dropout_masks(decoder, B)`: one [B, hidden] per dropout layer)
+        fix each rollout's dropout for all its steps. Returns the predicted states s[1..T] as
+        [T, B, S].
         """
         self._check_dims(s0, actions, z, "ForwardModel.rollout")
         batch = actions.shape[1:-1]
@@ -155,7 +157,7 @@ class ForwardModel(NormalizedModel):
         scale = (self.delta_std / self.state_std)[:, None]
         w_out = (last.weight * scale).t()
         b_out = (last.bias * scale[:, 0]) + self.delta_mean / self.state_std
-        layers = functional(hidden)
+        layers = functional(hidden, dropout_masks)
         w_state_t = w_state.t()
         s_n = ((s0 - self.state_mean) / self.state_std).flatten(0, -2)
         states = []
@@ -182,6 +184,10 @@ class ForwardModel(NormalizedModel):
         s0 [B, S], actions [T, B, A], z [T, B, Z] shared by all masks (None: one prior draw).
         Returns [T, B]: the per-step variance summed over normalised state dimensions.
         Differentiable, so a policy can be penalised by it.
+
+        Each mask is drawn once per rollout and kept for all its steps: a mask is a sampled
+        sub-network (Gal and Ghahramani's reading of dropout), so a rollout is the future under
+        one plausible model, as an ensemble member's is, and the masks are drawn T times less.
         """
         if n < 2:
             raise ValueError(f"uncertainty needs n >= 2 dropout masks, got {n}")
@@ -189,8 +195,8 @@ class ForwardModel(NormalizedModel):
             z = self.sample_prior(*actions.shape[:-1], generator=generator)
         horizon, batch = actions.shape[:2]
         repeat = lambda x: x.unsqueeze(-3).expand(*x.shape[:-2], n, *x.shape[-2:]).flatten(-3, -2)  # noqa: E731
-        with mc_dropout(self):
-            states = self.rollout(repeat(s0[None])[0], repeat(actions), repeat(z))
+        masks = dropout_masks(self.decoder, n * batch)  # torch's global RNG, as nn.Dropout's
+        states = self.rollout(repeat(s0[None])[0], repeat(actions), repeat(z), dropout_masks=masks)
         states = ((states - self.state_mean) / self.state_std).view(horizon, n, batch, -1)
         return states.var(dim=1).sum(-1)
 

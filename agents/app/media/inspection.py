@@ -29,8 +29,8 @@ from worldmodel.cost.evaluate import RewardError
 from worldmodel.data.store import EpisodeStore, Window
 from worldmodel.errors import ConfigError
 from worldmodel.forward.fit import MetricsSink
-from worldmodel.forward.layers import eval_mode
-from worldmodel.forward.model import ForwardModel, mc_dropout
+from worldmodel.forward.layers import eval_mode, mc_dropout
+from worldmodel.forward.model import ForwardModel
 
 HORIZON = 50
 """Steps imagined from a held-out state in the video and figures."""

@@ -9,6 +9,7 @@ from torch import nn
 from worldmodel.data.store import Stats
 from worldmodel.forward.layers import (
     NormalizedModel,
+    dropout_masks,
     eval_mode,
     frozen,
     functional,
@@ -62,6 +63,39 @@ def test_the_functional_form_keeps_active_dropout_and_drops_it_in_eval_mode() ->
     torch.testing.assert_close(h, expected)
     assert (h == 0).any()
     assert len(functional(net.eval())) == 1
+
+
+def test_given_masks_replace_the_dropout_layers_in_any_mode_and_stay_fixed() -> None:
+    """`functional(blocks, masks)` multiplies by the given masks where the dropout layers were,
+    in training and in eval mode alike, and by the same masks at every call; a wrong count of
+    masks is refused."""
+    torch.manual_seed(0)
+    net = mlp(3, 8, 2, 2, 0.5)
+    masks = dropout_masks(net, 4)
+    assert [m.shape for m in masks] == [(4, 8), (4, 8)]
+    assert all(set(m.unique().tolist()) == {0.0, 2.0} for m in masks)  # kept: 1 / (1 - p)
+    x = torch.randn(4, 3)
+    h = x
+    for block, mask in ((net[0:3], masks[0]), (net[4:7], masks[1])):
+        h = block(h) * mask
+    expected = net[-1](h)
+    for mode in (True, False):
+        net.train(mode)
+        layers = functional(net, masks)
+        for _ in range(2):
+            out = x
+            for layer in layers:
+                out = layer(out)
+            torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match="1 dropout masks"):
+        functional(net, masks[:1])
+
+
+def test_dropout_masks_keep_each_unit_with_probability_one_minus_p() -> None:
+    torch.manual_seed(0)
+    (mask,) = dropout_masks(mlp(3, 64, 2, 1, 0.2), 2000)
+    assert (mask > 0).float().mean().item() == pytest.approx(0.8, abs=0.01)
+    assert mask.max().item() == pytest.approx(1.25)
 
 
 def test_eval_mode_leaves_an_object_that_is_no_module_alone() -> None:

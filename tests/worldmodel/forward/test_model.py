@@ -9,7 +9,8 @@ from torch import nn
 
 from worldmodel.data.store import Stats
 from worldmodel.errors import DataError
-from worldmodel.forward.model import ForwardModel, mc_dropout, normalized_error
+from worldmodel.forward.layers import mc_dropout
+from worldmodel.forward.model import ForwardModel, normalized_error
 
 
 def test_shapes_of_step_rollout_and_uncertainty() -> None:
@@ -315,6 +316,21 @@ def test_rollout_names_every_shape_when_they_do_not_fit_together(shapes: tuple) 
     )
     with pytest.raises(DataError, match=message):
         model.rollout(s0, actions, z)
+
+
+def test_each_uncertainty_rollout_keeps_its_dropout_mask_for_all_its_steps() -> None:
+    """With a decoder blind to the state and a constant input, a rollout under one mask moves by
+    the same delta every step, so the variance over masks grows as t^2 (fresh masks at each step
+    would give t: a random walk)."""
+    torch.manual_seed(0)
+    model = ForwardModel(2, 1, latent_dim=0, hidden=16, layers=1, dropout=0.3).eval()
+    with torch.no_grad():
+        model.decoder[0].weight[:, :2] = 0.0  # the state's columns
+    s0, actions = torch.zeros(1, 2), torch.full((4, 1, 1), 0.7)
+    with torch.no_grad():
+        u = model.uncertainty(s0, actions, n=4000)[:, 0]
+    growth = (u / u[0]).tolist()
+    assert growth == pytest.approx([1.0, 4.0, 9.0, 16.0], rel=1e-4)
 
 
 def test_uncertainty_needs_two_masks_and_uses_eight_by_default() -> None:
