@@ -105,18 +105,17 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def dropout_masks(
-    blocks: nn.Sequential, rows: int, generator: Generator | None = None
-) -> list[Tensor]:
+def dropout_masks(blocks: nn.Sequential, rows: int) -> list[Tensor]:
     """One mask [rows, width] per dropout layer of `blocks`, scaled by 1 / (1 - p), for
-    `functional(blocks, masks)`: row i keeps its sub-network for as long as the masks are used."""
+    `functional(blocks, masks)`: row i keeps its sub-network for as long as the masks are used.
+    Drawn from torch's global RNG, as `nn.Dropout` draws its masks."""
     masks, width = [], 0
     for block in blocks:
         if isinstance(block, nn.Linear):
             width, like = block.out_features, block.weight
         elif isinstance(block, nn.Dropout):
             keep = torch.empty(rows, width, device=like.device, dtype=like.dtype)
-            masks.append(keep.bernoulli_(1.0 - block.p, generator=generator) / (1.0 - block.p))
+            masks.append(keep.bernoulli_(1.0 - block.p) / (1.0 - block.p))
     return masks
 
 

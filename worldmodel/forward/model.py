@@ -195,7 +195,7 @@ class ForwardModel(NormalizedModel):
             z = self.sample_prior(*actions.shape[:-1], generator=generator)
         horizon, batch = actions.shape[:2]
         repeat = lambda x: x.unsqueeze(-3).expand(*x.shape[:-2], n, *x.shape[-2:]).flatten(-3, -2)  # noqa: E731
-        masks = dropout_masks(self.decoder, n * batch)  # torch's global RNG, as nn.Dropout's
+        masks = dropout_masks(self.decoder, n * batch)
         states = self.rollout(repeat(s0[None])[0], repeat(actions), repeat(z), dropout_masks=masks)
         states = ((states - self.state_mean) / self.state_std).view(horizon, n, batch, -1)
         return states.var(dim=1).sum(-1)
