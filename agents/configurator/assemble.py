@@ -66,6 +66,7 @@ def build_model(
         latent_dropout=config.latent_dropout,
         latent_dropout_mode=config.latent_dropout_mode,
         beta=config.beta,
+        elbo_weight=config.elbo_weight,
     )
 
 

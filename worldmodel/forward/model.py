@@ -24,6 +24,7 @@ from worldmodel.errors import DataError
 from worldmodel.forward.layers import NormalizedModel, dropout_masks, functional, mlp
 
 LATENT_DROPOUT_MODES = ("prior", "zero")
+ELBO_WEIGHTS = ("none", "variance")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class ForwardModel(NormalizedModel):
         latent_dropout: float = 0.5,
         latent_dropout_mode: str = "prior",
         beta: float = 1.0,
+        elbo_weight: str = "none",
     ) -> None:
         super().__init__(state_dim)
         if min(state_dim, action_dim, hidden, layers) <= 0 or latent_dim < 0:
@@ -69,6 +71,9 @@ class ForwardModel(NormalizedModel):
             raise ValueError("latent_dropout must be in [0, 1] and dropout in [0, 1)")
         if latent_dropout_mode not in LATENT_DROPOUT_MODES:
             raise ValueError(f"latent_dropout_mode must be one of {LATENT_DROPOUT_MODES}")
+        if elbo_weight not in ELBO_WEIGHTS:
+            raise ValueError(f"elbo_weight must be one of {ELBO_WEIGHTS}")
+        self.elbo_weight = elbo_weight
         self.state_dim, self.action_dim, self.latent_dim = state_dim, action_dim, latent_dim
         self.latent_dropout, self.latent_dropout_mode, self.beta = (
             latent_dropout,
@@ -314,7 +319,7 @@ class ForwardModel(NormalizedModel):
         energy = self._prior_energy(
             obs[:, dropped], actions[:, dropped], generator, mask[:, dropped]
         )
-        elbo = nll + self.beta * kl
+        elbo = (nll + self.beta * kl) * self._elbo_scale()
         if score_all:
             loss = elbo.mean() + energy.mean()
         else:
@@ -325,6 +330,21 @@ class ForwardModel(NormalizedModel):
             kl=_mean(kl),
             energy=_mean(energy),
         )
+
+
+    def _elbo_scale(self) -> Tensor:
+        """The ELBO's weight: 1, or with 'variance' the decoder's mean variance, not
+        differentiated.
+
+        One factor for NLL and KL keeps the ELBO's optimum. What it changes: the NLL's gradient
+        on the mean grows as 1/sigma^2 as the learned scale shrinks, so unweighted it is clipped
+        every step and drowns the energy score of the dropped windows; weighted, the mean's
+        gradient is a squared error's whatever sigma is (beta-NLL, Seitzer et al. 2022, with one
+        factor for all dims, since the KL is shared by them).
+        """
+        if self.elbo_weight == "none":
+            return self.log_std.new_ones(())
+        return torch.exp(2.0 * self.log_std.clamp(min=_MIN_LOG_STD)).mean().detach()
 
 
 _MIN_LOG_STD = -7.0  # the decoder's scale may not shrink below ~1e-3 delta-normalised units
