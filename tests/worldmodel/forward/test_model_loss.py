@@ -188,10 +188,10 @@ def _expected_terms(
     return nll / n, kl / n, squared / horizon, energy / (horizon * 3**0.5)
 
 
-def _loss_case() -> tuple[ForwardModel, Window]:
+def _loss_case(elbo_weight: str = "none") -> tuple[ForwardModel, Window]:
     torch.manual_seed(0)
     model = ForwardModel(3, 2, latent_dim=4, hidden=16, layers=2, dropout=0.0,
-                         latent_dropout=0.5, beta=0.7)  # fmt: skip
+                         latent_dropout=0.5, beta=0.7, elbo_weight=elbo_weight)  # fmt: skip
     model.set_normalization(_stats(11))
     with torch.no_grad():
         model.log_std.copy_(torch.tensor([-9.0, 0.3, -0.5]))  # -9 is held at the floor, -7
@@ -202,18 +202,25 @@ def _loss_case() -> tuple[ForwardModel, Window]:
                          torch.zeros(2, 10, dtype=torch.bool))  # fmt: skip
 
 
-def test_the_training_loss_is_the_elbo_of_kept_and_the_energy_of_dropped_windows() -> None:
+@pytest.mark.parametrize("elbo_weight", ["none", "variance"])
+def test_the_training_loss_is_the_elbo_of_kept_and_the_energy_of_dropped_windows(
+    elbo_weight: str,
+) -> None:
     """Each window is dropped when its uniform draw is below `latent_dropout`; the loss is
-    (sum of NLL + beta KL over kept windows + sum of energies over dropped ones) / B, over a
-    2-step unroll, and the logged terms are their means over their own windows."""
-    model, w = _loss_case()
+    (w * sum of NLL + beta KL over kept windows + sum of energies over dropped ones) / B, over
+    a 2-step unroll, where w is 1 or (with 'variance') the mean of the decoder's variances,
+    floored like the scale; the logged terms are their unweighted means over their own
+    windows."""
+    model, w = _loss_case(elbo_weight)
+    weight = 1.0 if elbo_weight == "none" else (math.exp(-14) + math.exp(0.6) + math.exp(-1)) / 3
     with torch.no_grad():
         terms = model.loss(w, generator=torch.Generator().manual_seed(12))
         g = torch.Generator().manual_seed(12)
         dropped = torch.rand(10, generator=g) < 0.5
         assert 0 < dropped.sum() < 10
         nll, kl, squared, energy = _expected_terms(model, w, ~dropped, dropped, g)
-    torch.testing.assert_close(terms.loss, ((nll + 0.7 * kl).sum() + energy.sum()) / 10)
+    expected = (weight * (nll + 0.7 * kl).sum() + energy.sum()) / 10
+    torch.testing.assert_close(terms.loss, expected)
     torch.testing.assert_close(terms.kl, kl.mean())
     torch.testing.assert_close(terms.reconstruction, squared.mean())
     torch.testing.assert_close(terms.energy, energy.mean())
@@ -269,3 +276,22 @@ def test_the_energy_norm_is_smooth_at_zero() -> None:
     assert value.tolist() == pytest.approx([1e-6, 1e-6], rel=1e-6)
     assert x.grad.abs().max().item() == 0.0
     assert _norm(torch.tensor([3.0, 4.0])).item() == pytest.approx(5.0, rel=1e-9)
+
+
+def test_the_variance_weight_is_not_differentiated() -> None:
+    """With 'variance' the scale's gradient is the plain ELBO's times the weight: the weight
+    rescales the ELBO's steps and does not itself pull the scale down."""
+    grads = {}
+    for elbo_weight in ("none", "variance"):
+        model, w = _loss_case(elbo_weight)
+        model.latent_dropout = 0.0
+        model.loss(w, generator=torch.Generator().manual_seed(5)).loss.backward()
+        grads[elbo_weight] = model.log_std.grad
+    weight = (math.exp(-14) + math.exp(0.6) + math.exp(-1)) / 3
+    torch.testing.assert_close(grads["variance"], weight * grads["none"])
+    assert grads["none"][1:].abs().min() > 0
+
+
+def test_an_unknown_elbo_weight_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"^elbo_weight must be one of \('none', 'variance'\)$"):
+        ForwardModel(S, A, hidden=8, elbo_weight="sigma")
