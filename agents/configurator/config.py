@@ -45,9 +45,10 @@ class ModelConfig:
     beta: float = 1.0
     """Weight of the KL term."""
     elbo_weight: str = "none"
-    """'variance' multiplies the ELBO (NLL and KL alike) by the decoder's mean variance, not
-    differentiated, so the mean's gradient stays a squared error's as the learned scale shrinks;
-    'none' is the plain ELBO. Both have the same optimum."""
+    """'none': the plain ELBO; 'variance': times the decoder's mean variance v (not
+    differentiated), the same optimum with steps that do not grow as the learned scale shrinks;
+    'per_dim': also each dim's NLL times its variance / v, so the mean's gradient is a squared
+    error's in every dim (beta-NLL)."""
     members: int = 5
     """Members of the 'ensemble' (>= 2). The ensemble has no z encoder, MLP dropout or KL:
     latent_dim, dropout, latent_dropout, latent_dropout_mode, beta and elbo_weight are the CVAE's."""
@@ -58,7 +59,7 @@ class ModelConfig:
             raise ConfigError(f"members must be >= 2, got {self.members}")
         _check_choice(self, "kind", ("cvae", "deterministic", "ensemble"))
         _check_choice(self, "latent_dropout_mode", ("prior", "zero"))
-        _check_choice(self, "elbo_weight", ("none", "variance"))
+        _check_choice(self, "elbo_weight", ("none", "variance", "per_dim"))
         _check_range(self, "latent_dropout", 0.0, 1.0)
         _check_range(self, "dropout", 0.0, 0.99)
 

@@ -24,7 +24,7 @@ from worldmodel.errors import DataError
 from worldmodel.forward.layers import NormalizedModel, dropout_masks, functional, mlp
 
 LATENT_DROPOUT_MODES = ("prior", "zero")
-ELBO_WEIGHTS = ("none", "variance")
+ELBO_WEIGHTS = ("none", "variance", "per_dim")
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,7 @@ class ForwardModel(NormalizedModel):
         decoder's learned scale, up to the constant 0.5 log(2 pi).
         """
         s, log_std = obs[0], self.log_std.clamp(min=_MIN_LOG_STD)
+        dim_weight, _ = self._elbo_weights()
         mask = obs.new_ones(actions.shape[:2]) if mask is None else mask
         nll = kl = squared = obs.new_zeros(obs.shape[1])
         for t in range(actions.shape[0]):
@@ -240,7 +241,8 @@ class ForwardModel(NormalizedModel):
             kl = kl + mask[t] * 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
             s = self._predict(s, actions[t], mu + noise * (0.5 * logvar).exp())
             error = (s - obs[t + 1]) / self.delta_std
-            nll = nll + mask[t] * (0.5 * (error * torch.exp(-log_std)).square() + log_std).sum(-1)
+            dim_nll = 0.5 * (error * torch.exp(-log_std)).square() + log_std
+            nll = nll + mask[t] * (dim_weight * dim_nll).sum(-1)
             squared = squared + mask[t] * error.square().mean(-1)
         steps = mask.sum(0).clamp(min=1.0)
         return nll / (steps * self.state_dim), kl / (steps * self.state_dim), squared / steps
@@ -319,7 +321,7 @@ class ForwardModel(NormalizedModel):
         energy = self._prior_energy(
             obs[:, dropped], actions[:, dropped], generator, mask[:, dropped]
         )
-        elbo = (nll + self.beta * kl) * self._elbo_scale()
+        elbo = (nll + self.beta * kl) * self._elbo_weights()[1]
         if score_all:
             loss = elbo.mean() + energy.mean()
         else:
@@ -332,19 +334,25 @@ class ForwardModel(NormalizedModel):
         )
 
 
-    def _elbo_scale(self) -> Tensor:
-        """The ELBO's weight: 1, or with 'variance' the decoder's mean variance, not
-        differentiated.
+    def _elbo_weights(self) -> tuple[Tensor, Tensor]:
+        """Weights of the ELBO, not differentiated: one per state dim [S] on the NLL, and one
+        scalar on NLL and KL together.
 
-        One factor for NLL and KL keeps the ELBO's optimum. What it changes: the NLL's gradient
-        on the mean grows as 1/sigma^2 as the learned scale shrinks, so unweighted it is clipped
-        every step and drowns the energy score of the dropped windows; weighted, the mean's
-        gradient is a squared error's whatever sigma is (beta-NLL, Seitzer et al. 2022, with one
-        factor for all dims, since the KL is shared by them).
+        'none': 1 and 1. 'variance': 1 and the decoder's mean variance v. One factor on NLL and
+        KL keeps the ELBO's optimum and changes what the learned scale does to the steps: the
+        NLL's gradient on the mean grows as 1/sigma^2 as the scale shrinks, drowning the
+        energy score of the dropped windows. 'per_dim': sigma_d^2 / v per dim and v (beta-NLL,
+        Seitzer et al. 2022, with beta = 1): the mean's gradient is the squared error's in every
+        dim, as the k-step error weighs them, while a nat of KL is still weighed against the
+        likelihood at the decoder's mean scale, so the posterior does not collapse.
         """
+        variance = torch.exp(2.0 * self.log_std.clamp(min=_MIN_LOG_STD)).detach()
+        ones = torch.ones_like(variance)
         if self.elbo_weight == "none":
-            return self.log_std.new_ones(())
-        return torch.exp(2.0 * self.log_std.clamp(min=_MIN_LOG_STD)).mean().detach()
+            return ones, ones.new_ones(())
+        if self.elbo_weight == "variance":
+            return ones, variance.mean()
+        return variance / variance.mean(), variance.mean()
 
 
 _MIN_LOG_STD = -7.0  # the decoder's scale may not shrink below ~1e-3 delta-normalised units

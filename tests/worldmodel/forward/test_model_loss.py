@@ -157,11 +157,12 @@ def test_zero_mode_scores_dropped_windows_on_the_z_zero_prediction() -> None:
 
 def _expected_terms(
     model: ForwardModel, w: Window, kept: torch.Tensor, dropped: torch.Tensor,
-    g: torch.Generator,
+    g: torch.Generator, dim_weight: torch.Tensor | float = 1.0,
 ) -> tuple[torch.Tensor, ...]:  # fmt: skip
     """The CVAE's per-window ELBO terms and energy by hand, with torch.distributions, drawing
     from g in the model's order: the posterior's noise step by step, then the prior's z. The
-    posterior reads the real transition (obs[t], obs[t+1]); the decoder unrolls its own s."""
+    posterior reads the real transition (obs[t], obs[t+1]); the decoder unrolls its own s.
+    Each state dim's NLL is multiplied by its `dim_weight`."""
     horizon, half_log_2pi = w.action.shape[0], 0.5 * math.log(2 * math.pi)
     obs, act = w.obs[:, kept], w.action[:, kept]
     s, nll, kl, squared = obs[0], 0.0, 0.0, 0.0
@@ -174,7 +175,7 @@ def _expected_terms(
         kl = kl + torch.distributions.kl_divergence(q, prior).sum(-1)
         s = model.step(s, act[t], mu + noise * (0.5 * logvar).exp())
         error = (s - obs[t + 1]) / model.delta_std
-        nll = nll - (scale.log_prob(error) + half_log_2pi).sum(-1)
+        nll = nll - (dim_weight * (scale.log_prob(error) + half_log_2pi)).sum(-1)
         squared = squared + error.square().mean(-1)
     obs, act = w.obs[:, dropped], w.action[:, dropped]
     z = model.sample_prior(horizon, 2, obs.shape[1], generator=g)
@@ -202,23 +203,32 @@ def _loss_case(elbo_weight: str = "none") -> tuple[ForwardModel, Window]:
                          torch.zeros(2, 10, dtype=torch.bool))  # fmt: skip
 
 
-@pytest.mark.parametrize("elbo_weight", ["none", "variance"])
+VARIANCES = torch.tensor([math.exp(-14), math.exp(0.6), math.exp(-1)])  # _loss_case's, floored
+
+
+@pytest.mark.parametrize(
+    ("elbo_weight", "weight", "dim_weight"),
+    [
+        ("none", 1.0, 1.0),
+        ("variance", VARIANCES.mean().item(), 1.0),
+        ("per_dim", VARIANCES.mean().item(), VARIANCES / VARIANCES.mean()),
+    ],
+)
 def test_the_training_loss_is_the_elbo_of_kept_and_the_energy_of_dropped_windows(
-    elbo_weight: str,
+    elbo_weight: str, weight: float, dim_weight: torch.Tensor | float
 ) -> None:
     """Each window is dropped when its uniform draw is below `latent_dropout`; the loss is
     (w * sum of NLL + beta KL over kept windows + sum of energies over dropped ones) / B, over
-    a 2-step unroll, where w is 1 or (with 'variance') the mean of the decoder's variances,
-    floored like the scale; the logged terms are their unweighted means over their own
-    windows."""
+    a 2-step unroll, where w is 1 or the mean v of the decoder's variances, and each dim's NLL is
+    weighted by 1 or (with 'per_dim') by its variance / v; the logged terms are their means over
+    their own windows."""
     model, w = _loss_case(elbo_weight)
-    weight = 1.0 if elbo_weight == "none" else (math.exp(-14) + math.exp(0.6) + math.exp(-1)) / 3
     with torch.no_grad():
         terms = model.loss(w, generator=torch.Generator().manual_seed(12))
         g = torch.Generator().manual_seed(12)
         dropped = torch.rand(10, generator=g) < 0.5
         assert 0 < dropped.sum() < 10
-        nll, kl, squared, energy = _expected_terms(model, w, ~dropped, dropped, g)
+        nll, kl, squared, energy = _expected_terms(model, w, ~dropped, dropped, g, dim_weight)
     expected = (weight * (nll + 0.7 * kl).sum() + energy.sum()) / 10
     torch.testing.assert_close(terms.loss, expected)
     torch.testing.assert_close(terms.kl, kl.mean())
@@ -287,11 +297,10 @@ def test_the_variance_weight_is_not_differentiated() -> None:
         model.latent_dropout = 0.0
         model.loss(w, generator=torch.Generator().manual_seed(5)).loss.backward()
         grads[elbo_weight] = model.log_std.grad
-    weight = (math.exp(-14) + math.exp(0.6) + math.exp(-1)) / 3
-    torch.testing.assert_close(grads["variance"], weight * grads["none"])
+    torch.testing.assert_close(grads["variance"], VARIANCES.mean() * grads["none"])
     assert grads["none"][1:].abs().min() > 0
 
 
 def test_an_unknown_elbo_weight_is_refused_with_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"^elbo_weight must be one of \('none', 'variance'\)$"):
+    with pytest.raises(ValueError, match=r"^elbo_weight must be one of \('none', 'variance', 'per_dim'\)$"):
         ForwardModel(S, A, hidden=8, elbo_weight="sigma")
