@@ -219,10 +219,12 @@ class ForwardModel(NormalizedModel):
         actions: Tensor,
         generator: Generator | None,
         mask: Tensor | None = None,
+        dim_weight: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Unroll with z from q(z | s, a, s'): per window [B] the Gaussian NLL per state dim, the
-        KL per state dim and the squared error per dim, each averaged over the window's real
-        steps (`mask` [H, B] float, 0 past a termination; None: all are real).
+        """Unroll with z from q(z | s, a, s'): per window [B] the Gaussian NLL per state dim
+        (each dim's times `dim_weight` [S], None: 1), the KL per state dim and the squared error
+        per dim, each averaged over the window's real steps (`mask` [H, B] float, 0 past a
+        termination; None: all are real).
 
         The encoder sees the real transition (obs[t], obs[t+1]), not the unrolled prediction:
         from the prediction and the real next state z could learn the drift the rollout has
@@ -232,7 +234,7 @@ class ForwardModel(NormalizedModel):
         decoder's learned scale, up to the constant 0.5 log(2 pi).
         """
         s, log_std = obs[0], self.log_std.clamp(min=_MIN_LOG_STD)
-        dim_weight, _ = self._elbo_weights()
+        dim_weight = torch.ones_like(log_std) if dim_weight is None else dim_weight
         mask = obs.new_ones(actions.shape[:2]) if mask is None else mask
         nll = kl = squared = obs.new_zeros(obs.shape[1])
         for t in range(actions.shape[0]):
@@ -291,8 +293,8 @@ class ForwardModel(NormalizedModel):
         by latent dropout: a kept window is scored by the negative ELBO (Gaussian NLL under a
         learned scale plus beta * KL, both per state dim), a dropped one (probability
         `latent_dropout`) by the energy score of z drawn from the prior, with no KL. With
-        `score_all` (validation) every window is scored both ways and the loss is their sum.
-        Steps past a termination (`window.mask`) are not scored.
+        `score_all` (validation) every window is scored both ways, the ELBO unweighted, and the
+        loss is their sum. Steps past a termination (`window.mask`) are not scored.
         """
         obs, actions, mask = window.obs, window.action, window.step_mask()
         if not self.stochastic:
@@ -315,13 +317,16 @@ class ForwardModel(NormalizedModel):
                 torch.rand(batch, generator=generator, device=obs.device) < self.latent_dropout
             )
             kept = ~dropped
+        # The weights shape training's steps; validation, and so early stopping, scores the
+        # plain ELBO, the same quantity whatever the weights.
+        dim_weight, weight = (None, 1.0) if score_all else self._elbo_weights()
         nll, kl, squared = self._posterior_terms(
-            obs[:, kept], actions[:, kept], generator, mask[:, kept]
+            obs[:, kept], actions[:, kept], generator, mask[:, kept], dim_weight
         )
         energy = self._prior_energy(
             obs[:, dropped], actions[:, dropped], generator, mask[:, dropped]
         )
-        elbo = (nll + self.beta * kl) * self._elbo_weights()[1]
+        elbo = (nll + self.beta * kl) * weight
         if score_all:
             loss = elbo.mean() + energy.mean()
         else:

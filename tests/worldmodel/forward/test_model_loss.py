@@ -288,6 +288,17 @@ def test_the_energy_norm_is_smooth_at_zero() -> None:
     assert _norm(torch.tensor([3.0, 4.0])).item() == pytest.approx(5.0, rel=1e-9)
 
 
+@pytest.mark.parametrize("elbo_weight", ["variance", "per_dim"])
+def test_validation_scores_the_plain_elbo_whatever_the_weight(elbo_weight: str) -> None:
+    """The weights shape the training steps only: early stopping compares the same quantity."""
+    losses = []
+    for weight in ("none", elbo_weight):
+        model, w = _loss_case(weight)
+        with torch.no_grad():
+            losses.append(model.loss(w, torch.Generator().manual_seed(3), score_all=True).loss)
+    torch.testing.assert_close(losses[1], losses[0])
+
+
 def test_the_variance_weight_is_not_differentiated() -> None:
     """With 'variance' the scale's gradient is the plain ELBO's times the weight: the weight
     rescales the ELBO's steps and does not itself pull the scale down."""
