@@ -104,6 +104,7 @@ def fit_schedule(
         eval_every=min(every, steps),
         patience=config.patience,
         val_fraction=config.val_fraction,
+        lr_final=config.lr_final,
     )
 
 

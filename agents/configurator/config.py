@@ -99,6 +99,9 @@ class TrainConfig:
     """Validations without improvement before the fit stops."""
     val_fraction: float = 0.1
     """Share of episodes held out for validation."""
+    lr_final: float = 0.02
+    """Learning rate at the end of a fit (`max_steps`) as a fraction of `lr`; it falls along a
+    half cosine from `lr` (1.0: constant). Updates between the loop's fits use `lr`."""
 
     def __post_init__(self) -> None:
         _check(
@@ -115,6 +118,7 @@ class TrainConfig:
             non_negative=("weight_decay",),
         )
         _check_range(self, "val_fraction", 0.01, 0.9)
+        _check_range(self, "lr_final", 0.0, 1.0)
 
 
 @dataclass(frozen=True)

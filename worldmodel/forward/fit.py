@@ -63,6 +63,9 @@ class FitSchedule:
     patience: int = 4  #: validations without improvement before the fit stops
     val_fraction: float = 0.1  #: share of episodes held out for validation
     val_windows: int = 1024  #: validation windows, evenly spaced over the held-out episodes
+    #: the learning rate at `max_steps` as a fraction of the trainer's; from step 0 it falls
+    #: along a half cosine (1.0: constant)
+    lr_final: float = 0.02
 
     def __post_init__(self) -> None:
         sizes = (self.horizon, self.batch_size, self.max_steps, self.eval_every, self.patience)
@@ -70,6 +73,18 @@ class FitSchedule:
             raise ValueError("horizon, batch_size, max_steps, eval_every, patience must be > 0")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.lr_final <= 1.0:
+            raise ValueError(f"lr_final must be in [0, 1], got {self.lr_final}")
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rate of gradient step `step` (0-based) over the trainer's.
+
+        A decaying rate lets the fit settle: the energy score's gradient keeps its size as the
+        error shrinks (it is a norm's), so at a constant rate the weights hover about the
+        optimum, and multi-step errors compound what one step leaves.
+        """
+        progress = min(step / self.max_steps, 1.0)
+        return self.lr_final + (1.0 - self.lr_final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass(frozen=True)
@@ -117,7 +132,7 @@ class ModelTrainer:
         if max_consecutive_skips <= 0:
             raise ValueError(f"max_consecutive_skips must be positive, got {max_consecutive_skips}")
         self.max_consecutive_skips = max_consecutive_skips
-        self.model, self.grad_clip = model, grad_clip
+        self.model, self.grad_clip, self.base_lr = model, grad_clip, lr
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         self.rng = np.random.default_rng(seed)
@@ -127,7 +142,12 @@ class ModelTrainer:
 
     @property
     def lr(self) -> float:
+        """The rate of the next update: `base_lr` outside a fit, its schedule's inside."""
         return self.optimizer.param_groups[0]["lr"]
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def update(self, window: Window) -> Metrics:
         """One gradient step on a batch of windows ([H+1, B, S] states)."""
@@ -168,6 +188,8 @@ class ModelTrainer:
     ) -> FitResult:
         """Train until validation loss stops improving for `schedule.patience` evaluations; the
         best weights seen are restored at the end (also when `TrainingDivergedError` is raised).
+        The learning rate follows `schedule.lr_factor` of the fit's step and is `base_lr` again
+        afterwards (for `update` calls between fits).
 
         `log(metrics, step)` receives train and validation metrics at each evaluation.
 
@@ -184,6 +206,7 @@ class ModelTrainer:
                 window = train.sample(
                     schedule.batch_size, schedule.horizon, self.rng, terminal=True
                 )
+                self._set_lr(self.base_lr * schedule.lr_factor(state.steps))
                 metrics = self.update(window)
                 state.steps += 1
                 bar.update(1)
@@ -203,6 +226,7 @@ class ModelTrainer:
                     on_checkpoint(state)
         finally:
             bar.close()
+            self._set_lr(self.base_lr)
         self.model.load_state_dict(state.best_weights)
         best = state.best_val_loss
         return FitResult(

@@ -13,10 +13,12 @@ from agents.configurator import (
     build_policy_parts,
     make_config,
 )
+from agents.configurator.assemble import cost_schedule, fit_schedule
 from agents.configurator.config import Config, flat_fields, from_dict, to_dict, with_overrides
 from envs import make_task
 from worldmodel.data.store import Stats
 from worldmodel.errors import ConfigError
+from worldmodel.forward.fit import FitSchedule
 
 
 def test_config_to_json_and_back_is_identical() -> None:
@@ -57,6 +59,14 @@ def test_cli_override_reaches_the_component_it_names() -> None:
     assert type(build_planner(config.planner, 1, torch.device("cpu"))).__name__ == "CEMPlanner"
 
 
+def test_lr_final_reaches_the_world_model_and_cost_fits() -> None:
+    config = make_config({"train.lr_final": 0.25, "train.max_steps": 40})
+    assert fit_schedule(config.train).lr_final == 0.25
+    assert cost_schedule(config.train).lr_final == 0.25
+    assert fit_schedule(config.train, max_steps=10).lr_factor(10) == pytest.approx(0.25)
+    assert make_config({}).train.lr_final == FitSchedule().lr_final  # library and CLI agree
+
+
 @pytest.mark.parametrize("with_value", [True, False])
 def test_terminal_value_switch_reaches_the_mpc_policy_agent(with_value: bool) -> None:
     config = make_config({"agent": "mpc+policy", "planner.terminal_value": with_value})
@@ -87,6 +97,8 @@ def test_bad_override_is_a_config_error() -> None:
         with_overrides(Config(), {"planner.nope": 1})
     with pytest.raises(ConfigError, match="elbo_weight must be one of"):
         with_overrides(Config(), {"model.elbo_weight": "sigma"})
+    with pytest.raises(ConfigError, match=r"lr_final must be in \[0.0, 1.0\]"):
+        with_overrides(Config(), {"train.lr_final": 1.5})
     with pytest.raises(ConfigError, match="horizon must be positive"):
         with_overrides(Config(), {"planner.horizon": 0})
     with pytest.raises(ConfigError, match="needs a int"):

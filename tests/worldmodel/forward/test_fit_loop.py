@@ -12,6 +12,7 @@ from fit_cases import _fit, _store, _trainer
 
 import worldmodel.forward.fit as fit_module
 from worldmodel.data.store import EpisodeStore
+from worldmodel.errors import TrainingDivergedError
 from worldmodel.forward.fit import FitSchedule, FitState, ModelTrainer
 
 
@@ -20,12 +21,62 @@ def test_each_validation_logs_the_training_charts() -> None:
     result = _fit(_trainer(lambda call: False), max_steps=20, eval_every=10,
                   log=lambda metrics, step: logged.append((metrics, step)))  # fmt: skip
     assert [step for _, step in logged] == [10, 20] and result.steps == 20
-    for metrics, _ in logged:
+    for metrics, step in logged:
         assert {"train/loss", "val/loss", "charts/learning_rate", "charts/samples_per_s"} <= set(
             metrics
         )
-        assert metrics["charts/learning_rate"] == pytest.approx(1e-2)
+        # the rate of the update before the validation: half-cosine step 9 (of 20) and 19
+        cosine = 0.5 * (1.0 + math.cos(math.pi * (step - 1) / 20))
+        assert metrics["charts/learning_rate"] == pytest.approx(1e-2 * (0.02 + 0.98 * cosine))
         assert metrics["charts/samples_per_s"] > 0
+
+
+def _rates(trainer: ModelTrainer) -> list[float]:
+    """Records the learning rate of each of the trainer's updates."""
+    rates: list[float] = []
+    update = trainer.update
+
+    def recording(window):
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+        return update(window)
+
+    trainer.update = recording  # type: ignore[method-assign]
+    return rates
+
+
+@pytest.mark.parametrize("final", [0.0, 0.02, 0.5])
+def test_a_fit_s_rate_falls_along_a_half_cosine_to_lr_final_and_is_the_base_rate_after(
+    final: float,
+) -> None:
+    trainer = _trainer(lambda call: False)
+    rates = _rates(trainer)
+    train, val = _split()
+    schedule = FitSchedule(horizon=3, batch_size=8, max_steps=8, eval_every=4, lr_final=final)
+    trainer.fit(train, val, schedule)
+    expected = [1e-2 * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * k / 8))) for k in range(8)]
+    assert rates == pytest.approx(expected)
+    assert schedule.lr_factor(8) == pytest.approx(final) and schedule.lr_factor(80) == pytest.approx(final)
+    assert trainer.lr == 1e-2 and trainer.base_lr == 1e-2
+    trainer.fit(train, val, schedule)  # a second fit starts from the base rate again
+    assert rates[8:] == pytest.approx(expected)
+
+
+def test_lr_final_one_keeps_the_rate_constant_and_one_outside_the_unit_interval_is_refused() -> None:
+    trainer = _trainer(lambda call: False)
+    rates = _rates(trainer)
+    train, val = _split()
+    trainer.fit(train, val, FitSchedule(horizon=3, batch_size=8, max_steps=6, lr_final=1.0))
+    assert rates == [1e-2] * 6
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="lr_final"):
+            FitSchedule(lr_final=bad)
+
+
+def test_a_diverged_fit_leaves_the_base_rate_for_the_next_updates() -> None:
+    trainer = _trainer(lambda call: call > 3, max_consecutive_skips=5)
+    with pytest.raises(TrainingDivergedError):
+        _fit(trainer)
+    assert trainer.lr == 1e-2
 
 
 def test_the_fit_stops_after_patience_validations_without_improvement() -> None:
