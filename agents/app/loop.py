@@ -36,7 +36,7 @@ from agents.app.runs.folder import (
 from agents.app.runs.lock import run_folder_lock
 from agents.app.runs.loop_state import Learners, LoopState, check_resumable, restore, snapshot
 from agents.app.runs.resume import announce_restart, clear_interrupted_writes, resume_point
-from agents.app.updates import StepUpdates, train_policy
+from agents.app.updates import StepUpdates, renormalize, train_policy
 from agents.configurator.assemble import (
     build_agent,
     build_penalty,
@@ -271,6 +271,8 @@ class _Run:
         config, state, learners = self.config, self.state, self.learners
         first = state.iteration == 0
         refits = self.updates is None or first  # else the updates between steps train
+        if config.loop.renormalize and not first:
+            renormalize(learners, self.store)
         if refits:
             self._refit(first, episodes)
         else:

@@ -16,6 +16,7 @@ import torch
 from agents.app.runs.loop_state import Learners
 from agents.configurator.assemble import PolicyParts, penalty_horizon
 from agents.configurator.config import Config
+from worldmodel.cost.learned import CostStats
 from worldmodel.data.store import EpisodeStore
 from worldmodel.forward.fit import ModelTrainer, split_episodes
 
@@ -44,6 +45,18 @@ def train_policy(
             for key, value in values.items():
                 metrics.setdefault(f"{prefix}/{key}", []).append(value)
     return {key: float(np.mean(values)) for key, values in metrics.items()}
+
+
+def renormalize(learners: Learners, store: EpisodeStore) -> None:
+    """Every learner normalised by `store`'s statistics from now on, each keeping its function
+    (`loop.renormalize`): the world model, the learned cost, the policy and both critic nets."""
+    stats = store.stats()
+    learners.model.renormalize(stats)
+    if learners.cost_trainer is not None:
+        learners.cost_trainer.model.renormalize(stats, CostStats.of(store))  # type: ignore[attr-defined]
+    if learners.parts is not None:
+        learners.parts.policy.renormalize(stats)
+        learners.parts.critic_learner.renormalize(stats)
 
 
 class StepUpdates:

@@ -273,6 +273,11 @@ class LoopConfig:
     """Most transitions kept; the oldest whole episodes are dropped beyond it."""
     video_every: int = 3
     """Iterations between real-vs-imagined videos and prediction figures (with --video)."""
+    renormalize: bool = False
+    """Before each iteration's training, move the normalisation of model, learned cost, policy
+    and critic to the statistics of all data so far, each keeping its function (the weights
+    re-expressed): states the agent reaches later (a swung-up pole) stay of order one in the
+    nets' units instead of many seed-data stds away. Off until measured in the loop."""
 
     def __post_init__(self) -> None:
         _check(

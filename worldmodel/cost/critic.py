@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from worldmodel.cost.trajectory import alive_weights
 from worldmodel.data.store import Stats, Window
-from worldmodel.forward.layers import mlp
+from worldmodel.forward.layers import mlp, shift_input_normalization
 from worldmodel.optim import guarded_step
 from worldmodel.types import CostFn
 
@@ -86,6 +86,19 @@ class Critic(nn.Module):
         self.state_std.copy_(stats.state_std)
         self.value_scale.fill_(value_scale)
 
+    @torch.no_grad()
+    def renormalize(self, stats: Stats) -> None:
+        """Move to the state statistics of more data keeping V (the first layer re-expressed for
+        the new units); `value_scale` stays."""
+        first, new = (
+            self.net[0],
+            (stats.state_mean.to(self.state_mean), stats.state_std.to(self.state_std)),
+        )
+        shift_input_normalization(first.weight, first.bias, slice(0, self.state_dim),
+                                  (self.state_mean, self.state_std), new)  # fmt: skip
+        self.state_mean.copy_(new[0])
+        self.state_std.copy_(new[1])
+
     def forward(self, states: Tensor) -> Tensor:
         """states [..., S] -> V [...]."""
         x = (states - self.state_mean) / self.state_std
@@ -123,6 +136,11 @@ class CriticLearner:
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr)
         self.total_steps = 0
         self.skipped_updates = 0
+
+    def renormalize(self, stats: Stats) -> None:
+        """Both nets to new state statistics, each keeping its function (`Critic.renormalize`)."""
+        self.critic.renormalize(stats)
+        self.target.renormalize(stats)
 
     def value(self, states: Tensor) -> Tensor:
         """Cost-to-go of states [..., S] -> [...] from the slow target net (see class doc)."""

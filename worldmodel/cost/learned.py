@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Generator, Tensor, nn
 
 from worldmodel.data.store import EpisodeStore, Stats, Window
-from worldmodel.forward.layers import mlp
+from worldmodel.forward.layers import mlp, shift_input_normalization, shift_output_normalization
 from worldmodel.types import TerminationFn
 
 _MAX_POS_WEIGHT = 1000.0  # bounds the re-weighting of terminations when there are very few
@@ -110,6 +110,32 @@ class LearnedCost(nn.Module):
         self.cost_std.fill_(costs.cost_std)
         share = costs.terminal_share
         self.pos_weight.fill_(min((1 - share) / share, _MAX_POS_WEIGHT) if share > 0 else 1.0)
+
+    @torch.no_grad()
+    def renormalize(self, stats: Stats, costs: CostStats) -> None:
+        """Move to the statistics of more data keeping the cost and termination functions (the
+        nets' weights re-expressed for the new units; see `NormalizedModel.renormalize`)."""
+        s, a = self.state_dim, self.action_dim
+        pairs = lambda m, sd: (m.to(self.device), sd.to(self.device))  # noqa: E731
+        old_s, new_s = (
+            pairs(self.state_mean, self.state_std),
+            pairs(stats.state_mean, stats.state_std),
+        )
+        old_d, new_d = (
+            pairs(self.delta_mean, self.delta_std),
+            pairs(stats.delta_mean, stats.delta_std),
+        )
+        first, head = self.cost_net[0], self.cost_net[-1]
+        shift_input_normalization(first.weight, first.bias, slice(0, s), old_s, new_s)
+        shift_input_normalization(first.weight, first.bias, slice(s + a, 2 * s + a), old_d, new_d)
+        new_c = (torch.full_like(self.cost_mean, costs.cost_mean).view(1),
+                 torch.full_like(self.cost_std, costs.cost_std).view(1))  # fmt: skip
+        old_c = (self.cost_mean.view(1), self.cost_std.view(1))
+        shift_output_normalization(head.weight, head.bias, slice(0, 1), old_c, new_c)
+        if self.termination_net is not None:
+            term = self.termination_net[0]
+            shift_input_normalization(term.weight, term.bias, slice(0, s), old_s, new_s)
+        self.set_normalization(stats, costs)
 
     def forward(self, obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
         """Cost [...] of transitions obs [..., S] -> next_obs [..., S] under action [..., A]."""

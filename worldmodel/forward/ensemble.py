@@ -16,8 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Generator, Tensor, nn
 
-from worldmodel.data.store import Window
-from worldmodel.forward.layers import NormalizedModel
+from worldmodel.data.store import Stats, Window
+from worldmodel.forward.layers import (
+    NormalizedModel,
+    shift_input_normalization,
+    shift_output_normalization,
+)
 from worldmodel.forward.model import LossTerms
 
 
@@ -50,6 +54,20 @@ class EnsembleModel(NormalizedModel):
         self.min_logvar = nn.Parameter(torch.full((state_dim,), -10.0))
 
     stochastic = True
+
+    def _keep_function(self, old: Stats, new: Stats) -> None:
+        """The first layer reads the normalised state; the head's means are in delta-normalised
+        units and its log-variances (with their soft bounds) shift by the log of the scale."""
+        s = self.state_dim
+        old_s, new_s = (old.state_mean, old.state_std), (new.state_mean, new.state_std)
+        old_d, new_d = (old.delta_mean, old.delta_std), (new.delta_mean, new.delta_std)
+        first, head = self.weights[0].transpose(1, 2), self.weights[-1].transpose(1, 2)
+        shift_input_normalization(first, self.biases[0][:, 0], slice(0, s), old_s, new_s)
+        shift_output_normalization(head, self.biases[-1][:, 0], slice(0, s), old_d, new_d)
+        shift = 2.0 * (old.delta_std / new.delta_std).log()
+        self.biases[-1][:, 0, s:] += shift
+        self.max_logvar += shift
+        self.min_logvar += shift
 
     def member(self, z: Tensor) -> Tensor:
         """The member [...] that z [..., 1 + S] picks: floor(Phi(z[0]) E), so a standard normal

@@ -119,6 +119,43 @@ def dropout_masks(blocks: nn.Sequential, rows: int) -> list[Tensor]:
     return masks
 
 
+@torch.no_grad()
+def shift_input_normalization(
+    weight: Tensor,
+    bias: Tensor,
+    cols: slice,
+    old: tuple[Tensor, Tensor],
+    new: tuple[Tensor, Tensor],
+) -> None:
+    """Re-express a linear layer for inputs normalised by `new` (mean, std) instead of `old`
+    in the columns `cols`, in place, so that it computes the same function of the raw input.
+
+    weight [..., out, in], bias [..., out] (views are fine). With x_n = (x - m) / s,
+    W x_n + b = W' (x - m') / s' + b' for W' = W s' / s and b' = b + W (m' - m) / s.
+    """
+    (old_mean, old_std), (new_mean, new_std) = old, new
+    w = weight[..., cols]
+    bias += w @ ((new_mean - old_mean) / old_std)
+    w *= new_std / old_std
+
+
+@torch.no_grad()
+def shift_output_normalization(
+    weight: Tensor,
+    bias: Tensor,
+    rows: slice,
+    old: tuple[Tensor, Tensor],
+    new: tuple[Tensor, Tensor],
+) -> None:
+    """Re-express a linear head whose outputs `rows` are de-normalised as y = o s + m for `new`
+    (m, s) instead of `old`, in place, keeping y (PopArt's rescaling, van Hasselt et al. 2016).
+
+    weight [..., out, in], bias [..., out]."""
+    (old_mean, old_std), (new_mean, new_std) = old, new
+    bias[..., rows] = (bias[..., rows] * old_std + old_mean - new_mean) / new_std
+    weight[..., rows, :] *= (old_std / new_std)[:, None]
+
+
 class NormalizedModel(nn.Module):
     """What every forward model shares: normalisation buffers (they travel with the
     `state_dict`), its device, and z ~ N(0, I) of its `latent_dim`."""
@@ -140,6 +177,25 @@ class NormalizedModel(nn.Module):
         """Copy data statistics into the buffers (done once, before training)."""
         for name in ("state_mean", "state_std", "delta_mean", "delta_std"):
             getattr(self, name).copy_(getattr(stats, name))
+
+    @torch.no_grad()
+    def renormalize(self, stats: Stats) -> None:
+        """Move to the statistics of more data, keeping the function the model computes (its
+        weights re-expressed for the new units), so that training goes on from where it was
+        with inputs and targets of order one again."""
+        old = self.stats()
+        new = Stats(*(getattr(stats, f).to(self.device) for f in Stats.__dataclass_fields__))
+        self._keep_function(old, new)
+        self.set_normalization(new)
+
+    def stats(self) -> Stats:
+        """A copy of the statistics in the buffers."""
+        return Stats(self.state_mean.clone(), self.state_std.clone(),
+                     self.delta_mean.clone(), self.delta_std.clone())  # fmt: skip
+
+    def _keep_function(self, old: Stats, new: Stats) -> None:
+        """Re-express the weights for `new` statistics instead of `old` (see `renormalize`)."""
+        raise NotImplementedError
 
     def sample_prior(self, *shape: int, generator: Generator | None = None) -> Tensor:
         """z ~ N(0, I) of shape [*shape, latent_dim] on the model's device."""

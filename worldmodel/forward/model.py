@@ -19,9 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Generator, Tensor, nn
 
-from worldmodel.data.store import Window
+from worldmodel.data.store import Stats, Window
 from worldmodel.errors import DataError
-from worldmodel.forward.layers import NormalizedModel, dropout_masks, functional, mlp
+from worldmodel.forward.layers import (
+    NormalizedModel,
+    dropout_masks,
+    functional,
+    mlp,
+    shift_input_normalization,
+    shift_output_normalization,
+)
 
 LATENT_DROPOUT_MODES = ("prior", "zero")
 ELBO_WEIGHTS = ("none", "variance", "per_dim")
@@ -95,6 +102,22 @@ class ForwardModel(NormalizedModel):
     @property
     def stochastic(self) -> bool:
         return self.latent_dim > 0
+
+    def _keep_function(self, old: Stats, new: Stats) -> None:
+        """Decoder and encoder read the state (and the encoder the delta) normalised; the
+        decoder's head and the learned scale are in delta-normalised units."""
+        s, a = self.state_dim, self.action_dim
+        states = slice(0, s)
+        old_s, new_s = (old.state_mean, old.state_std), (new.state_mean, new.state_std)
+        old_d, new_d = (old.delta_mean, old.delta_std), (new.delta_mean, new.delta_std)
+        first, head = self.decoder[0], self.decoder[-1]
+        shift_input_normalization(first.weight, first.bias, states, old_s, new_s)
+        shift_output_normalization(head.weight, head.bias, states, old_d, new_d)
+        if self.encoder is not None:
+            enc = self.encoder[0]
+            shift_input_normalization(enc.weight, enc.bias, states, old_s, new_s)
+            shift_input_normalization(enc.weight, enc.bias, slice(s + a, 2 * s + a), old_d, new_d)
+            self.log_std += (old.delta_std / new.delta_std).log()
 
     def _check_dims(self, s: Tensor, a: Tensor, z: Tensor | None, what: str) -> None:
         """Last dims S, A, Z as the model expects, else a `DataError` naming both shapes."""
@@ -337,7 +360,6 @@ class ForwardModel(NormalizedModel):
             kl=_mean(kl),
             energy=_mean(energy),
         )
-
 
     def _elbo_weights(self) -> tuple[Tensor, Tensor]:
         """Weights of the ELBO, not differentiated: one per state dim [S] on the NLL, and one

@@ -53,15 +53,18 @@ def test_a_fit_s_rate_falls_along_a_half_cosine_to_lr_final_and_is_the_base_rate
     train, val = _split()
     schedule = FitSchedule(horizon=3, batch_size=8, max_steps=8, eval_every=4, lr_final=final)
     trainer.fit(train, val, schedule)
-    expected = [1e-2 * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * k / 8))) for k in range(8)]
+    expected = [
+        1e-2 * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * k / 8))) for k in range(8)
+    ]
     assert rates == pytest.approx(expected)
-    assert schedule.lr_factor(8) == pytest.approx(final) and schedule.lr_factor(80) == pytest.approx(final)
+    assert schedule.lr_factor(8) == pytest.approx(final)
+    assert schedule.lr_factor(80) == pytest.approx(final)
     assert trainer.lr == 1e-2 and trainer.base_lr == 1e-2
     trainer.fit(train, val, schedule)  # a second fit starts from the base rate again
     assert rates[8:] == pytest.approx(expected)
 
 
-def test_lr_final_one_keeps_the_rate_constant_and_one_outside_the_unit_interval_is_refused() -> None:
+def test_lr_final_one_keeps_the_rate_constant_and_outside_the_unit_interval_is_refused() -> None:
     trainer = _trainer(lambda call: False)
     rates = _rates(trainer)
     train, val = _split()
