@@ -51,7 +51,8 @@ class ModelConfig:
     error's in every dim (beta-NLL)."""
     members: int = 5
     """Members of the 'ensemble' (>= 2). The ensemble has no z encoder, MLP dropout or KL:
-    latent_dim, dropout, latent_dropout, latent_dropout_mode, beta and elbo_weight are the CVAE's."""
+    latent_dim, dropout, latent_dropout, latent_dropout_mode, beta and elbo_weight are the
+    CVAE's."""
 
     def __post_init__(self) -> None:
         _check(self, positive=("hidden", "layers"), non_negative=("latent_dim", "beta"))
