@@ -54,16 +54,19 @@ def _interrupted_run(
 
 
 @pytest.mark.parametrize(
-    ("agent", "envs", "update_every"),
-    [("mpc", 1, 0), ("mpc+policy", 1, 0), ("mpc", 2, 0), ("mpc+policy", 1, 50)],
-    ids=["mpc", "policy", "envs2", "step-updates"],
-)
+    ("agent", "envs", "update_every", "renormalize"),
+    [("mpc", 1, 0, False), ("mpc+policy", 1, 0, False), ("mpc", 2, 0, False),
+     ("mpc+policy", 1, 50, False), ("mpc+policy", 1, 0, True)],
+    ids=["mpc", "policy", "envs2", "step-updates", "renormalize"],
+)  # fmt: skip
 def test_resume_continues_exactly_like_an_uninterrupted_run(
-    agent: str, envs: int, update_every: int, tmp_path: Path, monkeypatch
+    agent: str, envs: int, update_every: int, renormalize: bool, tmp_path: Path, monkeypatch
 ) -> None:
     """Stopped in its second round (of `envs` episodes side by side), resumed from the first;
-    with `update_every`, the updates between steps are the same too."""
-    extra = ("--envs", str(envs), "--loop.update-every", str(update_every))
+    with `update_every`, the updates between steps are the same too; with `renormalize`, the
+    renormalisations."""
+    extra = ("--envs", str(envs), "--loop.update-every", str(update_every),
+             "--loop.renormalize" if renormalize else "--loop.no-renormalize")  # fmt: skip
     whole = _run(tmp_path / "whole", agent, extra)
     stopped = _interrupted_run(tmp_path / "stopped", agent, monkeypatch, 1, extra)
     config_before = (stopped / "config.json").read_bytes()
