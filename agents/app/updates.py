@@ -19,6 +19,7 @@ from agents.configurator.config import Config
 from worldmodel.cost.learned import CostStats
 from worldmodel.data.store import EpisodeStore
 from worldmodel.forward.fit import ModelTrainer, split_episodes
+from worldmodel.optim import rescale_moments
 
 Metrics = dict[str, float]
 
@@ -50,13 +51,26 @@ def train_policy(
 def renormalize(learners: Learners, store: EpisodeStore) -> None:
     """Every learner normalised by `store`'s statistics from now on, each keeping its function
     (`loop.renormalize`): the world model, the learned cost, the policy and both critic nets."""
-    stats = store.stats()
-    learners.model.renormalize(stats)
-    if learners.cost_trainer is not None:
-        learners.cost_trainer.model.renormalize(stats, CostStats.of(store))  # type: ignore[attr-defined]
-    if learners.parts is not None:
-        learners.parts.policy.renormalize(stats)
-        learners.parts.critic_learner.renormalize(stats)
+    stats, parts, cost = store.stats(), learners.parts, learners.cost_trainer
+    moves = [
+        (learners.model, learners.trainer.optimizer, lambda: learners.model.renormalize(stats))
+    ]
+    if cost is not None:
+        learned = cost.model
+        moves.append(
+            (learned, cost.optimizer, lambda: learned.renormalize(stats, CostStats.of(store)))
+        )
+    if parts is not None:
+        moves.append(
+            (parts.policy, parts.policy_learner.optimizer, lambda: parts.policy.renormalize(stats))
+        )
+        critic = parts.critic_learner
+        moves.append((critic.critic, critic.optimizer, lambda: critic.renormalize(stats)))
+    for module, optimizer, move in moves:
+        # weights only: biases move additively (and the ensemble's are 3-d)
+        before = {p: p.detach().clone() for n, p in module.named_parameters() if "bias" not in n}
+        move()
+        rescale_moments(optimizer, before)
 
 
 class StepUpdates:

@@ -37,11 +37,29 @@ def option(key: str) -> str:
 # --- a config from JSON (config.json, a checkpoint's meta) ----------------------------------------
 
 
+LEGACY_VALUES = {"train.lr_final": 1.0}
+"""Options added with a default that changes what a run does: a saved config without one was
+run before it existed, as this value (fits then trained at a constant rate), and resumes so."""
+
+
+def with_legacy_values(values: object) -> object:
+    """`values` (a saved config) with `LEGACY_VALUES` where its group lacks the key."""
+    if not isinstance(values, dict):
+        return values
+    out = dict(values)
+    for dotted, value in LEGACY_VALUES.items():
+        group, name = dotted.split(".")
+        if isinstance(out.get(group), dict) and name not in out[group]:
+            out[group] = out[group] | {name: value}
+    return out
+
+
 def config_from_json(values: object) -> Config:
     """The `Config` of parsed JSON, every value of its field's type: a wrong type is a one-line
     `ConfigError` naming the key (from_dict alone would build a config holding a string for a
-    size, and fail later with a TypeError deep in the run). Missing keys take their defaults."""
-    return from_dict(Config, typed_values(Config, values))
+    size, and fail later with a TypeError deep in the run). Missing keys take their defaults,
+    except those of `LEGACY_VALUES`."""
+    return from_dict(Config, typed_values(Config, with_legacy_values(values)))
 
 
 def typed_values(cls: type, values: object, prefix: str = "") -> dict[str, Any]:

@@ -13,6 +13,7 @@ from worldmodel.cost.learned import CostStats, LearnedCost
 from worldmodel.data.store import Stats
 from worldmodel.forward.ensemble import EnsembleModel
 from worldmodel.forward.model import ForwardModel
+from worldmodel.optim import rescale_moments
 
 S, A = 3, 2
 
@@ -132,3 +133,47 @@ def test_the_policy_and_both_critic_nets_are_the_same_after_renormalising() -> N
     assert torch.allclose(policy(s), actions, atol=1e-5)
     assert torch.allclose(critic(s), value, atol=1e-4, rtol=1e-4)
     assert torch.allclose(learner.value(s), target, atol=1e-4, rtol=1e-4)
+
+
+def test_an_input_that_was_constant_gets_a_zero_column_not_one_blown_up() -> None:
+    torch.manual_seed(0)
+    policy = Policy(S, A, hidden=32)
+    old = _stats(0)
+    old.state_std[0] = 1e-6  # the store's floor: dim 0 never varied in the seed data
+    policy.set_normalization(old)
+    _scramble(policy)
+    s, _, _ = _inputs()
+    s[:, 0] = old.state_mean[0]  # where all the old data was
+    before = policy(s)
+    policy.renormalize(_stats(1))
+    first = policy.net[0].weight
+    assert torch.all(first[:, 0] == 0) and torch.all(first[:, 1:] != 0)
+    assert torch.allclose(policy(s), before, atol=1e-5)
+
+
+def test_adam_s_moments_follow_weights_rescaled_by_k_and_vanish_on_zeroed_ones() -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        layer.weight[0, 2] = 0.0  # an exact zero keeps its moments (k unknown, taken as 1)
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        layer(torch.randn(8, 3)).square().sum().backward()
+        opt.step()
+    with torch.no_grad():
+        layer.weight[0, 2] = 0.0
+    m, v = (opt.state[layer.weight][k].clone() for k in ("exp_avg", "exp_avg_sq"))
+    bias_m = opt.state[layer.bias]["exp_avg"].clone()
+    before = {layer.weight: layer.weight.detach().clone()}
+    k = torch.tensor([[2.0, 0.5, 3.0], [0.0, 4.0, 0.25]])
+    with torch.no_grad():
+        layer.weight.mul_(k)
+        layer.bias.add_(1.0)
+    rescale_moments(opt, before)
+    want_k = torch.tensor([[2.0, 0.5, 1.0], [1.0, 4.0, 0.25]])
+    live = torch.tensor([[True, True, True], [False, True, True]])
+    state = opt.state[layer.weight]
+    assert torch.allclose(state["exp_avg"], torch.where(live, m / want_k, 0.0))
+    assert torch.allclose(state["exp_avg_sq"], torch.where(live, v / want_k**2, 0.0))
+    assert torch.equal(opt.state[layer.bias]["exp_avg"], bias_m)  # not passed: kept

@@ -103,7 +103,7 @@ class LearnedCost(nn.Module):
         return None if self.termination_net is None else self.is_terminal
 
     def set_normalization(self, stats: Stats, costs: CostStats) -> None:
-        """Copy the data statistics into the buffers (once, before training)."""
+        """Copy the data statistics into the buffers (before training; `renormalize` later)."""
         for name in ("state_mean", "state_std", "delta_mean", "delta_std"):
             getattr(self, name).copy_(getattr(stats, name))
         self.cost_mean.fill_(costs.cost_mean)
@@ -115,16 +115,16 @@ class LearnedCost(nn.Module):
     def renormalize(self, stats: Stats, costs: CostStats) -> None:
         """Move to the statistics of more data keeping the cost and termination functions (the
         nets' weights re-expressed for the new units; see `NormalizedModel.renormalize`)."""
-        s, a = self.state_dim, self.action_dim
-        pairs = lambda m, sd: (m.to(self.device), sd.to(self.device))  # noqa: E731
-        old_s, new_s = (
-            pairs(self.state_mean, self.state_std),
-            pairs(stats.state_mean, stats.state_std),
+        s, a, device = self.state_dim, self.action_dim, self.device
+        old_s, old_d = (
+            (self.state_mean.clone(), self.state_std.clone()),
+            (
+                self.delta_mean.clone(),
+                self.delta_std.clone(),
+            ),
         )
-        old_d, new_d = (
-            pairs(self.delta_mean, self.delta_std),
-            pairs(stats.delta_mean, stats.delta_std),
-        )
+        new_s = (stats.state_mean.to(device), stats.state_std.to(device))
+        new_d = (stats.delta_mean.to(device), stats.delta_std.to(device))
         first, head = self.cost_net[0], self.cost_net[-1]
         shift_input_normalization(first.weight, first.bias, slice(0, s), old_s, new_s)
         shift_input_normalization(first.weight, first.bias, slice(s + a, 2 * s + a), old_d, new_d)

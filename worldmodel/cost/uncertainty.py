@@ -61,8 +61,15 @@ class UncertaintyPenalty:
         window = window.to(self.model.device)
         z = self.model.sample_prior(*window.action.shape[:2], generator=generator)
         u = self.raw(window.obs[0], window.action, z)
-        self.mean = u.mean(1)
-        self.std = u.std(1).clamp_min(1e-6 * self.mean.abs().max().item() + 1e-12)
+        mean = u.mean(1)
+        std = u.std(1).clamp_min(1e-6 * mean.abs().max().item() + 1e-12)
+        if self.mean is not None and self.std is not None and self.mean.shape == mean.shape:
+            # in place: a planner captured as a CUDA graph (agents/planners/graphed) reads
+            # these tensors' memory, and would replay the first calibration forever
+            self.mean.copy_(mean)
+            self.std.copy_(std)
+        else:
+            self.mean, self.std = mean, std
         return {"mean": self.mean.mean().item(), "std": self.std.mean().item()}
 
     def calibrate_from(

@@ -119,6 +119,10 @@ def dropout_masks(blocks: nn.Sequential, rows: int) -> list[Tensor]:
     return masks
 
 
+CONSTANT_STD = 1e-5
+"""A std at most this (`EpisodeStore.stats` floors at 1e-6) marks an input that did not vary."""
+
+
 @torch.no_grad()
 def shift_input_normalization(
     weight: Tensor,
@@ -132,11 +136,14 @@ def shift_input_normalization(
 
     weight [..., out, in], bias [..., out] (views are fine). With x_n = (x - m) / s,
     W x_n + b = W' (x - m') / s' + b' for W' = W s' / s and b' = b + W (m' - m) / s.
+    A column whose input was constant (std at the stats' floor) is zeroed instead: the net never
+    saw it vary, and s' / s would blow its arbitrary weights up by as much as 1e6.
     """
     (old_mean, old_std), (new_mean, new_std) = old, new
+    varied = old_std > CONSTANT_STD
     w = weight[..., cols]
-    bias += w @ ((new_mean - old_mean) / old_std)
-    w *= new_std / old_std
+    bias += w @ torch.where(varied, (new_mean - old_mean) / old_std, 0.0)
+    w *= torch.where(varied, new_std / old_std, 0.0)
 
 
 @torch.no_grad()
@@ -174,7 +181,7 @@ class NormalizedModel(nn.Module):
         return self.state_mean.device
 
     def set_normalization(self, stats: Stats) -> None:
-        """Copy data statistics into the buffers (done once, before training)."""
+        """Copy data statistics into the buffers (before training; `renormalize` later)."""
         for name in ("state_mean", "state_std", "delta_mean", "delta_std"):
             getattr(self, name).copy_(getattr(stats, name))
 

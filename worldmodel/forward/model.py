@@ -118,6 +118,7 @@ class ForwardModel(NormalizedModel):
             shift_input_normalization(enc.weight, enc.bias, states, old_s, new_s)
             shift_input_normalization(enc.weight, enc.bias, slice(s + a, 2 * s + a), old_d, new_d)
             self.log_std += (old.delta_std / new.delta_std).log()
+            self.log_std.clamp_(min=_MIN_LOG_STD)
 
     def _check_dims(self, s: Tensor, a: Tensor, z: Tensor | None, what: str) -> None:
         """Last dims S, A, Z as the model expects, else a `DataError` naming both shapes."""

@@ -24,7 +24,7 @@ from agents.configurator.config import (
     from_dict,
     to_dict,
 )
-from agents.configurator.validate import INT_MAX, config_from_json
+from agents.configurator.validate import INT_MAX, config_from_json, with_legacy_values
 from envs import Task, make_task
 from worldmodel.cost.intrinsic import IntrinsicCost
 from worldmodel.data.store import Stats
@@ -255,10 +255,10 @@ def meta_count(values: object, key: str, where: Path, what: str) -> int:
 
 
 def _with_defaults(saved: dict) -> dict:
-    """A checkpoint's config with the defaults of options added since it was written (they did
-    not exist, so the run had their defaults); as saved if it no longer makes a Config."""
+    """A checkpoint's config with the options added since it was written at what the run did
+    (their defaults, or `LEGACY_VALUES`); as saved if it no longer makes a Config."""
     try:
-        return to_dict(from_dict(Config, saved))
+        return to_dict(from_dict(Config, with_legacy_values(saved)))
     except (ConfigError, TypeError, ValueError):
         return saved
 

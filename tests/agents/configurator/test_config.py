@@ -15,6 +15,7 @@ from agents.configurator import (
 )
 from agents.configurator.assemble import cost_schedule, fit_schedule
 from agents.configurator.config import Config, flat_fields, from_dict, to_dict, with_overrides
+from agents.configurator.validate import config_from_json
 from envs import make_task
 from worldmodel.data.store import Stats
 from worldmodel.errors import ConfigError
@@ -175,3 +176,12 @@ def test_the_learned_cost_starts_from_a_forked_rng() -> None:
     again = new_learned_cost(CostModelConfig(), task, stats, costs, torch.device("cpu"), seed=1)
     for key, tensor in first.state_dict().items():
         assert torch.equal(again.state_dict()[key], tensor), key
+
+
+def test_a_saved_config_from_before_lr_final_resumes_at_a_constant_rate() -> None:
+    saved = to_dict(make_config({}))
+    assert saved["train"]["lr_final"] == 0.02  # today's default
+    del saved["train"]["lr_final"]
+    assert config_from_json(saved).train.lr_final == 1.0  # what runs did before it existed
+    saved["train"]["lr_final"] = 0.3
+    assert config_from_json(saved).train.lr_final == 0.3

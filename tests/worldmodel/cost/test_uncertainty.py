@@ -120,3 +120,17 @@ def test_calibrate_from_a_store_without_a_long_enough_episode_leaves_it_uncalibr
     assert penalty.calibrate_from(_store([3, 2]), 4, rng) is False
     assert penalty.horizon == 0 and penalty.mean is None
     assert rng.integers(1 << 30) == np.random.default_rng(5).integers(1 << 30)
+
+
+def test_recalibrating_writes_the_statistics_into_the_same_tensors() -> None:
+    """A planner captured as a CUDA graph reads mean and std from their memory: a later
+    calibration must land there (new values, same storage), not in new tensors."""
+    store = _store([6, 9, 4])
+    penalty = UncertaintyPenalty(_dropout_model(), masks=4)
+    torch.manual_seed(0)
+    penalty.calibrate_from(store, 3, np.random.default_rng(0), windows=8)
+    mean, std, first = penalty.mean, penalty.std, penalty.mean.clone()
+    torch.manual_seed(1)
+    penalty.calibrate_from(store, 3, np.random.default_rng(1), windows=8)
+    assert penalty.mean is mean and penalty.std is std
+    assert not torch.equal(mean, first)
