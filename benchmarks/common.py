@@ -32,6 +32,7 @@ from worldmodel.forward.fit import FitResult, fit_world_model, split_episodes
 from worldmodel.forward.model import ForwardModel
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 def environment_info(seeds: list[int], wall_seconds: float) -> dict[str, Any]:
@@ -76,15 +77,16 @@ def measured_rows(
     return rows
 
 
-def model_overrides(defaults: ModelConfig, pairs: list[str]) -> ModelConfig:
-    """`defaults` with 'field=value' strings applied (`with_overrides`: typed by the field), e.g.
-    'beta=2.0'; an unknown field or a bad value ends the benchmark with one line."""
-    fields = flat_fields(ModelConfig)
+def field_overrides(defaults: C, pairs: list[str], flag: str) -> C:
+    """`defaults` (a config group, e.g. a `ModelConfig`) with 'field=value' strings applied
+    (`with_overrides`: typed by the field), e.g. 'beta=2.0'; an unknown field or a bad value ends
+    the benchmark with one line naming `flag`."""
+    fields = flat_fields(type(defaults))
     try:
         overrides = {k: fields.get(k, str)(v) for k, _, v in (p.partition("=") for p in pairs)}
         return with_overrides(defaults, overrides)
     except (ConfigError, ValueError) as exc:
-        raise SystemExit(f"--model {' '.join(pairs)}: {exc}") from None
+        raise SystemExit(f"{flag} {' '.join(pairs)}: {exc}") from None
 
 
 def random_steps(task_id: str, steps: int, seed: int) -> tuple[Task, EpisodeStore]:

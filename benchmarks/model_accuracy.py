@@ -32,8 +32,8 @@ from agents.configurator import set_threads
 from agents.configurator.config import Config, ModelConfig, TrainConfig
 from benchmarks.common import (
     environment_info,
+    field_overrides,
     fit_model,
-    model_overrides,
     random_steps,
     write_csv,
 )
@@ -86,12 +86,17 @@ def benchmark(
     seed: int,
     kinds: tuple[str, ...],
     model_fields: tuple[str, ...] = (),
+    train_fields: tuple[str, ...] = (),
 ) -> list[dict]:
     task, store = random_steps(task_id, steps, seed)
-    train_config = TrainConfig(max_steps=max_steps, eval_every=min(200, max_steps))
+    train_config = field_overrides(
+        TrainConfig(max_steps=max_steps, eval_every=min(200, max_steps)),
+        list(train_fields),
+        "--train",
+    )
     rows = []
     for kind in kinds:
-        model_config = model_overrides(ModelConfig(kind=kind), list(model_fields))
+        model_config = field_overrides(ModelConfig(kind=kind), list(model_fields), "--model")
         model, fit, val = fit_model(model_config, train_config, task, store, CPU, seed)
         spread = spreads(model, val, KS, seed)
         scores = {s.k: s for s in sample_scores(model, val, KS, seed=seed)}
@@ -171,6 +176,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the cores)")
     parser.add_argument("--model", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="model config fields, e.g. beta=2.0")  # fmt: skip
+    parser.add_argument("--train", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="train config fields, e.g. lr_final=1.0")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/model_accuracy.csv"))
     args = parser.parse_args()
     set_threads(args.threads)
@@ -179,11 +186,17 @@ def main() -> None:
         row
         for task in args.tasks
         for row in benchmark(
-            task, args.steps, args.max_steps, args.seed, tuple(args.kinds), tuple(args.model)
+            task,
+            args.steps,
+            args.max_steps,
+            args.seed,
+            tuple(args.kinds),
+            tuple(args.model),
+            tuple(args.train),
         )
     ]
     info = environment_info(seeds=[args.seed], wall_seconds=time.perf_counter() - start)
-    info["model"] = args.model
+    info["model"], info["train"] = args.model, args.train
     write_csv(args.out, rows, info)
     plot(rows, args.out.with_suffix(".png"))
     ten = [r for r in rows if r["k"] == 10]

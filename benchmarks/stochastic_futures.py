@@ -37,8 +37,8 @@ from agents.configurator import make_config, set_threads
 from agents.configurator.config import Config, ModelConfig
 from benchmarks.common import (
     environment_info,
+    field_overrides,
     fit_model,
-    model_overrides,
     random_steps,
     write_csv,
 )
@@ -86,13 +86,18 @@ def benchmark(
     seed: int,
     kinds: tuple[str, ...],
     model_fields: tuple[str, ...] = (),
+    train_fields: tuple[str, ...] = (),
 ) -> list[dict]:
     task, store = random_steps(task_id, steps, seed)
     defaults = make_config({"env": task_id})  # the task's presets (e.g. its training horizon)
-    train_config = replace(defaults.train, max_steps=max_steps, eval_every=min(200, max_steps))
+    train_config = field_overrides(
+        replace(defaults.train, max_steps=max_steps, eval_every=min(200, max_steps)),
+        list(train_fields),
+        "--train",
+    )
     rows = []
     for kind in kinds:
-        config = model_config(kind, model_overrides(defaults.model, list(model_fields)))
+        config = model_config(kind, field_overrides(defaults.model, list(model_fields), "--model"))
         model, fit, val = fit_model(config, train_config, task, store, torch.device("cpu"), seed)
         at_mode, at_mean = one_step_mode_shares(
             model, val, task.outcomes, task.random_dims, SAMPLES, seed=seed
@@ -187,6 +192,8 @@ def main() -> None:
         "--model", nargs="*", default=[], metavar="FIELD=VALUE",
         help="model config fields on top of the task's, e.g. beta=2.0",
     )  # fmt: skip
+    parser.add_argument("--train", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="train config fields, e.g. lr_final=1.0")  # fmt: skip
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/stochastic_futures.csv")
     )
@@ -199,9 +206,12 @@ def main() -> None:
             done = {r["kind"] for r in rows if r["task"] == task and r["seed"] == seed}
             todo = tuple(k for k in args.kinds if k not in done)
             if todo:
-                rows += benchmark(task, args.steps, args.max_steps, seed, todo, tuple(args.model))
+                rows += benchmark(
+                    task, args.steps, args.max_steps, seed, todo, tuple(args.model),
+                    tuple(args.train),
+                )  # fmt: skip
                 info = environment_info(args.seeds, time.perf_counter() - start)
-                info["model"] = args.model
+                info["model"], info["train"] = args.model, args.train
                 write_csv(args.out, rows, info)
     print("\n".join(summary(rows)))
     print(f"wrote {args.out}")

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from agents.configurator.config import TrainConfig
+from benchmarks.common import field_overrides
+
 TINY_MPC = ["loop.seed_steps=100", "loop.first_train_steps=10", "loop.train_steps=5",
             "loop.eval_episodes=1", "model.hidden=16", "train.batch_size=16", "train.eval_every=5",
             "planner.horizon=3", "planner.iterations=1", "planner.population=8", "planner.elites=2",
@@ -147,8 +150,9 @@ def test_stochastic_futures_smoke(tmp_path: Path) -> None:
     out = tmp_path / "sf.csv"
     run("benchmarks.stochastic_futures", "--tasks", "GustyLedge-v0", "--steps", "600",
         "--max-steps", "5", "--kinds", "deterministic", "cvae", "--threads", "1",
-        "--out", str(out))  # fmt: skip
+        "--train", "lr_final=1.0", "--out", str(out))  # fmt: skip
     rows = read(out)
+    assert json.loads(out.with_suffix(".meta.json").read_text())["train"] == ["lr_final=1.0"]
     assert {(r["kind"], r["k"]) for r in rows} == {
         (kind, k) for kind in ("deterministic", "cvae") for k in ("1", "10", "25")
     }
@@ -172,3 +176,12 @@ def test_epistemic_smoke(tmp_path: Path) -> None:
     for r in rows:
         assert -1 <= float(r["spearman"]) <= 1 and 0 <= float(r["auroc"]) <= 1
         assert float(r["ratio"]) > 0
+
+
+def test_field_overrides_type_each_value_by_its_field_and_name_the_flag_when_bad() -> None:
+    got = field_overrides(TrainConfig(), ["lr_final=0.5", "max_steps=7"], "--train")
+    assert (got.lr_final, got.max_steps) == (0.5, 7)
+    with pytest.raises(SystemExit, match=r"^--train lr_finall=0.5: "):
+        field_overrides(TrainConfig(), ["lr_finall=0.5"], "--train")
+    with pytest.raises(SystemExit, match=r"^--train lr_final=2: "):
+        field_overrides(TrainConfig(), ["lr_final=2"], "--train")
