@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from worldmodel.cost.risk import MEAN, Risk
 from worldmodel.cost.trajectory import Trajectory, TrajectoryCost, TrajectoryTerms, imagine
 from worldmodel.data.store import Stats
-from worldmodel.forward.layers import eval_mode, mlp, shift_input_normalization
+from worldmodel.forward.layers import eval_mode, mlp, renormalize_state_input
 from worldmodel.optim import guarded_step
 from worldmodel.perception import Perception
 from worldmodel.types import Decision, Generators, WorldModel
@@ -56,17 +56,10 @@ class Policy(nn.Module):
         self.state_mean.copy_(stats.state_mean)
         self.state_std.copy_(stats.state_std)
 
-    @torch.no_grad()
     def renormalize(self, stats: Stats) -> None:
         """Move to the statistics of more data keeping the policy's function (its first layer
         re-expressed for the new units)."""
-        first, new = (
-            self.net[0],
-            (stats.state_mean.to(self.state_mean), stats.state_std.to(self.state_std)),
-        )
-        shift_input_normalization(first.weight, first.bias, slice(0, self.state_dim),
-                                  (self.state_mean, self.state_std), new)  # fmt: skip
-        self.set_normalization(stats)
+        renormalize_state_input(self.net[0], self.state_mean, self.state_std, stats)
 
     def forward(self, states: Tensor) -> Tensor:
         """states [..., S] -> actions [..., A] in [-1, 1]."""

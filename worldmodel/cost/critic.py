@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from worldmodel.cost.trajectory import alive_weights
 from worldmodel.data.store import Stats, Window
-from worldmodel.forward.layers import mlp, shift_input_normalization
+from worldmodel.forward.layers import mlp, renormalize_state_input
 from worldmodel.optim import guarded_step
 from worldmodel.types import CostFn
 
@@ -90,14 +90,7 @@ class Critic(nn.Module):
     def renormalize(self, stats: Stats) -> None:
         """Move to the state statistics of more data keeping V (the first layer re-expressed for
         the new units); `value_scale` stays."""
-        first, new = (
-            self.net[0],
-            (stats.state_mean.to(self.state_mean), stats.state_std.to(self.state_std)),
-        )
-        shift_input_normalization(first.weight, first.bias, slice(0, self.state_dim),
-                                  (self.state_mean, self.state_std), new)  # fmt: skip
-        self.state_mean.copy_(new[0])
-        self.state_std.copy_(new[1])
+        renormalize_state_input(self.net[0], self.state_mean, self.state_std, stats)
 
     def forward(self, states: Tensor) -> Tensor:
         """states [..., S] -> V [...]."""

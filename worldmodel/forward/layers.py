@@ -147,6 +147,17 @@ def shift_input_normalization(
 
 
 @torch.no_grad()
+def renormalize_state_input(first: nn.Linear, mean: Tensor, std: Tensor, stats: Stats) -> None:
+    """A net that normalises states by the buffers `mean`, `std` [S] and feeds them to its first
+    layer `first` (states its first S inputs), moved to `stats` keeping its function: the layer
+    re-expressed (`shift_input_normalization`), the buffers overwritten."""
+    new = (stats.state_mean.to(mean), stats.state_std.to(std))
+    shift_input_normalization(first.weight, first.bias, slice(0, len(mean)), (mean, std), new)
+    mean.copy_(new[0])
+    std.copy_(new[1])
+
+
+@torch.no_grad()
 def shift_output_normalization(
     weight: Tensor,
     bias: Tensor,
