@@ -105,6 +105,7 @@ def fit_schedule(
         patience=config.patience,
         val_fraction=config.val_fraction,
         lr_final=config.lr_final,
+        ema_decay=config.ema_decay,
     )
 
 

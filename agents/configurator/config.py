@@ -100,9 +100,12 @@ class TrainConfig:
     """Validations without improvement before the fit stops."""
     val_fraction: float = 0.1
     """Share of episodes held out for validation."""
-    lr_final: float = 0.02
+    lr_final: float = 1.0
     """Learning rate at the end of a fit (`max_steps`) as a fraction of `lr`; it falls along a
     half cosine from `lr` (1.0: constant). Updates between the loop's fits use `lr`."""
+    ema_decay: float = 0.99
+    """A fit validates, keeps and ends on an exponential moving average of its weights, which
+    each update moves 1 - ema_decay of the way (0: the weights themselves)."""
 
     def __post_init__(self) -> None:
         _check(
@@ -120,6 +123,7 @@ class TrainConfig:
         )
         _check_range(self, "val_fraction", 0.01, 0.9)
         _check_range(self, "lr_final", 0.0, 1.0)
+        _check_range(self, "ema_decay", 0.0, 0.9999)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ cost): Adam, skipped non-finite updates, validation early stopping, exact resume
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -46,6 +47,7 @@ class Trainable(Protocol):
 
     # The parts of nn.Module the trainer uses.
     def parameters(self) -> Iterator[nn.Parameter]: ...
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]: ...
     def state_dict(self) -> dict[str, Tensor]: ...
     def load_state_dict(self, state_dict: dict[str, Tensor]) -> object: ...
     def train(self, mode: bool = True) -> object: ...
@@ -65,7 +67,10 @@ class FitSchedule:
     val_windows: int = 1024  #: validation windows, evenly spaced over the held-out episodes
     #: the learning rate at `max_steps` as a fraction of the trainer's; from step 0 it falls
     #: along a half cosine (1.0: constant)
-    lr_final: float = 0.02
+    lr_final: float = 1.0
+    #: the fit validates, keeps and ends on an exponential moving average of its weights, each
+    #: update moving the average 1 - ema_decay of the way to the new weights (0: the weights)
+    ema_decay: float = 0.99
 
     def __post_init__(self) -> None:
         sizes = (self.horizon, self.batch_size, self.max_steps, self.eval_every, self.patience)
@@ -75,6 +80,8 @@ class FitSchedule:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 <= self.lr_final <= 1.0:
             raise ValueError(f"lr_final must be in [0, 1], got {self.lr_final}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     def lr_factor(self, step: int) -> float:
         """The learning rate of gradient step `step` (0-based) over the trainer's.
@@ -107,6 +114,9 @@ class FitState:
     bad_evals: int  #: validations in a row without improvement
     best_weights: dict[str, Tensor]  #: a copy of the best weights so far
     seconds: float  #: wall time of this fit so far
+    #: the moving average of the parameters since the fit's first update (empty before it, or
+    #: where the schedule's `ema_decay` is 0)
+    average: dict[str, Tensor] = dataclasses.field(default_factory=dict)
 
 
 class ModelTrainer:
@@ -208,6 +218,7 @@ class ModelTrainer:
                 )
                 self._set_lr(self.base_lr * schedule.lr_factor(state.steps))
                 metrics = self.update(window)
+                self._average(state, schedule.ema_decay)
                 state.steps += 1
                 bar.update(1)
                 if self.diverging:
@@ -242,15 +253,31 @@ class ModelTrainer:
         weights = copy.deepcopy(self.model.state_dict())
         return FitState(0, self.validate(val_set)["loss"], 0, weights, 0.0)
 
+    @torch.no_grad()
+    def _average(self, state: FitState, decay: float) -> None:
+        """Move the fit's weight average toward the weights after update `state.steps` (0-based)
+        of the fit (`FitSchedule.ema_decay`). The decay warms up as (1 + t) / (10 + t), so that
+        a short fit (a loop's refit of 100 steps) averages its last tenth or so, not its start."""
+        if decay == 0.0:
+            return
+        if not state.average:
+            state.average = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+            return
+        decay = min(decay, (1 + state.steps) / (10 + state.steps))
+        for name, param in self.model.named_parameters():
+            state.average[name].lerp_(param.detach(), 1.0 - decay)
+
     def _validate_and_keep_best(self, state: FitState, val_set: Window) -> Metrics:
-        """Validate; keep a copy of the weights if they beat the best, else count a bad eval."""
-        val_metrics = self.validate(val_set)
-        best = state.best_val_loss
-        if val_metrics["loss"] < best - 1e-6 * abs(best):
-            state.best_val_loss, state.bad_evals = val_metrics["loss"], 0
-            state.best_weights = copy.deepcopy(self.model.state_dict())
-        else:
-            state.bad_evals += 1
+        """Validate (the weight average where there is one); keep a copy of those weights if
+        they beat the best, else count a bad eval. Training continues from its own weights."""
+        with _swapped_in(self.model, state.average):
+            val_metrics = self.validate(val_set)
+            best = state.best_val_loss
+            if val_metrics["loss"] < best - 1e-6 * abs(best):
+                state.best_val_loss, state.bad_evals = val_metrics["loss"], 0
+                state.best_weights = copy.deepcopy(self.model.state_dict())
+            else:
+                state.bad_evals += 1
         return val_metrics
 
     def _eval_metrics(self, train: Metrics, val: Metrics, samples_per_s: float) -> Metrics:
@@ -347,3 +374,23 @@ def fit_world_model(
     return trainer.fit(
         train, val, schedule, log=log, progress=progress, resume=resume, on_checkpoint=on_checkpoint
     )
+
+
+@contextlib.contextmanager
+def _swapped_in(model: Trainable, weights: dict[str, Tensor]) -> Iterator[None]:
+    """`model`'s parameters replaced by `weights` (by name) inside the block, restored after;
+    nothing changes where `weights` is empty."""
+    if not weights:
+        yield
+        return
+    params = dict(model.named_parameters())
+    own = {name: params[name].detach().clone() for name in weights}
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, value in own.items():
+                params[name].copy_(value)

@@ -65,6 +65,7 @@ def snapshot_fit(
         f"best_{name}": fit.best_weights,
         f"optim_{name}": optim_tensors,
         "rng": {_FITS[name][0]: trainer.generator.get_state()} | global_rng_state(),
+        f"average_{name}": fit.average,
     }
     state = {
         "version": TRAIN_STATE_VERSION,
@@ -147,6 +148,7 @@ def restore_fit(
             bad_evals=meta_count(fit, "bad_evals", where, "fit"),
             best_weights=best,
             seconds=float(fit["seconds"]),
+            average=_checked_average(model, to(groups.get(f"average_{name}", {})), where, words),
         )
     except CheckpointError:
         raise  # already one line saying what is wrong (a ValueError, so not re-worded below)
@@ -174,3 +176,22 @@ def restore_fitted_model(
             f"checkpoint {run_dir / CHECKPOINT_FILE} has a world-model fit state that does not "
             f"fit this run ({exc}); restore the run's own checkpoint"
         ) from exc
+
+
+def _checked_average(
+    model: torch.nn.Module, average: dict[str, torch.Tensor], where: Path, words: str
+) -> dict[str, torch.Tensor]:
+    """A fit's saved weight average (empty: none yet), checked against `model`'s parameters."""
+    if not average:
+        return {}
+    params = dict(model.named_parameters())
+    fits = set(average) == set(params) and all(
+        average[n].shape == p.shape and bool(torch.isfinite(average[n]).all())
+        for n, p in params.items()
+    )
+    if not fits:
+        raise CheckpointError(
+            f"checkpoint {where} has a {words} weight average that does not fit this model "
+            "(other parameters or shapes, or NaN/inf); restore the run's own checkpoint"
+        )
+    return average

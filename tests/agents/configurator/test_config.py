@@ -68,6 +68,14 @@ def test_lr_final_reaches_the_world_model_and_cost_fits() -> None:
     assert make_config({}).train.lr_final == FitSchedule().lr_final  # library and CLI agree
 
 
+def test_ema_decay_reaches_the_world_model_and_cost_fits() -> None:
+    config = make_config({"train.ema_decay": 0.5})
+    assert fit_schedule(config.train).ema_decay == cost_schedule(config.train).ema_decay == 0.5
+    assert make_config({}).train.ema_decay == FitSchedule().ema_decay == 0.99
+    with pytest.raises(ConfigError, match=r"ema_decay must be in \[0.0, 0.9999\]"):
+        with_overrides(Config(), {"train.ema_decay": 1.0})
+
+
 @pytest.mark.parametrize("with_value", [True, False])
 def test_terminal_value_switch_reaches_the_mpc_policy_agent(with_value: bool) -> None:
     config = make_config({"agent": "mpc+policy", "planner.terminal_value": with_value})
@@ -178,10 +186,13 @@ def test_the_learned_cost_starts_from_a_forked_rng() -> None:
         assert torch.equal(again.state_dict()[key], tensor), key
 
 
-def test_a_saved_config_from_before_lr_final_resumes_at_a_constant_rate() -> None:
-    saved = to_dict(make_config({}))
-    assert saved["train"]["lr_final"] == 0.02  # today's default
-    del saved["train"]["lr_final"]
-    assert config_from_json(saved).train.lr_final == 1.0  # what runs did before it existed
-    saved["train"]["lr_final"] = 0.3
-    assert config_from_json(saved).train.lr_final == 0.3
+def test_a_saved_config_from_before_lr_final_or_ema_decay_resumes_as_it_ran() -> None:
+    """Without the key a run predates it: fits then kept a constant rate and their own weights."""
+    saved = to_dict(make_config({"train.lr_final": 0.02}))
+    assert saved["train"]["ema_decay"] == 0.99  # today's default
+    del saved["train"]["lr_final"], saved["train"]["ema_decay"]
+    train = config_from_json(saved).train
+    assert (train.lr_final, train.ema_decay) == (1.0, 0.0)
+    saved["train"] |= {"lr_final": 0.3, "ema_decay": 0.9}
+    train = config_from_json(saved).train
+    assert (train.lr_final, train.ema_decay) == (0.3, 0.9)

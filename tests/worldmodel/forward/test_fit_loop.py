@@ -21,13 +21,11 @@ def test_each_validation_logs_the_training_charts() -> None:
     result = _fit(_trainer(lambda call: False), max_steps=20, eval_every=10,
                   log=lambda metrics, step: logged.append((metrics, step)))  # fmt: skip
     assert [step for _, step in logged] == [10, 20] and result.steps == 20
-    for metrics, step in logged:
+    for metrics, _ in logged:
         assert {"train/loss", "val/loss", "charts/learning_rate", "charts/samples_per_s"} <= set(
             metrics
         )
-        # the rate of the update before the validation: half-cosine step 9 (of 20) and 19
-        cosine = 0.5 * (1.0 + math.cos(math.pi * (step - 1) / 20))
-        assert metrics["charts/learning_rate"] == pytest.approx(1e-2 * (0.02 + 0.98 * cosine))
+        assert metrics["charts/learning_rate"] == 1e-2  # by default the rate is constant
         assert metrics["charts/samples_per_s"] > 0
 
 
@@ -110,10 +108,13 @@ def _scripted(trainer: ModelTrainer, losses: list[float]) -> None:
     trainer.validate = validate  # type: ignore[method-assign]
 
 
-def _schedule(max_steps: int, eval_every: int = 1, patience: int = 100) -> FitSchedule:
+def _schedule(
+    max_steps: int, eval_every: int = 1, patience: int = 100, ema_decay: float = 0.0
+) -> FitSchedule:
     return FitSchedule(
-        horizon=3, batch_size=16, max_steps=max_steps, eval_every=eval_every, patience=patience
-    )
+        horizon=3, batch_size=16, max_steps=max_steps, eval_every=eval_every, patience=patience,
+        ema_decay=ema_decay,
+    )  # fmt: skip
 
 
 def _split() -> tuple[EpisodeStore, EpisodeStore]:
@@ -265,3 +266,69 @@ def test_the_progress_bar_counts_the_steps_of_max_steps_from_where_a_resume_star
     assert bar.disable is (not progress) and bar.closed
     assert bar.desc == "train model" and bar.leave is False
     assert bar.postfix == {"val": "0.9000", "best": "0.7500"}
+
+
+def _params(trainer: ModelTrainer) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+
+def test_with_ema_decay_a_fit_validates_keeps_and_ends_on_the_average_of_its_weights() -> None:
+    """The average starts at the first update's weights and moves 1 - d of the way after each
+    later one (d warmed up as (1 + t) / (10 + t)); validation sees it, the best validation keeps
+    it, and training goes on from its own weights."""
+    decay, trainer = 0.8, _trainer(lambda call: False)
+    _scripted(trainer, [1.0, 0.5, 0.9, 0.4, 0.6])
+    iterates, validated, after = [], [], []
+    update, validate = trainer.update, trainer.validate
+
+    def recording_update(window):
+        if iterates and len(iterates) % 2 == 0:
+            after.append(_params(trainer))  # the weights the next update starts from
+        out = update(window)
+        iterates.append(_params(trainer))
+        return out
+
+    def recording_validate(windows):
+        validated.append(_params(trainer))
+        return validate(windows)
+
+    trainer.update, trainer.validate = recording_update, recording_validate  # type: ignore
+    train, val = _split()
+    trainer.fit(train, val, _schedule(8, eval_every=2, ema_decay=decay))
+    averages, average = [], None
+    for i, weights in enumerate(iterates):
+        d = min(decay, (1 + i) / (10 + i))  # warmed up: 0.2 at the 2nd update, 0.8 from the 31st
+        average = weights if average is None else {
+            n: average[n] * d + (1 - d) * w for n, w in weights.items()
+        }  # fmt: skip
+        if i % 2 == 1:
+            averages.append(average)
+    assert len(validated) == 5  # the start (its own weights) and 4 validations
+    for n in iterates[0]:
+        for seen, want in zip(validated[1:], averages, strict=True):
+            torch.testing.assert_close(seen[n], want[n])
+        for own, start in zip(iterates[1::2], after, strict=False):  # 3 of the 4
+            assert torch.equal(own[n], start[n])  # training resumed from its own weights
+        torch.testing.assert_close(trainer.model.state_dict()[n], averages[2][n])  # best: 0.4
+    assert not torch.equal(averages[2]["decoder.0.weight"], iterates[5]["decoder.0.weight"])
+
+
+def test_ema_decay_zero_keeps_the_raw_weights_and_one_is_refused() -> None:
+    trainer = _trainer(lambda call: False)
+    _scripted(trainer, [1.0, 0.5, 0.9])
+    kept: list[dict[str, torch.Tensor]] = []
+    update = trainer.update
+
+    def recording(window):
+        out = update(window)
+        kept.append(_params(trainer))
+        return out
+
+    trainer.update = recording  # type: ignore[method-assign]
+    train, val = _split()
+    trainer.fit(train, val, _schedule(4, eval_every=2, ema_decay=0.0))
+    for n, value in kept[1].items():
+        assert torch.equal(trainer.model.state_dict()[n], value)
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="ema_decay"):
+            FitSchedule(ema_decay=bad)

@@ -313,5 +313,6 @@ def test_the_variance_weight_is_not_differentiated() -> None:
 
 
 def test_an_unknown_elbo_weight_is_refused_with_the_choices() -> None:
-    with pytest.raises(ValueError, match=r"^elbo_weight must be one of \('none', 'variance', 'per_dim'\)$"):
+    choices = r"\('none', 'variance', 'per_dim'\)"
+    with pytest.raises(ValueError, match=rf"^elbo_weight must be one of {choices}$"):
         ForwardModel(S, A, hidden=8, elbo_weight="sigma")
