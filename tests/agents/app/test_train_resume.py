@@ -101,7 +101,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(
 def test_checkpoint_holds_the_fit_optimiser_and_rng_state(tmp_path: Path, monkeypatch) -> None:
     stopped = _stopped(tmp_path / "runs", monkeypatch, validations=2)
     groups, meta = load_checkpoint(stopped / "checkpoint.safetensors")
-    assert {"model", "best_model", "optim_model", "rng"} <= groups.keys()
+    assert {"model", "best_model", "optim_model", "rng", "average_model"} <= groups.keys()
     assert float(groups["optim_model"]["0.step"]) == meta["model_steps"] == 10  # Adam's count
     assert {"trainer", "torch_global"} <= groups["rng"].keys()
     state = meta["train"]
@@ -145,6 +145,21 @@ def test_a_run_written_before_an_option_existed_still_resumes(tmp_path: Path, mo
     del meta["config"]["planner"]["horizon"]
     save_checkpoint(path, groups, meta)
     assert main(["train", "--resume", str(stopped)]) == 0
+
+
+def test_resume_refuses_a_weight_average_that_does_not_fit(tmp_path: Path, monkeypatch, capsys):
+    stopped = _stopped(tmp_path / "runs", monkeypatch, validations=3)
+    path = stopped / "checkpoint.safetensors"
+    groups, meta = load_checkpoint(path)
+    name = next(iter(groups["average_model"]))
+    groups["average_model"][name] = groups["average_model"][name] * float("nan")
+    save_checkpoint(path, groups, meta)
+    before = {p.name: p.read_bytes() for p in stopped.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(stopped)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "world model weight average that does not fit this model" in err and "\n" not in err
+    assert {p.name: p.read_bytes() for p in stopped.iterdir()} == before
 
 
 def test_train_and_run_resume_refuse_each_others_runs(tmp_path: Path, monkeypatch, capsys):
