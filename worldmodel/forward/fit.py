@@ -208,7 +208,7 @@ class ModelTrainer:
         `resume=state` (the same data and arguments).
         """
         val_set = validation_windows(train, val, schedule.horizon, schedule.val_windows)
-        state = self._start(val_set) if resume is None else dataclasses.replace(resume)
+        state = self._start(val_set) if resume is None else _copied(resume)
         clock = _Clock(state, schedule)
         bar = tqdm(total=schedule.max_steps, initial=state.steps, disable=not progress, **_BAR)
         try:
@@ -223,18 +223,11 @@ class ModelTrainer:
                 bar.update(1)
                 if self.diverging:
                     self._diverged(state, log)
-                if state.steps % schedule.eval_every and state.steps != schedule.max_steps:
-                    continue
-                val_metrics = self._validate_and_keep_best(state, val_set)
-                bar.set_postfix(val=f"{val_metrics['loss']:.4f}", best=f"{state.best_val_loss:.4f}")
-                if log is not None:
-                    log(
-                        self._eval_metrics(metrics, val_metrics, clock.rate(state)),
-                        self.total_steps,
-                    )
-                if on_checkpoint is not None:
-                    state.seconds = clock.seconds()
-                    on_checkpoint(state)
+                if state.steps % schedule.eval_every == 0 or state.steps == schedule.max_steps:
+                    val_metrics = self._validate_and_keep_best(state, val_set)
+                    best = state.best_val_loss
+                    bar.set_postfix(val=f"{val_metrics['loss']:.4f}", best=f"{best:.4f}")
+                    self._report(state, clock, metrics, val_metrics, log, on_checkpoint)
         finally:
             bar.close()
             self._set_lr(self.base_lr)
@@ -279,6 +272,22 @@ class ModelTrainer:
             else:
                 state.bad_evals += 1
         return val_metrics
+
+    def _report(
+        self,
+        state: FitState,
+        clock: _Clock,
+        train: Metrics,
+        val: Metrics,
+        log: MetricsSink | None,
+        on_checkpoint: Callable[[FitState], None] | None,
+    ) -> None:
+        """After a validation: log the metrics and hand the state to the checkpoint callback."""
+        if log is not None:
+            log(self._eval_metrics(train, val, clock.rate(state)), self.total_steps)
+        if on_checkpoint is not None:
+            state.seconds = clock.seconds()
+            on_checkpoint(state)
 
     def _eval_metrics(self, train: Metrics, val: Metrics, samples_per_s: float) -> Metrics:
         return (
@@ -374,6 +383,13 @@ def fit_world_model(
     return trainer.fit(
         train, val, schedule, log=log, progress=progress, resume=resume, on_checkpoint=on_checkpoint
     )
+
+
+def _copied(state: FitState) -> FitState:
+    """A copy of a caller's state that the fit may update in place (the weight average's
+    tensors are moved by each update) without changing the caller's."""
+    average = {name: value.clone() for name, value in state.average.items()}
+    return dataclasses.replace(state, average=average)
 
 
 @contextlib.contextmanager

@@ -130,7 +130,8 @@ def test_a_resumed_fit_ends_exactly_where_an_uninterrupted_fit_ends(
     second = _trainer(init_seed=1, seed=1)
     clock.tick(second)
     resume = _restore(second, saved[0])
-    assert resume.steps == 4 and resume.seconds == 1.0
+    assert resume.steps == 4 and resume.seconds == 1.0 and resume.average
+    average = copy.deepcopy(resume.average)
     after: list[tuple[int, float]] = []
     result = second.fit(
         train,
@@ -145,6 +146,8 @@ def test_a_resumed_fit_ends_exactly_where_an_uninterrupted_fit_ends(
     for key, value in whole.model.state_dict().items():
         assert torch.equal(second.model.state_dict()[key], value), key
     assert resume.steps == 4  # the caller's state is not changed by the fit
+    for key, value in average.items():
+        assert torch.equal(resume.average[key], value), key
 
 
 def test_the_same_trainer_seed_gives_the_same_fit_and_another_seed_another() -> None:
