@@ -67,6 +67,7 @@ def build_model(
         latent_dropout_mode=config.latent_dropout_mode,
         beta=config.beta,
         elbo_weight=config.elbo_weight,
+        energy_samples=config.energy_samples,
     )
 
 

@@ -49,6 +49,8 @@ class ModelConfig:
     differentiated), the same optimum with steps that do not grow as the learned scale shrinks;
     'per_dim': also each dim's NLL times its variance / v, so the mean's gradient is a squared
     error's in every dim (beta-NLL)."""
+    energy_samples: int = 2
+    """Prior rollouts per dropped window, scored together by the energy score (>= 2)."""
     members: int = 5
     """Members of the 'ensemble' (>= 2). The ensemble has no z encoder, MLP dropout or KL:
     latent_dim, dropout, latent_dropout, latent_dropout_mode, beta and elbo_weight are the
@@ -56,8 +58,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _check(self, positive=("hidden", "layers"), non_negative=("latent_dim", "beta"))
-        if self.members < 2:
-            raise ConfigError(f"members must be >= 2, got {self.members}")
+        for name in ("members", "energy_samples"):
+            if getattr(self, name) < 2:
+                raise ConfigError(f"{name} must be >= 2, got {getattr(self, name)}")
         _check_choice(self, "kind", ("cvae", "deterministic", "ensemble"))
         _check_choice(self, "latent_dropout_mode", ("prior", "zero"))
         _check_choice(self, "elbo_weight", ("none", "variance", "per_dim"))

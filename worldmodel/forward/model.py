@@ -70,6 +70,7 @@ class ForwardModel(NormalizedModel):
         latent_dropout_mode: str = "prior",
         beta: float = 1.0,
         elbo_weight: str = "none",
+        energy_samples: int = 2,
     ) -> None:
         super().__init__(state_dim)
         if min(state_dim, action_dim, hidden, layers) <= 0 or latent_dim < 0:
@@ -80,6 +81,9 @@ class ForwardModel(NormalizedModel):
             raise ValueError(f"latent_dropout_mode must be one of {LATENT_DROPOUT_MODES}")
         if elbo_weight not in ELBO_WEIGHTS:
             raise ValueError(f"elbo_weight must be one of {ELBO_WEIGHTS}")
+        if energy_samples < 2:
+            raise ValueError(f"energy_samples must be >= 2, got {energy_samples}")
+        self.energy_samples = energy_samples
         self.elbo_weight = elbo_weight
         self.state_dim, self.action_dim, self.latent_dim = state_dim, action_dim, latent_dim
         self.latent_dropout, self.latent_dropout_mode, self.beta = (
@@ -280,9 +284,10 @@ class ForwardModel(NormalizedModel):
         generator: Generator | None,
         mask: Tensor | None = None,
     ) -> Tensor:
-        """Energy score [B] of two rollouts with z from the prior against the real one, per step
-        in delta-normalised units divided by sqrt(S), averaged over the window's real steps
-        (`mask` [H, B]; None: all).
+        """Energy score [B] of `energy_samples` rollouts with z from the prior against the real
+        one, per step in delta-normalised units divided by sqrt(S), averaged over the window's
+        real steps (`mask` [H, B]; None: all). More samples estimate the spread term with less
+        noise (its pairs i < j), at the cost of as many more rollouts.
 
         The energy score E|X - y| - E|X - X'|/2 is proper: it is least when the samples are
         distributed as the real outcomes, so it trains prior samples onto every mode, where a
@@ -292,18 +297,20 @@ class ForwardModel(NormalizedModel):
         mask = obs.new_ones(horizon, batch) if mask is None else mask
         # 'zero' mode has one z, so one rollout: its score is its error norm. (Two would differ
         # only by their dropout masks, and the spread term would pay them to disagree.)
-        k = 2 if self.latent_dropout_mode == "prior" else 1
-        if k == 2:
+        k = self.energy_samples if self.latent_dropout_mode == "prior" else 1
+        if k > 1:
             z = self.sample_prior(horizon, k, batch, generator=generator)
         else:
             z = obs.new_zeros(horizon, k, batch, self.latent_dim)
+        first, second = torch.triu_indices(k, k, 1, device=obs.device)  # the pairs i < j
         states = obs[0].expand(k, *obs[0].shape)
         energy = obs.new_zeros(batch)
         for t in range(horizon):
             states = self._predict(states, actions[t].expand(k, *actions[t].shape), z[t])
             step = _norm((states - obs[t + 1]) / self.delta_std).mean(0)  # [B]
-            if k == 2:
-                step = step - 0.5 * _norm((states[0] - states[1]) / self.delta_std)
+            if k > 1:
+                spread = _norm((states[first] - states[second]) / self.delta_std).mean(0)
+                step = step - 0.5 * spread
             energy = energy + mask[t] * step
         return energy / (mask.sum(0).clamp(min=1.0) * self.state_dim**0.5)
 

@@ -157,12 +157,13 @@ def test_zero_mode_scores_dropped_windows_on_the_z_zero_prediction() -> None:
 
 def _expected_terms(
     model: ForwardModel, w: Window, kept: torch.Tensor, dropped: torch.Tensor,
-    g: torch.Generator, dim_weight: torch.Tensor | float = 1.0,
+    g: torch.Generator, dim_weight: torch.Tensor | float = 1.0, samples: int = 2,
 ) -> tuple[torch.Tensor, ...]:  # fmt: skip
     """The CVAE's per-window ELBO terms and energy by hand, with torch.distributions, drawing
     from g in the model's order: the posterior's noise step by step, then the prior's z. The
     posterior reads the real transition (obs[t], obs[t+1]); the decoder unrolls its own s.
-    Each state dim's NLL is multiplied by its `dim_weight`."""
+    Each state dim's NLL is multiplied by its `dim_weight`; the energy score is that of
+    `samples` prior rollouts, its spread term over every pair of them."""
     horizon, half_log_2pi = w.action.shape[0], 0.5 * math.log(2 * math.pi)
     obs, act = w.obs[:, kept], w.action[:, kept]
     s, nll, kl, squared = obs[0], 0.0, 0.0, 0.0
@@ -178,21 +179,23 @@ def _expected_terms(
         nll = nll - (dim_weight * (scale.log_prob(error) + half_log_2pi)).sum(-1)
         squared = squared + error.square().mean(-1)
     obs, act = w.obs[:, dropped], w.action[:, dropped]
-    z = model.sample_prior(horizon, 2, obs.shape[1], generator=g)
-    states, energy = obs[0].expand(2, -1, -1), 0.0
+    z = model.sample_prior(horizon, samples, obs.shape[1], generator=g)
+    states, energy = obs[0].expand(samples, -1, -1), 0.0
     for t in range(horizon):
-        states = model.step(states, act[t].expand(2, -1, -1), z[t])
+        states = model.step(states, act[t].expand(samples, -1, -1), z[t])
         errors = ((states - obs[t + 1]) / model.delta_std).norm(dim=-1).mean(0)
-        spread = ((states[0] - states[1]) / model.delta_std).norm(dim=-1)
-        energy = energy + errors - 0.5 * spread
+        pairs = [(i, j) for i in range(samples) for j in range(samples) if i != j]
+        spread = sum(((states[i] - states[j]) / model.delta_std).norm(dim=-1) for i, j in pairs)
+        energy = energy + errors - 0.5 * spread / len(pairs)
     n = horizon * 3
     return nll / n, kl / n, squared / horizon, energy / (horizon * 3**0.5)
 
 
-def _loss_case(elbo_weight: str = "none") -> tuple[ForwardModel, Window]:
+def _loss_case(elbo_weight: str = "none", samples: int = 2) -> tuple[ForwardModel, Window]:
     torch.manual_seed(0)
     model = ForwardModel(3, 2, latent_dim=4, hidden=16, layers=2, dropout=0.0,
-                         latent_dropout=0.5, beta=0.7, elbo_weight=elbo_weight)  # fmt: skip
+                         latent_dropout=0.5, beta=0.7, elbo_weight=elbo_weight,
+                         energy_samples=samples)  # fmt: skip
     model.set_normalization(_stats(11))
     with torch.no_grad():
         model.log_std.copy_(torch.tensor([-9.0, 0.3, -0.5]))  # -9 is held at the floor, -7
@@ -207,28 +210,31 @@ VARIANCES = torch.tensor([math.exp(-14), math.exp(0.6), math.exp(-1)])  # _loss_
 
 
 @pytest.mark.parametrize(
-    ("elbo_weight", "weight", "dim_weight"),
+    ("elbo_weight", "weight", "dim_weight", "samples"),
     [
-        ("none", 1.0, 1.0),
-        ("variance", VARIANCES.mean().item(), 1.0),
-        ("per_dim", VARIANCES.mean().item(), VARIANCES / VARIANCES.mean()),
+        ("none", 1.0, 1.0, 2),
+        ("variance", VARIANCES.mean().item(), 1.0, 2),
+        ("per_dim", VARIANCES.mean().item(), VARIANCES / VARIANCES.mean(), 2),
+        ("none", 1.0, 1.0, 5),
     ],
 )
 def test_the_training_loss_is_the_elbo_of_kept_and_the_energy_of_dropped_windows(
-    elbo_weight: str, weight: float, dim_weight: torch.Tensor | float
+    elbo_weight: str, weight: float, dim_weight: torch.Tensor | float, samples: int
 ) -> None:
     """Each window is dropped when its uniform draw is below `latent_dropout`; the loss is
     (w * sum of NLL + beta KL over kept windows + sum of energies over dropped ones) / B, over
     a 2-step unroll, where w is 1 or the mean v of the decoder's variances, and each dim's NLL is
     weighted by 1 or (with 'per_dim') by its variance / v; the logged terms are their means over
     their own windows."""
-    model, w = _loss_case(elbo_weight)
+    model, w = _loss_case(elbo_weight, samples)
     with torch.no_grad():
         terms = model.loss(w, generator=torch.Generator().manual_seed(12))
         g = torch.Generator().manual_seed(12)
         dropped = torch.rand(10, generator=g) < 0.5
         assert 0 < dropped.sum() < 10
-        nll, kl, squared, energy = _expected_terms(model, w, ~dropped, dropped, g, dim_weight)
+        nll, kl, squared, energy = _expected_terms(
+            model, w, ~dropped, dropped, g, dim_weight, samples
+        )
     expected = (weight * (nll + 0.7 * kl).sum() + energy.sum()) / 10
     torch.testing.assert_close(terms.loss, expected)
     torch.testing.assert_close(terms.kl, kl.mean())
