@@ -285,7 +285,8 @@ class LoopConfig:
     """Before each iteration's training, move the normalisation of model, learned cost, policy
     and critic to the statistics of all data so far, each keeping its function (the weights
     re-expressed): states the agent reaches later (a swung-up pole) stay of order one in the
-    nets' units instead of many seed-data stds away. Off until measured in the loop."""
+    nets' units instead of many seed-data stds away. Off by default (the hand-coded tasks were
+    measured without it); on in `wm run` for locomotion and tasks without presets."""
 
     def __post_init__(self) -> None:
         _check(

@@ -199,3 +199,14 @@ def test_a_saved_config_from_before_lr_final_or_ema_decay_resumes_as_it_ran() ->
     saved["train"] |= {"lr_final": 0.3, "ema_decay": 0.9}
     train = config_from_json(saved).train
     assert (train.lr_final, train.ema_decay) == (0.3, 0.9)
+
+
+def test_wm_run_renormalizes_on_locomotion_and_tasks_without_presets_only() -> None:
+    """The hand-coded tasks keep the normalisation of their seed steps (measured so); a task
+    with no presets, and locomotion, follow the data in `wm run`; the user's option wins."""
+    assert not make_config({"env": "Pendulum-v1"}, command="run").loop.renormalize
+    assert make_config({"env": "Swimmer-v5"}, command="run").loop.renormalize
+    assert make_config({"env": "Hopper-v5"}, command="run").loop.renormalize
+    assert not make_config({"env": "Swimmer-v5"}).loop.renormalize  # train has no loop
+    off = make_config({"env": "Swimmer-v5", "loop.renormalize": False}, command="run")
+    assert not off.loop.renormalize
