@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,17 @@ def test_step_updates_that_diverge_leave_a_checkpoint_marked_diverged(
     (run_dir,) = runs.iterdir()
     _, meta = load_checkpoint(run_dir / "checkpoint.safetensors")
     assert meta["diverged"] is True and len(EpisodeStore.load(run_dir / "data.npz")) == 150
+
+
+def test_run_on_hopper_takes_its_locomotion_presets_end_to_end(tmp_path: Path) -> None:
+    """`wm run --env Hopper-v5` on its presets (small sizes aside): the policy, updates between
+    steps, the normalisation following the data; episodes end when the hopper falls."""
+    runs = tmp_path / "runs"
+    argv = ["run", "--env", "Hopper-v5", "--steps", "300", "--loop.seed_steps", "150", *TINY_LOOP]
+    assert main([*argv, "--runs_dir", str(runs), "--threads", "1"]) == 0
+    (run_dir,) = runs.iterdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["agent"] == "policy" and config["loop"]["renormalize"]
+    assert config["loop"]["update_every"] == 10
+    data = EpisodeStore.load(run_dir / "data.npz").data
+    assert len(data["obs"]) == 300 and data["terminated"].any()

@@ -206,7 +206,13 @@ def test_wm_run_renormalizes_on_locomotion_and_tasks_without_presets_only() -> N
     with no presets, and locomotion, follow the data in `wm run`; the user's option wins."""
     assert not make_config({"env": "Pendulum-v1"}, command="run").loop.renormalize
     assert make_config({"env": "Swimmer-v5"}, command="run").loop.renormalize
-    assert make_config({"env": "Hopper-v5"}, command="run").loop.renormalize
+    hopper = make_config({"env": "Hopper-v5"}, command="run")
+    assert hopper.loop.renormalize and hopper.agent == "policy"
+    assert (hopper.loop.update_every, hopper.loop.model_updates, hopper.loop.policy_updates) == (
+        10,
+        2,
+        1,
+    )
     assert not make_config({"env": "Swimmer-v5"}).loop.renormalize  # train has no loop
     off = make_config({"env": "Swimmer-v5", "loop.renormalize": False}, command="run")
     assert not off.loop.renormalize
