@@ -50,11 +50,12 @@ class ModelConfig:
     'per_dim': also each dim's NLL times its variance / v, so the mean's gradient is a squared
     error's in every dim (beta-NLL)."""
     energy_samples: int = 2
-    """Prior rollouts per dropped window, scored together by the energy score (>= 2)."""
+    """Prior rollouts per dropped (and validation) window, scored together by the energy score
+    (>= 2; 'zero' latent dropout has one rollout whatever this is)."""
     members: int = 5
     """Members of the 'ensemble' (>= 2). The ensemble has no z encoder, MLP dropout or KL:
-    latent_dim, dropout, latent_dropout, latent_dropout_mode, beta and elbo_weight are the
-    CVAE's."""
+    latent_dim, dropout, latent_dropout, latent_dropout_mode, beta, elbo_weight and
+    energy_samples are the CVAE's."""
 
     def __post_init__(self) -> None:
         _check(self, positive=("hidden", "layers"), non_negative=("latent_dim", "beta"))

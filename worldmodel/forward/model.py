@@ -286,8 +286,9 @@ class ForwardModel(NormalizedModel):
     ) -> Tensor:
         """Energy score [B] of `energy_samples` rollouts with z from the prior against the real
         one, per step in delta-normalised units divided by sqrt(S), averaged over the window's
-        real steps (`mask` [H, B]; None: all). More samples estimate the spread term with less
-        noise (its pairs i < j), at the cost of as many more rollouts.
+        real steps (`mask` [H, B]; None: all); one rollout with 'zero' latent dropout. More
+        samples estimate the spread term with less noise (its pairs i < j), at the cost of as
+        many more rollouts.
 
         The energy score E|X - y| - E|X - X'|/2 is proper: it is least when the samples are
         distributed as the real outcomes, so it trains prior samples onto every mode, where a
@@ -300,9 +301,9 @@ class ForwardModel(NormalizedModel):
         k = self.energy_samples if self.latent_dropout_mode == "prior" else 1
         if k > 1:
             z = self.sample_prior(horizon, k, batch, generator=generator)
+            first, second = torch.triu_indices(k, k, 1, device=obs.device)  # the pairs i < j
         else:
             z = obs.new_zeros(horizon, k, batch, self.latent_dim)
-        first, second = torch.triu_indices(k, k, 1, device=obs.device)  # the pairs i < j
         states = obs[0].expand(k, *obs[0].shape)
         energy = obs.new_zeros(batch)
         for t in range(horizon):

@@ -216,3 +216,4 @@ def test_wm_run_renormalizes_on_locomotion_and_tasks_without_presets_only() -> N
     assert not make_config({"env": "Swimmer-v5"}).loop.renormalize  # train has no loop
     off = make_config({"env": "Swimmer-v5", "loop.renormalize": False}, command="run")
     assert not off.loop.renormalize
+    assert make_config({"env": "Hopper-v5", "agent": "mpc"}, command="run").agent == "mpc"
