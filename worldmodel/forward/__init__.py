@@ -1,7 +1,7 @@
 """The world model: the conditional VAE forward model with latent dropout, its fit to the
 episode store, and its k-step prediction error."""
 
-from worldmodel.forward.evaluate import KStepError, k_step_errors
+from worldmodel.forward.evaluate import KStepError, k_step_errors, normalized_error
 from worldmodel.forward.fit import (
     FitResult,
     FitSchedule,
@@ -10,7 +10,7 @@ from worldmodel.forward.fit import (
     fit_world_model,
     split_episodes,
 )
-from worldmodel.forward.model import ForwardModel, LossTerms, normalized_error
+from worldmodel.forward.model import ForwardModel, LossTerms
 
 __all__ = [
     "FitResult",

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from worldmodel.data.store import EpisodeStore, Window
-from worldmodel.forward.model import ForwardModel, normalized_error
+from worldmodel.forward.model import ForwardModel
 from worldmodel.forward.scoring import energy_score, interval_coverage, mode_shares
 from worldmodel.types import OutcomesFn
 
@@ -26,6 +27,13 @@ class KStepError:
 
 
 @torch.no_grad()
+def normalized_error(model: ForwardModel, predicted: Tensor, target: Tensor) -> Tensor:
+    """Squared error in state-normalised units averaged over dims: [..., S] -> [...]."""
+    return F.mse_loss(predicted / model.state_std, target / model.state_std, reduction="none").mean(
+        -1
+    )
+
+
 def k_step_errors(
     model: ForwardModel,
     store: EpisodeStore,

@@ -402,10 +402,3 @@ def _norm(x: Tensor) -> Tensor:
 def _mean(x: Tensor) -> Tensor:
     """Mean of x [B]; 0 for an empty batch (every window went to the other branch)."""
     return x.sum() / max(x.numel(), 1)
-
-
-def normalized_error(model: ForwardModel, predicted: Tensor, target: Tensor) -> Tensor:
-    """Squared error in state-normalised units averaged over dims: [..., S] -> [...]."""
-    return F.mse_loss(predicted / model.state_std, target / model.state_std, reduction="none").mean(
-        -1
-    )

@@ -120,17 +120,24 @@ def test_a_finished_run_is_left_as_it_is(tmp_path: Path, capsys) -> None:
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 
+def _refused_resume(stopped: Path, capsys) -> str:
+    """`wm train --resume stopped` refused: exit 2, one line on stderr (returned), no file of
+    the run changed."""
+    before = {p.name: p.read_bytes() for p in stopped.iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(stopped)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err
+    assert {p.name: p.read_bytes() for p in stopped.iterdir()} == before
+    return err
+
+
 def test_resume_refuses_a_checkpoint_of_another_config(tmp_path: Path, monkeypatch, capsys):
     stopped = _stopped(tmp_path / "runs", monkeypatch, validations=3)
     config = json.loads((stopped / "config.json").read_text())
     config["train"]["lr"] = 0.01
     (stopped / "config.json").write_text(json.dumps(config))
-    before = {p.name: p.read_bytes() for p in stopped.iterdir()}
-    capsys.readouterr()
-    assert main(["train", "--resume", str(stopped)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "train.lr is 0.001 there, 0.01 in config.json" in err and "\n" not in err
-    assert {p.name: p.read_bytes() for p in stopped.iterdir()} == before
+    assert "train.lr is 0.001 there, 0.01 in config.json" in _refused_resume(stopped, capsys)
 
 
 def test_a_run_written_before_an_option_existed_still_resumes(tmp_path: Path, monkeypatch):
@@ -154,12 +161,8 @@ def test_resume_refuses_a_weight_average_that_does_not_fit(tmp_path: Path, monke
     name = next(iter(groups["average_model"]))
     groups["average_model"][name] = groups["average_model"][name] * float("nan")
     save_checkpoint(path, groups, meta)
-    before = {p.name: p.read_bytes() for p in stopped.iterdir()}
-    capsys.readouterr()
-    assert main(["train", "--resume", str(stopped)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "world model weight average that does not fit this model" in err and "\n" not in err
-    assert {p.name: p.read_bytes() for p in stopped.iterdir()} == before
+    err = _refused_resume(stopped, capsys)
+    assert "world model weight average that does not fit this model" in err
 
 
 def test_train_and_run_resume_refuse_each_others_runs(tmp_path: Path, monkeypatch, capsys):

@@ -9,8 +9,9 @@ from torch import nn
 
 from worldmodel.data.store import Stats
 from worldmodel.errors import DataError
+from worldmodel.forward.evaluate import normalized_error
 from worldmodel.forward.layers import mc_dropout
-from worldmodel.forward.model import ForwardModel, normalized_error
+from worldmodel.forward.model import ForwardModel
 
 
 def test_shapes_of_step_rollout_and_uncertainty() -> None:
