@@ -68,6 +68,7 @@ def build_model(
         beta=config.beta,
         elbo_weight=config.elbo_weight,
         energy_samples=config.energy_samples,
+        prior_components=config.prior_components,
     )
 
 

@@ -52,13 +52,20 @@ class ModelConfig:
     energy_samples: int = 2
     """Prior rollouts per dropped (and validation) window, scored together by the energy score
     (>= 2; 'zero' latent dropout has one rollout whatever this is)."""
+    prior_components: int = 0
+    """0: z's prior is N(0, I); K >= 1: a learned mixture of K Gaussians fitted to the
+    posterior, whose mass stays off the gaps between the futures' clusters of z."""
     members: int = 5
     """Members of the 'ensemble' (>= 2). The ensemble has no z encoder, MLP dropout or KL:
-    latent_dim, dropout, latent_dropout, latent_dropout_mode, beta, elbo_weight and
-    energy_samples are the CVAE's."""
+    latent_dim, dropout, latent_dropout, latent_dropout_mode, beta, elbo_weight,
+    energy_samples and prior_components are the CVAE's."""
 
     def __post_init__(self) -> None:
-        _check(self, positive=("hidden", "layers"), non_negative=("latent_dim", "beta"))
+        _check(
+            self,
+            positive=("hidden", "layers"),
+            non_negative=("latent_dim", "beta", "prior_components"),
+        )
         for name in ("members", "energy_samples"):
             if getattr(self, name) < 2:
                 raise ConfigError(f"{name} must be >= 2, got {getattr(self, name)}")

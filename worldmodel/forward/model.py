@@ -1,14 +1,15 @@
 """Forward model s[t+1] = G(s[t], a[t], z[t]): a conditional VAE with latent dropout (PPUU).
 
 During training an encoder q(z | s, a, s') sees the real transition and proposes z, scored by the
-ELBO: a Gaussian likelihood with a learned scale and a KL term pulling q towards the prior
-N(0, I). With probability `latent_dropout` (per window) z comes from the prior instead, or is
-zero, and no KL is charged: such windows are scored by the energy score of two prior rollouts, so
-prior samples are trained to land on the real outcomes (every mode of them, not their mean) and
-to respond to the action, which the posterior's z could otherwise explain away. At planning time
-z is drawn from the prior. With `latent_dim=0` the same class is the deterministic baseline,
-trained on the squared error. Dropout layers inside the MLPs give an epistemic-uncertainty
-estimate by MC dropout (`uncertainty`: the spread of rollouts under sampled dropout masks).
+ELBO: a Gaussian likelihood with a learned scale and a KL term pulling q towards the prior N(0, I),
+or a learned mixture of Gaussians (`prior_components`, see `prior.py`). With probability
+`latent_dropout` (per window) z comes from the prior instead, or is zero, and no KL is charged:
+such windows are scored by the energy score of two prior rollouts, so prior samples are trained to
+land on the real outcomes (every mode of them, not their mean) and to respond to the action, which
+the posterior's z could otherwise explain away. At planning time z is drawn from the prior. With
+`latent_dim=0` the same class is the deterministic baseline, trained on the squared error. Dropout
+layers inside the MLPs give an epistemic-uncertainty estimate by MC dropout (`uncertainty`: the
+spread of rollouts under sampled dropout masks).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from worldmodel.forward.layers import (
     shift_input_normalization,
     shift_output_normalization,
 )
+from worldmodel.forward.prior import MixturePrior, gaussian_kl
 
 LATENT_DROPOUT_MODES = ("prior", "zero")
 ELBO_WEIGHTS = ("none", "variance", "per_dim")
@@ -71,6 +73,7 @@ class ForwardModel(NormalizedModel):
         beta: float = 1.0,
         elbo_weight: str = "none",
         energy_samples: int = 2,
+        prior_components: int = 0,
     ) -> None:
         super().__init__(state_dim)
         if min(state_dim, action_dim, hidden, layers) <= 0 or latent_dim < 0:
@@ -81,16 +84,13 @@ class ForwardModel(NormalizedModel):
             raise ValueError(f"latent_dropout_mode must be one of {LATENT_DROPOUT_MODES}")
         if elbo_weight not in ELBO_WEIGHTS:
             raise ValueError(f"elbo_weight must be one of {ELBO_WEIGHTS}")
-        if energy_samples < 2:
-            raise ValueError(f"energy_samples must be >= 2, got {energy_samples}")
+        if energy_samples < 2 or prior_components < 0:
+            raise ValueError("energy_samples must be >= 2 and prior_components >= 0")
         self.energy_samples = energy_samples
         self.elbo_weight = elbo_weight
         self.state_dim, self.action_dim, self.latent_dim = state_dim, action_dim, latent_dim
-        self.latent_dropout, self.latent_dropout_mode, self.beta = (
-            latent_dropout,
-            latent_dropout_mode,
-            beta,
-        )
+        self.latent_dropout, self.latent_dropout_mode = latent_dropout, latent_dropout_mode
+        self.beta = beta
         self.decoder = mlp(state_dim + action_dim + latent_dim, hidden, state_dim, layers, dropout)
         self.encoder = (
             mlp(2 * state_dim + action_dim, hidden, 2 * latent_dim, max(layers - 1, 1), 0.0)
@@ -102,10 +102,19 @@ class ForwardModel(NormalizedModel):
         # carrying a bit in z costs more than it saves and the posterior collapses.
         if latent_dim:
             self.log_std = nn.Parameter(torch.zeros(state_dim))
+        self.prior = (
+            MixturePrior(prior_components, latent_dim) if prior_components and latent_dim else None
+        )
 
     @property
     def stochastic(self) -> bool:
         return self.latent_dim > 0
+
+    def sample_prior(self, *shape: int, generator: Generator | None = None) -> Tensor:
+        """z [*shape, Z] from the prior: N(0, I), or the learned mixture (`prior_components`)."""
+        if self.prior is None:
+            return super().sample_prior(*shape, generator=generator)
+        return self.prior.sample(*shape, generator=generator)
 
     def _keep_function(self, old: Stats, new: Stats) -> None:
         """Decoder and encoder read the state (and the encoder the delta) normalised; the
@@ -268,7 +277,7 @@ class ForwardModel(NormalizedModel):
         for t in range(actions.shape[0]):
             mu, logvar = self._posterior(obs[t], actions[t], obs[t + 1])
             noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            kl = kl + mask[t] * 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(-1)
+            kl = kl + mask[t] * gaussian_kl(mu, logvar, noise, self.prior)
             s = self._predict(s, actions[t], mu + noise * (0.5 * logvar).exp())
             error = (s - obs[t + 1]) / self.delta_std
             dim_nll = 0.5 * (error * torch.exp(-log_std)).square() + log_std

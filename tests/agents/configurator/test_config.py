@@ -51,11 +51,12 @@ def test_every_field_is_an_option_with_its_docstring_as_help(capsys) -> None:
 def test_cli_override_reaches_the_component_it_names() -> None:
     config = make_config({"planner.horizon": 7, "planner.kind": "cem", "model.hidden": 48,
                           "planner.latent_samples": 3, "model.elbo_weight": "variance",
-                          "model.energy_samples": 4}, command="run")  # fmt: skip
+                          "model.energy_samples": 4, "model.prior_components": 3},
+                         command="run")  # fmt: skip
     task = make_task(config.env)
     model = build_model(config.model, task.obs_dim, task.act_dim)
     assert model.decoder[0].out_features == 48 and model.elbo_weight == "variance"
-    assert model.energy_samples == 4
+    assert model.energy_samples == 4 and model.prior.means.shape[0] == 3
     agent = build_agent(config, task, model, torch.device("cpu"))
     assert agent.planner.horizon == 7 and agent.latent_samples == 3
     assert type(build_planner(config.planner, 1, torch.device("cpu"))).__name__ == "CEMPlanner"
@@ -109,6 +110,8 @@ def test_bad_override_is_a_config_error() -> None:
         with_overrides(Config(), {"model.elbo_weight": "sigma"})
     with pytest.raises(ConfigError, match="energy_samples must be >= 2, got 1"):
         with_overrides(Config(), {"model.energy_samples": 1})
+    with pytest.raises(ConfigError, match="prior_components must be zero or positive, got -1"):
+        with_overrides(Config(), {"model.prior_components": -1})
     with pytest.raises(ConfigError, match=r"lr_final must be in \[0.0, 1.0\]"):
         with_overrides(Config(), {"train.lr_final": 1.5})
     with pytest.raises(ConfigError, match="horizon must be positive"):
