@@ -17,13 +17,8 @@ import numpy as np
 import torch
 
 from agents.configurator import build_trainer, fit_schedule, new_world_model
-from agents.configurator.config import (
-    Config,
-    ModelConfig,
-    TrainConfig,
-    flat_fields,
-    with_overrides,
-)
+from agents.configurator.config import Config, ModelConfig, TrainConfig
+from agents.configurator.fields import flat_fields, with_overrides
 from envs import Task, make_task
 from worldmodel.data.rollout import collect, random_policy
 from worldmodel.data.store import EpisodeStore

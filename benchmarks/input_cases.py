@@ -16,7 +16,8 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from agents.configurator.config import Config, flat_fields
+from agents.configurator.config import Config
+from agents.configurator.fields import flat_fields
 
 # Options of a tiny run (seconds, not minutes), which a drawn option replaces.
 TINY_TRAIN = {

@@ -28,7 +28,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from agents.app.loop import run
 from agents.app.runs.folder import load_config
 from agents.configurator import make_config, set_threads
-from agents.configurator.config import Config, flat_fields
+from agents.configurator.config import Config
+from agents.configurator.fields import flat_fields
 from benchmarks.common import measured_rows
 
 TASKS = ("Pendulum-v1", "InvertedPendulum-v5", "Reacher-v5")

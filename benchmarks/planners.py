@@ -56,7 +56,8 @@ from agents.configurator import (
     resolve_device,
     set_threads,
 )
-from agents.configurator.config import Config, with_overrides
+from agents.configurator.config import Config
+from agents.configurator.fields import with_overrides
 from benchmarks.common import environment_info, fit_on_random_steps, write_csv
 from benchmarks.mpc import parse_overrides
 from envs import Task, make_task

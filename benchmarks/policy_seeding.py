@@ -33,7 +33,8 @@ from agents.configurator import (
     resolve_device,
     set_threads,
 )
-from agents.configurator.config import Config, with_overrides
+from agents.configurator.config import Config
+from agents.configurator.fields import with_overrides
 from agents.policy import PolicyAgent
 from benchmarks.common import measured_rows
 from benchmarks.mpc import parse_overrides

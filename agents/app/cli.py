@@ -26,7 +26,8 @@ import tyro
 
 from agents.app.boundary import describe, printable, quiet_writer_threads
 from agents.configurator import make_config
-from agents.configurator.config import Config, flat_fields
+from agents.configurator.config import Config
+from agents.configurator.fields import flat_fields
 from envs import TASKS, make_task
 from envs.registry import ANY_ENV_NOTE
 from envs.render import use_headless_gl

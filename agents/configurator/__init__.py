@@ -18,7 +18,8 @@ from agents.configurator.assemble import (
     resolve_device,
     set_threads,
 )
-from agents.configurator.config import Config, from_dict, to_dict, with_overrides
+from agents.configurator.config import Config
+from agents.configurator.fields import from_dict, to_dict, with_overrides
 from agents.configurator.presets import PRESETS, RUN_PRESETS, check_for_task, make_config
 
 __all__ = [

@@ -2,15 +2,12 @@
 
 `wm` (agents.app.cli) reads the options and their help from these classes with tyro, so each
 docstring says what its option does, on one line (tyro keeps the breaks of indented lines). Only
-the configurator reads a whole `Config`; components get explicit arguments. A config goes to
-JSON and back unchanged (`to_dict` / `from_dict`), and `{"group.field": value}` overrides reach
-the field they name (`with_overrides`).
+the configurator reads a whole `Config`; components get explicit arguments. `fields.py` takes a
+config to JSON and back, and applies `{"group.field": value}` overrides.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -377,53 +374,3 @@ def _check_range(config: Any, name: str, low: float, high: float) -> None:
 def _check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
     if getattr(config, name) not in choices:
         raise ConfigError(f"{name} must be one of {choices}, got {getattr(config, name)!r}")
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """Nested plain dict of a config dataclass (JSON-able)."""
-    return dataclasses.asdict(config)
-
-
-def from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """Build `cls` from a (possibly partial) nested dict; unknown keys are an error."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown} for {cls.__name__}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in values.items():
-        kind = hints[name]
-        kwargs[name] = from_dict(kind, value) if dataclasses.is_dataclass(kind) else value
-    return cls(**kwargs)
-
-
-def flat_fields(cls: type, prefix: str = "") -> dict[str, type]:
-    """'group.field' -> type of every leaf field of a config dataclass."""
-    out: dict[str, type] = {}
-    for name, kind in typing.get_type_hints(cls).items():
-        if dataclasses.is_dataclass(kind):
-            out |= flat_fields(kind, f"{prefix}{name}.")
-        else:
-            out[f"{prefix}{name}"] = kind
-    return out
-
-
-def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-    """A copy of `config` with 'group.field' keys replaced; types are checked."""
-    fields = flat_fields(type(config))
-    values = to_dict(config)
-    for key, value in overrides.items():
-        if key not in fields:
-            raise ConfigError(f"unknown option '{key}'; see --help for the options")
-        kind = fields[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind):
-            raise ConfigError(f"option '{key}' needs a {kind.__name__}, got {value!r}")
-        node = values
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node[part]
-        node[leaf] = value
-    return from_dict(type(config), values)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from agents.configurator.config import Config, to_dict, with_overrides
+from agents.configurator.config import Config
+from agents.configurator.fields import to_dict, with_overrides
 from agents.configurator.validate import check_config, option
 from envs import Task, make_task
 from worldmodel.errors import ConfigError

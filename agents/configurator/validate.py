@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from agents.configurator.capacity import check_memory
-from agents.configurator.config import Config, from_dict
+from agents.configurator.config import Config
+from agents.configurator.fields import from_dict
 from envs import Task
 from worldmodel.errors import ConfigError
 

@@ -22,7 +22,8 @@ from torch import nn
 from agents.app.media.figures import cost_figure, outcome_figure, prediction_figure
 from agents.app.media.logger import Logger
 from agents.app.media.video import side_by_side
-from agents.configurator.config import Config, to_dict
+from agents.configurator.config import Config
+from agents.configurator.fields import to_dict
 from envs import Task
 from envs.render import StateRenderer, make_renderer
 from worldmodel.cost.evaluate import RewardError

@@ -19,11 +19,8 @@ from agents.configurator.assemble import (
     intrinsic_cost,
     learns_cost,
 )
-from agents.configurator.config import (
-    Config,
-    from_dict,
-    to_dict,
-)
+from agents.configurator.config import Config
+from agents.configurator.fields import from_dict, to_dict
 from agents.configurator.validate import INT_MAX, config_from_json, with_legacy_values
 from envs import Task, make_task
 from worldmodel.cost.intrinsic import IntrinsicCost

@@ -14,7 +14,8 @@ from agents.configurator import (
     make_config,
 )
 from agents.configurator.assemble import cost_schedule, fit_schedule
-from agents.configurator.config import Config, flat_fields, from_dict, to_dict, with_overrides
+from agents.configurator.config import Config
+from agents.configurator.fields import flat_fields, from_dict, to_dict, with_overrides
 from agents.configurator.validate import config_from_json
 from envs import make_task
 from worldmodel.data.store import Stats

@@ -13,7 +13,8 @@ import torch
 
 from agents.configurator import make_config
 from agents.configurator.capacity import check_memory, host_memory, memory_needs
-from agents.configurator.config import Config, flat_fields, to_dict
+from agents.configurator.config import Config
+from agents.configurator.fields import flat_fields, to_dict
 from agents.configurator.presets import PRESETS
 from agents.configurator.validate import (
     INT_MAX,
