@@ -49,9 +49,9 @@ class ModelConfig:
     energy_samples: int = 2
     """Prior rollouts per dropped (and validation) window, scored together by the energy score
     (>= 2; 'zero' latent dropout has one rollout whatever this is)."""
-    prior_components: int = 0
-    """0: z's prior is N(0, I); K >= 1: a learned mixture of K Gaussians fitted to the
-    posterior, whose mass stays off the gaps between the futures' clusters of z."""
+    prior_components: int = 4
+    """z's prior: a learned mixture of this many Gaussians fitted to the posterior, whose mass
+    stays off the gaps between the futures' clusters of z (0: N(0, I))."""
     members: int = 5
     """Members of the 'ensemble' (>= 2). The ensemble has no z encoder, MLP dropout or KL:
     latent_dim, dropout, latent_dropout, latent_dropout_mode, beta, elbo_weight,

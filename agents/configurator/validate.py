@@ -38,10 +38,10 @@ def option(key: str) -> str:
 # --- a config from JSON (config.json, a checkpoint's meta) ----------------------------------------
 
 
-LEGACY_VALUES = {"train.lr_final": 1.0, "train.ema_decay": 0.0}
+LEGACY_VALUES = {"train.lr_final": 1.0, "train.ema_decay": 0.0, "model.prior_components": 0}
 """Options added with a default that changes what a run does: a saved config without one was
 run before it existed, as this value (fits then trained at a constant rate and kept their own
-weights, not an average), and resumes so."""
+weights, not an average; z's prior was N(0, I)), and resumes so."""
 
 
 def with_legacy_values(values: object) -> object:

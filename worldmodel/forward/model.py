@@ -1,8 +1,8 @@
 """Forward model s[t+1] = G(s[t], a[t], z[t]): a conditional VAE with latent dropout (PPUU).
 
 During training an encoder q(z | s, a, s') sees the real transition and proposes z, scored by the
-ELBO: a Gaussian likelihood with a learned scale and a KL term pulling q towards the prior N(0, I),
-or a learned mixture of Gaussians (`prior_components`, see `prior.py`). With probability
+ELBO: a Gaussian likelihood with a learned scale and a KL term pulling q towards the prior, a
+learned mixture of Gaussians (`prior_components`, see `prior.py`; 0: N(0, I)). With probability
 `latent_dropout` (per window) z comes from the prior instead, or is zero, and no KL is charged:
 such windows are scored by the energy score of two prior rollouts, so prior samples are trained to
 land on the real outcomes (every mode of them, not their mean) and to respond to the action, which
@@ -73,7 +73,7 @@ class ForwardModel(NormalizedModel):
         beta: float = 1.0,
         elbo_weight: str = "none",
         energy_samples: int = 2,
-        prior_components: int = 0,
+        prior_components: int = 4,
     ) -> None:
         super().__init__(state_dim)
         if min(state_dim, action_dim, hidden, layers) <= 0 or latent_dim < 0:

@@ -49,6 +49,9 @@ class MixturePrior(nn.Module):
         the means and scales (not in the weights)."""
         n = math.prod(shape)
         weights = self.logits.detach().softmax(-1)
+        # A broken (NaN) prior must give NaN latents, which the planner's checks catch, not an
+        # exception from multinomial.
+        weights = torch.where(weights.isfinite(), weights, torch.ones_like(weights))
         pick = (  # multinomial refuses to draw nothing, but an empty batch is a valid request
             torch.multinomial(weights, n, replacement=True, generator=generator)
             if n

@@ -205,6 +205,16 @@ def test_a_saved_config_from_before_lr_final_or_ema_decay_resumes_as_it_ran() ->
     assert (train.lr_final, train.ema_decay) == (0.3, 0.9)
 
 
+def test_a_saved_config_from_before_the_mixture_prior_resumes_with_the_standard_one() -> None:
+    """Its checkpoint has no mixture parameters: z's prior was N(0, I)."""
+    saved = to_dict(make_config({}))
+    assert saved["model"]["prior_components"] == 4  # today's default
+    del saved["model"]["prior_components"]
+    config = config_from_json(saved)
+    assert config.model.prior_components == 0
+    assert build_model(config.model, 3, 1).prior is None
+
+
 def test_wm_run_renormalizes_on_locomotion_and_tasks_without_presets_only() -> None:
     """The hand-coded tasks keep the normalisation of their seed steps (measured so); a task
     with no presets, and locomotion, follow the data in `wm run`; the user's option wins."""

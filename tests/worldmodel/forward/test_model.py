@@ -273,11 +273,11 @@ def test_step_and_rollout_draw_their_latents_from_the_generator() -> None:
     s, a = torch.randn(2, 3, 3, generator=g), torch.randn(2, 3, 2, generator=g)
     with torch.no_grad():
         drawn = model.step(s, a, generator=torch.Generator().manual_seed(4))
-        z = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(4))
+        z = model.sample_prior(2, 3, generator=torch.Generator().manual_seed(4))
         torch.testing.assert_close(drawn, model.step(s, a, z))
         s0, actions = s[0], torch.randn(5, 3, 2, generator=g)
         drawn = model.rollout(s0, actions, generator=torch.Generator().manual_seed(6))
-        z = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(6))
+        z = model.sample_prior(5, 3, generator=torch.Generator().manual_seed(6))
         torch.testing.assert_close(drawn, model.rollout(s0, actions, z))
 
 
@@ -354,7 +354,7 @@ def test_uncertainty_needs_two_masks_and_uses_eight_by_default() -> None:
     torch.testing.assert_close(seeded(z=z), seeded(n=8, z=z))
     assert not torch.allclose(seeded(z=z), seeded(n=9, z=z))
     drawn = seeded(generator=torch.Generator().manual_seed(5))
-    given = seeded(z=torch.randn(5, 4, 4, generator=torch.Generator().manual_seed(5)))
+    given = seeded(z=model.sample_prior(5, 4, generator=torch.Generator().manual_seed(5)))
     torch.testing.assert_close(drawn, given)
 
 

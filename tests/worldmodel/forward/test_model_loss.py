@@ -155,6 +155,21 @@ def test_zero_mode_scores_dropped_windows_on_the_z_zero_prediction() -> None:
     torch.testing.assert_close(terms.energy.detach(), expected.mean(), rtol=1e-4, atol=1e-6)
 
 
+def _kl_to_prior(
+    model: ForwardModel, q: torch.distributions.Normal, z: torch.Tensor
+) -> torch.Tensor:
+    """KL(q || p) [B]: closed form to N(0, I); to a mixture, log q(z) - log p(z) at q's sample."""
+    if model.prior is None:
+        return torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1)
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=model.prior.logits),
+        torch.distributions.Independent(
+            torch.distributions.Normal(model.prior.means, model.prior.log_stds.exp()), 1
+        ),
+    )
+    return q.log_prob(z).sum(-1) - mixture.log_prob(z)
+
+
 def _expected_terms(
     model: ForwardModel, w: Window, kept: torch.Tensor, dropped: torch.Tensor,
     g: torch.Generator, dim_weight: torch.Tensor | float = 1.0, samples: int = 2,
@@ -168,12 +183,11 @@ def _expected_terms(
     obs, act = w.obs[:, kept], w.action[:, kept]
     s, nll, kl, squared = obs[0], 0.0, 0.0, 0.0
     scale = torch.distributions.Normal(0.0, model.log_std.clamp(min=-7.0).exp())
-    prior = torch.distributions.Normal(0.0, 1.0)
     for t in range(horizon):
         mu, logvar = model._posterior(obs[t], act[t], obs[t + 1])
         noise = torch.randn(mu.shape, generator=g)
         q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
-        kl = kl + torch.distributions.kl_divergence(q, prior).sum(-1)
+        kl = kl + _kl_to_prior(model, q, mu + noise * (0.5 * logvar).exp())
         s = model.step(s, act[t], mu + noise * (0.5 * logvar).exp())
         error = (s - obs[t + 1]) / model.delta_std
         nll = nll - (dim_weight * (scale.log_prob(error) + half_log_2pi)).sum(-1)
@@ -191,11 +205,13 @@ def _expected_terms(
     return nll / n, kl / n, squared / horizon, energy / (horizon * 3**0.5)
 
 
-def _loss_case(elbo_weight: str = "none", samples: int = 2) -> tuple[ForwardModel, Window]:
+def _loss_case(
+    elbo_weight: str = "none", samples: int = 2, components: int = 0
+) -> tuple[ForwardModel, Window]:
     torch.manual_seed(0)
     model = ForwardModel(3, 2, latent_dim=4, hidden=16, layers=2, dropout=0.0,
                          latent_dropout=0.5, beta=0.7, elbo_weight=elbo_weight,
-                         energy_samples=samples)  # fmt: skip
+                         energy_samples=samples, prior_components=components)  # fmt: skip
     model.set_normalization(_stats(11))
     with torch.no_grad():
         model.log_std.copy_(torch.tensor([-9.0, 0.3, -0.5]))  # -9 is held at the floor, -7
@@ -210,23 +226,25 @@ VARIANCES = torch.tensor([math.exp(-14), math.exp(0.6), math.exp(-1)])  # _loss_
 
 
 @pytest.mark.parametrize(
-    ("elbo_weight", "weight", "dim_weight", "samples"),
+    ("elbo_weight", "weight", "dim_weight", "samples", "components"),
     [
-        ("none", 1.0, 1.0, 2),
-        ("variance", VARIANCES.mean().item(), 1.0, 2),
-        ("per_dim", VARIANCES.mean().item(), VARIANCES / VARIANCES.mean(), 2),
-        ("none", 1.0, 1.0, 5),
+        ("none", 1.0, 1.0, 2, 0),
+        ("variance", VARIANCES.mean().item(), 1.0, 2, 0),
+        ("per_dim", VARIANCES.mean().item(), VARIANCES / VARIANCES.mean(), 2, 0),
+        ("none", 1.0, 1.0, 5, 0),
+        ("none", 1.0, 1.0, 2, 3),
     ],
 )
 def test_the_training_loss_is_the_elbo_of_kept_and_the_energy_of_dropped_windows(
-    elbo_weight: str, weight: float, dim_weight: torch.Tensor | float, samples: int
-) -> None:
+    elbo_weight: str, weight: float, dim_weight: torch.Tensor | float, samples: int,
+    components: int,
+) -> None:  # fmt: skip
     """Each window is dropped when its uniform draw is below `latent_dropout`; the loss is
     (w * sum of NLL + beta KL over kept windows + sum of energies over dropped ones) / B, over
     a 2-step unroll, where w is 1 or the mean v of the decoder's variances, and each dim's NLL is
     weighted by 1 or (with 'per_dim') by its variance / v; the logged terms are their means over
     their own windows."""
-    model, w = _loss_case(elbo_weight, samples)
+    model, w = _loss_case(elbo_weight, samples, components)
     with torch.no_grad():
         terms = model.loss(w, generator=torch.Generator().manual_seed(12))
         g = torch.Generator().manual_seed(12)

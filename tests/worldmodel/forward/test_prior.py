@@ -123,3 +123,11 @@ def test_the_mixture_is_in_the_state_dict_and_absent_by_default() -> None:
 def test_a_negative_component_count_is_refused() -> None:
     with pytest.raises(ValueError, match="prior_components"):
         ForwardModel(3, 2, latent_dim=4, prior_components=-1)
+
+
+def test_a_nan_prior_samples_nan_latents_rather_than_raising() -> None:
+    prior = MixturePrior(3, 2)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.fill_(float("nan"))
+    assert prior.sample(4, generator=torch.Generator().manual_seed(0)).isnan().all()

@@ -111,8 +111,8 @@ def _cvae(**kw: float) -> ForwardModel:
     return model
 
 
-def test_the_kl_is_the_gaussian_kl_to_the_prior_per_state_dim() -> None:
-    model = _cvae()
+def test_the_kl_is_the_gaussian_kl_to_the_standard_prior_per_state_dim() -> None:
+    model = _cvae(prior_components=0)
     window = _window(1, 32, seed=1)
     with torch.no_grad():
         model.encoder[-1].bias.copy_(torch.linspace(-2.0, 2.0, 8))  # mu != 0, logvar != 0
