@@ -111,10 +111,12 @@ class ForwardModel(NormalizedModel):
         return self.latent_dim > 0
 
     def sample_prior(self, *shape: int, generator: Generator | None = None) -> Tensor:
-        """z [*shape, Z] from the prior: N(0, I), or the learned mixture (`prior_components`)."""
+        """z [*shape, Z] from the prior: N(0, I), or the learned mixture (`prior_components`).
+        Detached: a planner's or a policy's backward pass must not leave gradients on the model's
+        prior (only the model's own loss trains it, through `prior.sample`)."""
         if self.prior is None:
             return super().sample_prior(*shape, generator=generator)
-        return self.prior.sample(*shape, generator=generator)
+        return self.prior.sample(*shape, generator=generator).detach()
 
     def _keep_function(self, old: Stats, new: Stats) -> None:
         """Decoder and encoder read the state (and the encoder the delta) normalised; the
@@ -309,7 +311,11 @@ class ForwardModel(NormalizedModel):
         # only by their dropout masks, and the spread term would pay them to disagree.)
         k = self.energy_samples if self.latent_dropout_mode == "prior" else 1
         if k > 1:
-            z = self.sample_prior(horizon, k, batch, generator=generator)
+            z = (
+                self.prior.sample(horizon, k, batch, generator=generator)
+                if self.prior is not None
+                else self.sample_prior(horizon, k, batch, generator=generator)
+            )
             first, second = torch.triu_indices(k, k, 1, device=obs.device)  # the pairs i < j
         else:
             z = obs.new_zeros(horizon, k, batch, self.latent_dim)

@@ -102,9 +102,17 @@ def test_the_cvae_draws_its_latents_from_the_mixture_and_trains_it() -> None:
     obs = torch.randn(3, 16, 3, generator=torch.Generator().manual_seed(8)).cumsum(0)
     action = torch.randn(2, 16, 2, generator=torch.Generator().manual_seed(9))
     window = Window(obs, action, torch.zeros(2, 16), torch.zeros(2, 16, dtype=torch.bool))
-    model.latent_dropout = 0.0  # every window keeps its posterior, so only the KL reaches p
-    model.loss(window, generator=torch.Generator().manual_seed(0)).loss.backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.prior.parameters())
+    for dropout in (0.0, 1.0):  # the KL of kept windows, the energy of dropped ones
+        model.zero_grad()
+        model.latent_dropout = dropout
+        model.loss(window, generator=torch.Generator().manual_seed(0)).loss.backward()
+        grads = [p.grad for p in (model.prior.means, model.prior.log_stds)]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads), dropout
+    # a planner's backward pass through a rollout leaves the prior alone
+    model.zero_grad()
+    actions = torch.zeros(2, 16, 2, requires_grad=True)
+    model.rollout(obs[0], actions, model.sample_prior(2, 16)).sum().backward()
+    assert actions.grad is not None and model.prior.means.grad is None
 
 
 def test_the_mixture_is_in_the_state_dict_and_absent_by_default() -> None:
