@@ -30,10 +30,10 @@ from worldmodel.forward.layers import (
     shift_input_normalization,
     shift_output_normalization,
 )
+from worldmodel.forward.likelihood import ELBO_WEIGHTS, MIN_LOG_STD, elbo_weights, gaussian_nll
 from worldmodel.forward.prior import MixturePrior, gaussian_kl
 
 LATENT_DROPOUT_MODES = ("prior", "zero")
-ELBO_WEIGHTS = ("none", "variance", "per_dim")
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class ForwardModel(NormalizedModel):
             shift_input_normalization(enc.weight, enc.bias, states, old_s, new_s)
             shift_input_normalization(enc.weight, enc.bias, slice(s + a, 2 * s + a), old_d, new_d)
             self.log_std += (old.delta_std / new.delta_std).log()
-            self.log_std.clamp_(min=_MIN_LOG_STD)
+            self.log_std.clamp_(min=MIN_LOG_STD)
 
     def _check_dims(self, s: Tensor, a: Tensor, z: Tensor | None, what: str) -> None:
         """Last dims S, A, Z as the model expects, else a `DataError` naming both shapes."""
@@ -272,8 +272,8 @@ class ForwardModel(NormalizedModel):
         obs [H+1, B, S], actions [H, B, A]. The NLL is in delta-normalised units under the
         decoder's learned scale, up to the constant 0.5 log(2 pi).
         """
-        s, log_std = obs[0], self.log_std.clamp(min=_MIN_LOG_STD)
-        dim_weight = torch.ones_like(log_std) if dim_weight is None else dim_weight
+        s = obs[0]
+        dim_weight = torch.ones_like(self.log_std) if dim_weight is None else dim_weight
         mask = obs.new_ones(actions.shape[:2]) if mask is None else mask
         nll = kl = squared = obs.new_zeros(obs.shape[1])
         for t in range(actions.shape[0]):
@@ -282,7 +282,7 @@ class ForwardModel(NormalizedModel):
             kl = kl + mask[t] * gaussian_kl(mu, logvar, noise, self.prior)
             s = self._predict(s, actions[t], mu + noise * (0.5 * logvar).exp())
             error = (s - obs[t + 1]) / self.delta_std
-            dim_nll = 0.5 * (error * torch.exp(-log_std)).square() + log_std
+            dim_nll = gaussian_nll(error, self.log_std)
             nll = nll + mask[t] * (dim_weight * dim_nll).sum(-1)
             squared = squared + mask[t] * error.square().mean(-1)
         steps = mask.sum(0).clamp(min=1.0)
@@ -366,7 +366,9 @@ class ForwardModel(NormalizedModel):
             kept = ~dropped
         # The weights shape training's steps; validation, and so early stopping, scores the
         # plain ELBO, the same quantity whatever the weights.
-        dim_weight, weight = (None, 1.0) if score_all else self._elbo_weights()
+        dim_weight, weight = (
+            (None, 1.0) if score_all else elbo_weights(self.log_std, self.elbo_weight)
+        )
         nll, kl, squared = self._posterior_terms(
             obs[:, kept], actions[:, kept], generator, mask[:, kept], dim_weight
         )
@@ -384,29 +386,6 @@ class ForwardModel(NormalizedModel):
             kl=_mean(kl),
             energy=_mean(energy),
         )
-
-    def _elbo_weights(self) -> tuple[Tensor, Tensor]:
-        """Weights of the ELBO, not differentiated: one per state dim [S] on the NLL, and one
-        scalar on NLL and KL together.
-
-        'none': 1 and 1. 'variance': 1 and the decoder's mean variance v. One factor on NLL and
-        KL keeps the ELBO's optimum and changes what the learned scale does to the steps: the
-        NLL's gradient on the mean grows as 1/sigma^2 as the scale shrinks, drowning the
-        energy score of the dropped windows. 'per_dim': sigma_d^2 / v per dim and v (beta-NLL,
-        Seitzer et al. 2022, with beta = 1): the mean's gradient is the squared error's in every
-        dim, as the k-step error weighs them, while a nat of KL is still weighed against the
-        likelihood at the decoder's mean scale, so the posterior does not collapse.
-        """
-        variance = torch.exp(2.0 * self.log_std.clamp(min=_MIN_LOG_STD)).detach()
-        ones = torch.ones_like(variance)
-        if self.elbo_weight == "none":
-            return ones, ones.new_ones(())
-        if self.elbo_weight == "variance":
-            return ones, variance.mean()
-        return variance / variance.mean(), variance.mean()
-
-
-_MIN_LOG_STD = -7.0  # the decoder's scale may not shrink below ~1e-3 delta-normalised units
 
 
 def _norm(x: Tensor) -> Tensor:
