@@ -9,12 +9,16 @@ of envs planned together (`MPCAgent.act_batch`).
 
 The model is untrained (speed does not depend on the weights); the cost is HalfCheetah's own.
 Beside each time, the plan quality: the mean planned cost of the timed decisions (`--reference`
-adds a long gradient search to compare it with). Writes benchmarks/results/planner_speed.csv.
+adds a long gradient search to compare it with). `--settings` times planner settings side by side
+in one process, alternating them `--rounds` times (a speed claim is a ratio measured so), e.g.
+`--kinds gradient --horizons 30 --settings iterations=6 iterations=3,latent_samples=1 --rounds 3`.
+Writes benchmarks/results/planner_speed.csv.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -89,6 +93,58 @@ def plan_quality(agent: MPCAgent, obs: np.ndarray, seed: int) -> float:
     return float(np.mean(costs))
 
 
+def timed_row(
+    horizon: int,
+    kind: str,
+    envs: int,
+    graphs: bool,
+    text: str,
+    search: dict,
+    device: torch.device,
+    decisions: int,
+    seed: int,
+) -> dict[str, object]:
+    """One CSV row: `time_planner` of one setting, printed as it is measured."""
+    planner = "gradient" if kind == "reference" else kind
+    ms, cost = time_planner(planner, horizon, device, decisions, seed, envs, graphs, search or None)
+    recorded = graphs and kind == "gradient" and device.type == "cuda"
+    print(
+        f"{kind:<9} {text or 'defaults':<28} horizon {horizon:>3} envs {envs:>3} "
+        f"graphs {recorded!s:<5}: {ms:8.1f} ms/decision ({device}), planned cost {cost:.4f}"
+    )
+    return {
+        "planner": kind,
+        "settings": text,
+        "horizon": horizon,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "envs": envs,
+        "cuda_graphs": recorded,
+        "ms_per_action": round(ms, 2),
+        "ms_per_env": round(ms / envs, 3),
+        "planned_cost": round(cost, 4),
+    }
+
+
+def parse_setting(text: str) -> dict[str, object]:
+    """'iterations=3,latent_samples=1' -> typed `PlannerConfig` overrides ('' -> the defaults)."""
+    kinds = {
+        f.name: type(getattr(PlannerConfig(), f.name)) for f in dataclasses.fields(PlannerConfig)
+    }
+    out: dict[str, object] = {}
+    for pair in filter(None, text.split(",")):
+        key, _, value = pair.partition("=")
+        if key not in kinds:
+            raise ValueError(f"unknown planner field {key!r} in {text!r}; one of {sorted(kinds)}")
+        kind = kinds[key]
+        try:
+            out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise ValueError(f"{key} needs a {kind.__name__}, got {value!r}") from None
+    PlannerConfig(**out)  # a value out of range fails here, before anything is timed
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", nargs="+", default=list(KINDS))
@@ -99,47 +155,38 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", type=int, default=[1], help="envs per decision")
     parser.add_argument("--cuda-graphs", nargs="+", choices=("on", "off"), default=["on"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--settings", nargs="+", default=[""], metavar="K=V[,K=V]",
+                        help="planner settings timed side by side ('': the defaults)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="times each setting is timed, alternating")  # fmt: skip
     parser.add_argument("--reference", action="store_true",
                         help="add a long gradient search (REFERENCE) per horizon and envs: the "
                         "plan quality the others are near or far from")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/planner_speed.csv"))
     args = parser.parse_args()
+    try:
+        searches = [(text, parse_setting(text)) for text in args.settings]
+    except ValueError as error:
+        parser.error(f"--settings: {error}")
     set_threads(args.threads)
     device = resolve_device(args.device)
     start = time.perf_counter()
-    rows = []
     settings = [
-        (horizon, kind, envs, graphs == "on")
+        (horizon, kind, envs, graphs == "on", text, search)
+        for _ in range(args.rounds)
         for horizon in args.horizons
         for kind in args.kinds
         for envs in args.envs
         for graphs in args.cuda_graphs
+        for text, search in searches
     ]
     if args.reference:
-        settings += [(h, "reference", e, False) for h in args.horizons for e in args.envs]
-    for horizon, kind, envs, graphs in settings:
-        planner, search = ("gradient", REFERENCE) if kind == "reference" else (kind, None)
-        ms, cost = time_planner(
-            planner, horizon, device, args.decisions, args.seed, envs, graphs, search
-        )
-        recorded = graphs and kind == "gradient" and device.type == "cuda"
-        rows.append(
-            {
-                "planner": kind,
-                "horizon": horizon,
-                "device": str(device),
-                "threads": torch.get_num_threads(),
-                "envs": envs,
-                "cuda_graphs": recorded,
-                "ms_per_action": round(ms, 2),
-                "ms_per_env": round(ms / envs, 3),
-                "planned_cost": round(cost, 4),
-            }
-        )
-        print(
-            f"{kind:<9} horizon {horizon:>3} envs {envs:>3} graphs {recorded!s:<5}: "
-            f"{ms:8.1f} ms/decision ({device}), planned cost {cost:.4f}"
-        )
+        settings += [
+            (h, "reference", e, False, "reference", REFERENCE)
+            for h in args.horizons
+            for e in args.envs
+        ]
+    rows = [timed_row(*setting, device, args.decisions, args.seed) for setting in settings]
     write_csv(args.out, rows, environment_info([args.seed], time.perf_counter() - start))
 
 

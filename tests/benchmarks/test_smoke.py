@@ -72,6 +72,28 @@ def test_planner_speed_smoke(tmp_path: Path) -> None:
         )
 
 
+def test_planner_speed_settings_side_by_side(tmp_path: Path) -> None:
+    out = tmp_path / "speed.csv"
+    run("benchmarks.planner_speed", "--kinds", "gradient", "--horizons", "3", "--decisions", "1",
+        "--threads", "1", "--settings", "iterations=1", "iterations=4,candidates=2",
+        "--rounds", "2", "--out", str(out))  # fmt: skip
+    rows = read(out)
+    assert [r["settings"] for r in rows] == ["iterations=1", "iterations=4,candidates=2"] * 2
+    short, long = (float(r["planned_cost"]) for r in rows[:2])
+    # The same start and Adam run, longer: its best iterate can only be as good or better.
+    assert long <= short + 1e-6
+
+
+@pytest.mark.parametrize("setting", ["bogus=1", "iterations=x", "iterations=0"])
+def test_planner_speed_bad_setting_is_one_line(setting: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.planner_speed", "--settings", setting],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "--settings:" in result.stderr
+
+
 @pytest.mark.slow
 def test_mpc_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "mpc.csv"
