@@ -142,8 +142,9 @@ class PlannerConfig:
     """'gradient' (Adam through the model: the adjoint method), 'cem', 'mppi' or 'hybrid'."""
     horizon: int = 30
     """Actions planned ahead."""
-    iterations: int = 6
-    """Optimiser iterations per decision: Adam steps or CEM/MPPI rounds (hybrid: per stage)."""
+    iterations: int = 3
+    """Optimiser iterations per decision: Adam steps or CEM/MPPI rounds (hybrid: per stage).
+    Each decision continues the previous one's shifted plan, so few are needed."""
     candidates: int = 3
     """Gradient: parallel sequences (warm start + restarts); hybrid: CEM sequences it refines."""
     lr: float = 0.1

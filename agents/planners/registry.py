@@ -25,7 +25,7 @@ class PlannerSettings:
     horizon: int  #: actions planned ahead
     action_dim: int  #: A
     device: torch.device  #: where the planner's tensors live
-    iterations: int = 6  #: optimiser iterations (Adam steps, or CEM/MPPI rounds)
+    iterations: int = 3  #: optimiser iterations (Adam steps, or CEM/MPPI rounds)
     candidates: int = 3  #: gradient: sequences optimised; hybrid: CEM sequences refined
     lr: float = 0.1  #: gradient: Adam step size
     population: int = 200  #: CEM/MPPI: sequences sampled per round
