@@ -18,7 +18,6 @@ Writes benchmarks/results/planner_speed.csv.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 from agents.configurator import build_model, build_planner, resolve_device, set_threads
 from agents.configurator.config import ModelConfig, PlannerConfig
 from agents.mpc import MPCAgent
-from benchmarks.common import environment_info, write_csv
+from benchmarks.common import environment_info, field_overrides, write_csv
 from envs import make_task
 from worldmodel.cost.trajectory import TrajectoryCost
 from worldmodel.forward.layers import frozen
@@ -106,7 +105,7 @@ def timed_row(
 ) -> dict[str, object]:
     """One CSV row: `time_planner` of one setting, printed as it is measured."""
     planner = "gradient" if kind == "reference" else kind
-    ms, cost = time_planner(planner, horizon, device, decisions, seed, envs, graphs, search or None)
+    ms, cost = time_planner(planner, horizon, device, decisions, seed, envs, graphs, search)
     recorded = graphs and kind == "gradient" and device.type == "cuda"
     print(
         f"{kind:<9} {text or 'defaults':<28} horizon {horizon:>3} envs {envs:>3} "
@@ -127,22 +126,11 @@ def timed_row(
 
 
 def parse_setting(text: str) -> dict[str, object]:
-    """'iterations=3,latent_samples=1' -> typed `PlannerConfig` overrides ('' -> the defaults)."""
-    kinds = {
-        f.name: type(getattr(PlannerConfig(), f.name)) for f in dataclasses.fields(PlannerConfig)
-    }
-    out: dict[str, object] = {}
-    for pair in filter(None, text.split(",")):
-        key, _, value = pair.partition("=")
-        if key not in kinds:
-            raise ValueError(f"unknown planner field {key!r} in {text!r}; one of {sorted(kinds)}")
-        kind = kinds[key]
-        try:
-            out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-        except ValueError:
-            raise ValueError(f"{key} needs a {kind.__name__}, got {value!r}") from None
-    PlannerConfig(**out)  # a value out of range fails here, before anything is timed
-    return out
+    """'iterations=3,latent_samples=1' -> typed `PlannerConfig` overrides ('' -> the defaults);
+    an unknown field or a bad value ends the benchmark with one line (`field_overrides`)."""
+    pairs = [pair for pair in text.split(",") if pair]
+    config = field_overrides(PlannerConfig(), pairs, "--settings:")
+    return {key: getattr(config, key) for key, _, _ in (pair.partition("=") for pair in pairs)}
 
 
 def main() -> None:
@@ -166,8 +154,8 @@ def main() -> None:
     args = parser.parse_args()
     try:
         searches = [(text, parse_setting(text)) for text in args.settings]
-    except ValueError as error:
-        parser.error(f"--settings: {error}")
+    except SystemExit as error:  # a usage error: argparse's exit status 2
+        parser.error(str(error))
     set_threads(args.threads)
     device = resolve_device(args.device)
     start = time.perf_counter()
