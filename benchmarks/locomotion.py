@@ -8,6 +8,7 @@ same episodes, with the published returns as anchors.
     python -m benchmarks.locomotion --set agent=policy loop.update_every=5
     python -m benchmarks.locomotion --steps 20000 --tasks Swimmer-v5 Ant-v5 \
         dm_control/cheetah-run-v0 dm_control/walker-walk-v0   # any task id: cost learned
+    python -m benchmarks.locomotion --plot ours.csv sac.csv --out both.csv   # both.png, no runs
 
 Ours is `wm run` with the task's presets, `OURS` and `--set` on top: updates interleaved with
 the env steps (`loop.update_every`), so the cost per step stays flat over 100k steps. Rows, one
@@ -91,8 +92,14 @@ def plot(rows: list[dict], path: Path) -> None:
     with ANCHORS.open() as f:
         anchors = [a for a in csv.DictReader(f) if int(a["env_steps"]) == 100_000]
     tasks = sorted({r["task"] for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    cols = min(len(tasks), 4)
+    rows_of_axes = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(
+        rows_of_axes, cols, figsize=(5 * cols, 3.5 * rows_of_axes), squeeze=False
+    )
+    for ax in axes.flat[len(tasks) :]:
+        ax.set_visible(False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
         for agent in sorted({r["agent"] for r in rows if r["task"] == task}):
             mine = [r for r in rows if r["task"] == task and r["agent"] == agent]
             steps = sorted({int(r["env_steps"]) for r in mine})
@@ -128,11 +135,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="keep --out's rows, skip their runs, resume stopped ones")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/locomotion.csv"))
+    parser.add_argument("--plot", nargs="+", type=Path, metavar="CSV",
+                        help="run nothing: plot these CSVs' rows into --out's .png")  # fmt: skip
     return parser
 
 
 def main() -> None:
-    args = _parser().parse_args()
+    parser = _parser()
+    args = parser.parse_args()
+    if args.plot:
+        if missing := [str(p) for p in args.plot if not p.is_file()]:
+            parser.error(f"--plot: no such CSV: {', '.join(missing)}")
+        plot([r for path in args.plot for r in read_rows(path)], args.out.with_suffix(".png"))
+        print(f"wrote {args.out.with_suffix('.png')}")
+        return
     set_threads(args.threads)
     overrides = {"threads": args.threads} | parse_overrides(args.set)
     rows = read_rows(args.out) if args.resume else []

@@ -62,3 +62,46 @@ def test_a_kept_run_of_a_namespaced_id_is_found_and_resumed(tmp_path: Path, monk
     monkeypatch.setattr(loco, "run_curve", lambda path: ([(300, 1.0)], None, None))
     assert loco.ours("dm_control/cheetah-run-v0", 0, 300, {}, tmp_path)[0][:2] == (300, 1.0)
     assert resumed == [kept]
+
+
+def test_plot_draws_several_csvs_together_and_runs_nothing(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    import benchmarks.locomotion as loco
+
+    header = "task,agent,seed,budget,env_steps,eval_return,run_seconds\n"
+    ours, sac = tmp_path / "ours.csv", tmp_path / "sac.csv"
+    ours.write_text(header + "Ant-v5,ours,0,200,200,1.5,9.0\n")
+    sac.write_text(header + "Ant-v5,sac,0,200,200,2.5,3.0\nSwimmer-v5,sac,1,200,200,-1.0,3.0\n")
+    drawn: list[tuple[list[dict], Path]] = []
+    monkeypatch.setattr(loco, "plot", lambda rows, path: drawn.append((rows, path)))
+    monkeypatch.setattr(loco, "ours", lambda *a: pytest.fail("ran our agent"))
+    monkeypatch.setattr(loco, "sac_curve", lambda *a: pytest.fail("ran SAC"))
+    out = tmp_path / "both.csv"
+    argv = ["locomotion", "--plot", str(ours), str(sac), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    loco.main()
+    ((rows, path),) = drawn
+    assert path == out.with_suffix(".png") and not out.exists()
+    assert [(r["task"], r["agent"]) for r in rows] == [
+        ("Ant-v5", "ours"),
+        ("Ant-v5", "sac"),
+        ("Swimmer-v5", "sac"),
+    ]
+    monkeypatch.setattr(sys, "argv", ["locomotion", "--plot", str(tmp_path / "none.csv")])
+    with pytest.raises(SystemExit) as exit_:
+        loco.main()
+    assert exit_.value.code == 2
+
+
+def test_plot_lays_many_tasks_out_in_rows(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from benchmarks.locomotion import plot
+
+    rows = [{"task": f"Task{i}-v0", "agent": "sac", "env_steps": str(s), "eval_return": str(i * s)}
+            for i in range(5) for s in (100, 200)]  # fmt: skip
+    plot(rows, tmp_path / "plot.png")
+    import matplotlib.image
+
+    height, width = matplotlib.image.imread(tmp_path / "plot.png").shape[:2]
+    assert (width, height) == (2000, 700)  # 4 columns of 5 x 3.5 inches, 2 rows, at 100 dpi
