@@ -72,6 +72,22 @@ def measured_rows(
     return rows
 
 
+def task_axes(count: int, columns: int = 4) -> tuple[Any, list[Any]]:
+    """A matplotlib figure (Agg) with one 5 x 3.5-inch panel per task, `columns` to a row, and
+    its first `count` axes (the rest of the last row hidden)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(count, columns)
+    rows = -(-count // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.5 * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:count])
+
+
 def field_overrides(defaults: C, pairs: list[str], flag: str) -> C:
     """`defaults` (a config group, e.g. a `ModelConfig`) with 'field=value' strings applied
     (`with_overrides`: typed by the field), e.g. 'beta=2.0'; an unknown field or a bad value ends

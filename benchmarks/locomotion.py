@@ -34,7 +34,7 @@ from agents.app.loop import resume, run
 from agents.app.runs.folder import folder_env
 from agents.configurator import make_config, set_threads
 from agents.configurator.presets import LOCOMOTION
-from benchmarks.common import environment_info, write_csv
+from benchmarks.common import environment_info, task_axes, write_csv
 from benchmarks.mpc import parse_overrides
 from benchmarks.sample_efficiency import run_curve, sac
 
@@ -84,22 +84,11 @@ def read_rows(path: Path) -> list[dict]:
 def plot(rows: list[dict], path: Path) -> None:
     """Mean eval return over seeds against env steps per task and agent; published returns at
     100k as markers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with ANCHORS.open() as f:
         anchors = [a for a in csv.DictReader(f) if int(a["env_steps"]) == 100_000]
     tasks = sorted({r["task"] for r in rows})
-    cols = min(len(tasks), 4)
-    rows_of_axes = -(-len(tasks) // cols)
-    fig, axes = plt.subplots(
-        rows_of_axes, cols, figsize=(5 * cols, 3.5 * rows_of_axes), squeeze=False
-    )
-    for ax in axes.flat[len(tasks) :]:
-        ax.set_visible(False)
-    for ax, task in zip(axes.flat, tasks, strict=False):
+    fig, axes = task_axes(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
         for agent in sorted({r["agent"] for r in rows if r["task"] == task}):
             mine = [r for r in rows if r["task"] == task and r["agent"] == agent]
             steps = sorted({int(r["env_steps"]) for r in mine})

@@ -35,6 +35,7 @@ from benchmarks.common import (
     field_overrides,
     fit_model,
     random_steps,
+    task_axes,
     write_csv,
 )
 from worldmodel.data.store import EpisodeStore
@@ -132,14 +133,11 @@ def benchmark(
 def plot(rows: list[dict], path: Path) -> None:
     """k-step error against k per task, one colour per kind: error solid, latent spread dashed,
     dropout spread dotted, the constant baseline grey; log y, so zero spreads are left out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    fig, axes = task_axes(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
         mine = [r for r in rows if r["task"] == task]
         for i, kind in enumerate(dict.fromkeys(r["kind"] for r in mine)):
             of_kind = [r for r in mine if r["kind"] == kind]

@@ -32,7 +32,7 @@ from agents.app.evaluate import EVAL_SEED_OFFSET
 from agents.app.loop import run
 from agents.app.runs.folder import load_config
 from agents.configurator import make_config, set_threads
-from benchmarks.common import measured_rows
+from benchmarks.common import measured_rows, task_axes
 from benchmarks.mpc import THRESHOLDS, parse_overrides, scalars
 from envs import make_task
 from worldmodel.data.rollout import run_episode
@@ -122,14 +122,9 @@ def read_curves(paths: list[Path]) -> list[dict]:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks = sorted({r["task"] for r in rows})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
+    fig, axes = task_axes(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
         for agent in sorted({r["agent"] for r in rows if r["task"] == task}):
             mine = [r for r in rows if r["task"] == task and r["agent"] == agent]
             steps = sorted({r["env_steps"] for r in mine})
